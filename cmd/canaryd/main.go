@@ -1,0 +1,200 @@
+// Command canaryd is a streaming canary judge for AI agents.
+//
+//	canaryd run       the daemon: read agent events from Kafka, judge, command
+//	canaryd demo      everything in one process on an embedded broker
+//	canaryd validate  check rollout spec files and exit
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/inferensys/canaryd/detector"
+	"github.com/inferensys/canaryd/internal/daemon"
+	"github.com/inferensys/canaryd/window"
+)
+
+const usage = `canaryd — a streaming canary judge for AI agents
+
+Usage:
+  canaryd run      [flags]   read agent events from Kafka, judge canaries, send commands
+  canaryd demo     [flags]   embedded broker + simulated fleet + canaryd, no set-up
+  canaryd validate SPEC...   check rollout spec files or directories and exit
+
+Run 'canaryd <command> --help' for a command's flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "run":
+		err = runCmd(ctx, os.Args[2:])
+	case "demo":
+		err = demoCmd(ctx, os.Args[2:], os.Stdout)
+	case "validate":
+		err = validateCmd(os.Args[2:], os.Stdout)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "canaryd: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "canaryd:", err)
+		os.Exit(1)
+	}
+}
+
+// env returns the environment variable's value or def.
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(name); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
+func runCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `canaryd run — the daemon
+
+Reads agent events (JSON v1, see schemas/agent-event.v1.json) from Kafka,
+compares each rollout's canary with its baseline with anytime-valid
+sequential tests, and writes set_weight / promote / rollback commands to the
+control topic. Every flag has an environment variable (shown in brackets).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	brokers := fs.String("brokers", env("CANARYD_BROKERS", ""), "Kafka seed brokers, comma-separated [CANARYD_BROKERS]")
+	specs := fs.String("specs", env("CANARYD_SPECS", ""), "rollout spec YAML file or directory [CANARYD_SPECS]")
+	events := fs.String("events-topic", env("CANARYD_EVENTS_TOPIC", "agent.events"), "events topic [CANARYD_EVENTS_TOPIC]")
+	control := fs.String("control-topic", env("CANARYD_CONTROL_TOPIC", "canary.control"), "control topic [CANARYD_CONTROL_TOPIC]")
+	dlq := fs.String("dlq-topic", env("CANARYD_DLQ_TOPIC", "agent.events.dlq"), "dead-letter topic [CANARYD_DLQ_TOPIC]")
+	group := fs.String("group", env("CANARYD_GROUP", "canaryd"), "consumer group [CANARYD_GROUP]")
+	httpAddr := fs.String("http", env("CANARYD_HTTP", ":8080"), "HTTP address for /metrics, /healthz, /v1/rollouts [CANARYD_HTTP]")
+	width := fs.Duration("window", envDuration("CANARYD_WINDOW", 10*time.Second), "event-time window width [CANARYD_WINDOW]")
+	lateness := fs.Duration("lateness", envDuration("CANARYD_LATENESS", 5*time.Second), "allowed lateness behind the newest event time [CANARYD_LATENESS]")
+	noCreate := fs.Bool("no-create-topics", env("CANARYD_NO_CREATE_TOPICS", "") != "", "do not create missing topics [CANARYD_NO_CREATE_TOPICS]")
+	signKeyFile := fs.String("sign-key-file", env("CANARYD_SIGN_KEY_FILE", ""), "file with the HMAC key that signs commands [CANARYD_SIGN_KEY_FILE]")
+	useTLS := fs.Bool("tls", env("CANARYD_TLS", "") != "", "connect to Kafka with TLS [CANARYD_TLS]")
+	saslMech := fs.String("sasl-mechanism", env("CANARYD_SASL_MECHANISM", ""), "SASL mechanism: plain, scram-sha-256 or scram-sha-512 [CANARYD_SASL_MECHANISM]")
+	saslUser := fs.String("sasl-user", env("CANARYD_SASL_USER", ""), "SASL user [CANARYD_SASL_USER]")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *brokers == "" {
+		return errors.New("run: --brokers (or CANARYD_BROKERS) is required")
+	}
+	if *specs == "" {
+		return errors.New("run: --specs (or CANARYD_SPECS) is required")
+	}
+	ss, err := detector.LoadSpecs(*specs)
+	if err != nil {
+		return err
+	}
+	kopts, err := securityOpts(*useTLS, *saslMech, *saslUser, os.Getenv("CANARYD_SASL_PASSWORD"))
+	if err != nil {
+		return err
+	}
+	var signKey []byte
+	if *signKeyFile != "" {
+		if signKey, err = os.ReadFile(*signKeyFile); err != nil {
+			return fmt.Errorf("sign key: %w", err)
+		}
+		signKey = []byte(strings.TrimSpace(string(signKey)))
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	d, err := daemon.New(daemon.Config{
+		Brokers: strings.Split(*brokers, ","), EventsTopic: *events, ControlTopic: *control, DLQTopic: *dlq,
+		Group: *group, NoCreateTopics: *noCreate, Specs: ss, HTTPAddr: *httpAddr,
+		Window: window.Options{Width: *width, Lateness: *lateness}, SignKey: signKey, KgoOpts: kopts, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("serving HTTP", "addr", d.HTTPAddr())
+	return d.Run(ctx)
+}
+
+func securityOpts(useTLS bool, mech, user, pass string) ([]kgo.Opt, error) {
+	var opts []kgo.Opt
+	if useTLS {
+		opts = append(opts, kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}))
+	}
+	switch strings.ToLower(mech) {
+	case "":
+	case "plain":
+		opts = append(opts, kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()))
+	case "scram-sha-256":
+		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()))
+	case "scram-sha-512":
+		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()))
+	default:
+		return nil, fmt.Errorf("--sasl-mechanism %q: want plain, scram-sha-256 or scram-sha-512", mech)
+	}
+	return opts, nil
+}
+
+func validateCmd(args []string, out io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintln(out, "usage: canaryd validate SPEC_FILE_OR_DIR...")
+		if len(args) == 0 {
+			return errors.New("validate: no spec given")
+		}
+		return nil
+	}
+	for _, p := range args {
+		ss, err := detector.LoadSpecs(p)
+		if err != nil {
+			return err
+		}
+		for _, s := range ss {
+			var steps []string
+			for _, st := range s.Steps {
+				steps = append(steps, fmt.Sprintf("%d%%", st.Weight))
+			}
+			fmt.Fprintf(out, "%s:%d: rollout %s: %s → %s, steps %s, alpha %g: ok\n", s.File, s.Line, s.Rollout, s.Baseline, s.Canary, strings.Join(steps, " → "), s.Alpha)
+		}
+	}
+	return nil
+}

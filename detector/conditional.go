@@ -1,0 +1,230 @@
+package detector
+
+import (
+	"math"
+)
+
+// The conditional test compares the rate of a binary outcome (an error, or a
+// latency above a threshold) between canary and baseline through their odds
+// ratio θ. Data arrive in strata — one stratum per closed window and segment —
+// each a 2×2 table: n_b, x_b baseline units and events, n_c, x_c canary units
+// and events. Given the stratum's total K = x_b + x_c, x_c follows Fisher's
+// noncentral hypergeometric law,
+//
+//	P_θ(x_c = y | K) = C(n_c, y) C(n_b, K−y) θ^y / Σ_z C(n_c, z) C(n_b, K−z) θ^z,
+//
+// whatever the two rates' common level: a traffic split of any size, one that
+// changes between strata, or a drift or incident that moves both versions
+// alike cancels out. The likelihood ratio L(θ1)/L(θ0) multiplied over strata is
+// a test martingale under θ0 and — because the family has a monotone
+// likelihood ratio in y — a supermartingale under every θ ≤ θ0 when θ1 > θ0.
+// A mixture over a grid of alternatives is again one, so by Ville's inequality
+// P(sup_t E_t ≥ 1/α) ≤ α: the test may be read after every window without
+// inflating its error (an e-process, "anytime-valid").
+//
+// The same accumulator serves both directions: a rollback test (H0: θ ≤ θr,
+// alternatives above) and a non-inferiority test for promotion (H0: θ ≥ θp,
+// alternatives below), and their inversions give anytime confidence bounds on θ.
+
+// gridStep is the spacing of the θ grid in log units (≈5% per step), gridHalf
+// the number of points on each side of θ = 1: the grid spans θ ∈ [e^-3, e^3].
+const (
+	gridStep = 0.05
+	gridHalf = 60
+	gridLen  = 2*gridHalf + 1
+)
+
+// gridTheta returns the odds ratio at grid index i.
+func gridTheta(i int) float64 { return math.Exp(float64(i-gridHalf) * gridStep) }
+
+// gridIndex returns the grid index nearest to θ, clamped to the grid.
+func gridIndex(theta float64) int {
+	if !(theta > 0) {
+		return 0
+	}
+	i := int(math.Round(math.Log(theta)/gridStep)) + gridHalf
+	return min(max(i, 0), gridLen-1)
+}
+
+// altStride is the spacing, in grid points, of the alternatives mixed over:
+// every second point (≈10% apart) keeps the prior's cost low without losing
+// alternatives between them (neighbouring likelihoods differ little).
+const altStride = 2
+
+// Conditional accumulates the log-likelihood of θ on the grid over strata.
+// The zero value is an empty accumulator.
+type Conditional struct {
+	logL   [gridLen]float64
+	strata int
+	// Totals over strata, for evidence.
+	NB, XB, NC, XC uint64
+
+	w []float64 // scratch: log weights over the support
+}
+
+// Observe adds one stratum. Strata where the outcome cannot be compared (no
+// units in one arm, or no events at all) carry no information and are skipped.
+func (c *Conditional) Observe(nb, xb, nc, xc uint64) {
+	c.NB += nb
+	c.XB += xb
+	c.NC += nc
+	c.XC += xc
+	k := xb + xc
+	if nb == 0 || nc == 0 || k == 0 || k == nb+nc {
+		return
+	}
+	if xb > nb || xc > nc {
+		panic("BUG: conditional stratum with more events than units")
+	}
+	c.strata++
+	lo := uint64(0)
+	if k > nb {
+		lo = k - nb
+	}
+	hi := min(k, nc)
+	// Base log weights w_y = log C(nc, y) + log C(nb, k−y) over the support.
+	c.w = c.w[:0]
+	for y := lo; y <= hi; y++ {
+		c.w = append(c.w, logChoose(nc, y)+logChoose(nb, k-y))
+	}
+	// log Z(θ) by log-sum-exp for each grid θ; terms more than 40 nats below
+	// the largest add less than e^-40 relative and are skipped.
+	for i := 0; i < gridLen; i++ {
+		lt := float64(i-gridHalf) * gridStep
+		m := math.Inf(-1)
+		for j, w := range c.w {
+			if v := w + float64(lo+uint64(j))*lt; v > m {
+				m = v
+			}
+		}
+		s := 0.0
+		for j, w := range c.w {
+			v := w + float64(lo+uint64(j))*lt - m
+			if v > -40 {
+				s += math.Exp(v)
+			}
+		}
+		logZ := m + math.Log(s)
+		c.logL[i] += float64(xc)*lt - logZ
+	}
+}
+
+// Strata returns how many informative strata were observed.
+func (c *Conditional) Strata() int { return c.strata }
+
+// EUpper is the e-value against H0: θ ≤ theta0, mixing uniformly over the
+// grid alternatives above theta0. Large values are evidence that the canary's
+// odds of the outcome exceed theta0 times the baseline's.
+func (c *Conditional) EUpper(theta0 float64) float64 {
+	i0 := gridIndex(theta0)
+	return c.mix(i0, true)
+}
+
+// ELower is the e-value against H0: θ ≥ theta0, mixing uniformly over the
+// grid alternatives below theta0. Large values are evidence that the canary's
+// odds are below theta0 times the baseline's (non-inferiority at margin theta0).
+func (c *Conditional) ELower(theta0 float64) float64 {
+	i0 := gridIndex(theta0)
+	return c.mix(i0, false)
+}
+
+// mix returns Σ_j π_j L(θ_j)/L(θ_i0) over every altStride-th grid point
+// above i0 (up) or below it, with uniform π over the points visited.
+func (c *Conditional) mix(i0 int, up bool) float64 {
+	start, step := i0+1, altStride
+	if !up {
+		start, step = i0-1, -altStride
+	}
+	n, m := 0, math.Inf(-1)
+	for j := start; j >= 0 && j < gridLen; j += step {
+		n++
+		m = max(m, c.logL[j])
+	}
+	if n == 0 {
+		return 1
+	}
+	s := 0.0
+	for j := start; j >= 0 && j < gridLen; j += step {
+		s += math.Exp(c.logL[j] - m)
+	}
+	return math.Exp(m-c.logL[i0]) * s / float64(n)
+}
+
+// Bounds returns anytime-valid one-sided (1−alpha) confidence bounds for θ
+// from the grid, consistent with the tests: lo is the largest grid θ0 whose
+// test H0: θ ≤ θ0 rejects at alpha (0 if none), hi the smallest θ0 whose
+// H0: θ ≥ θ0 rejects (+Inf if none). Together they form a (1−2·alpha) interval.
+func (c *Conditional) Bounds(alpha float64) (lo, hi float64) {
+	thr := 1 / alpha
+	lo, hi = 0, math.Inf(1)
+	for i := gridLen - 1; i >= 0; i-- {
+		if c.mix(i, true) >= thr {
+			lo = gridTheta(i)
+			break
+		}
+	}
+	for i := 0; i < gridLen; i++ {
+		if c.mix(i, false) >= thr {
+			hi = gridTheta(i)
+			break
+		}
+	}
+	return lo, hi
+}
+
+// OddsRatio is the pooled estimate of θ (grid maximum-likelihood), or NaN
+// when no informative stratum was seen.
+func (c *Conditional) OddsRatio() float64 {
+	if c.strata == 0 {
+		return math.NaN()
+	}
+	best := 0
+	for i := range c.logL {
+		if c.logL[i] > c.logL[best] {
+			best = i
+		}
+	}
+	return gridTheta(best)
+}
+
+func logChoose(n, k uint64) float64 {
+	a, _ := math.Lgamma(float64(n) + 1)
+	b, _ := math.Lgamma(float64(k) + 1)
+	d, _ := math.Lgamma(float64(n-k) + 1)
+	return a - b - d
+}
+
+// Bernoulli is a one-sample e-process for an SLO guard rail on a rate:
+// H0: p ≤ p0 against a mixture of alternatives p0·(1+10% steps) up to 1. It
+// accumulates the log-likelihood ratios for each alternative.
+type Bernoulli struct {
+	P0   float64
+	N, X uint64
+}
+
+// Observe adds n trials with x successes (events).
+func (b *Bernoulli) Observe(n, x uint64) { b.N += n; b.X += x }
+
+// E returns the mixture e-value against H0: p ≤ P0.
+func (b *Bernoulli) E() float64 {
+	if b.P0 <= 0 || b.P0 >= 1 || b.N == 0 {
+		return 1
+	}
+	var ls []float64
+	n, x := float64(b.N), float64(b.X)
+	for p := b.P0 * 1.1; p < 1; p *= 1.1 {
+		ls = append(ls, x*math.Log(p/b.P0)+(n-x)*math.Log((1-p)/(1-b.P0)))
+	}
+	if len(ls) == 0 {
+		return 1
+	}
+	m := math.Inf(-1)
+	for _, v := range ls {
+		m = max(m, v)
+	}
+	s := 0.0
+	for _, v := range ls {
+		s += math.Exp(v - m)
+	}
+	return math.Exp(m) * s / float64(len(ls))
+}

@@ -1,0 +1,264 @@
+package detector
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/inferensys/canaryd/schemas"
+	"github.com/inferensys/canaryd/window"
+)
+
+// arm describes one version's traffic in the simulated windows.
+type arm struct {
+	version   string
+	perWindow int     // requests per window
+	errRate   float64 // probability of an error
+	latMedian float64 // ms, lognormal median
+	latSigma  float64
+}
+
+// simWindow builds one closed window of requests for the given arms, one
+// tool segment.
+func simWindow(rng *rand.Rand, start time.Time, width time.Duration, arms ...arm) window.Closed {
+	c := window.Closed{Rollout: "r", Start: start.UnixNano(), End: start.Add(width).UnixNano(), Watermark: start.Add(width).UnixNano(), ErrorTypes: []string{window.OtherName, "timeout"}}
+	for _, a := range arms {
+		agg := window.NewAgg()
+		var ev schemas.Event
+		for range a.perWindow {
+			ev.Reset()
+			ev.Kind = schemas.KindTool
+			ev.Error = rng.Float64() < a.errRate
+			ev.HasDuration = true
+			ev.DurationMS = a.latMedian * math.Exp(a.latSigma*rng.NormFloat64())
+			et := 0
+			if ev.Error {
+				et = 1
+			}
+			agg.Add(&ev, et)
+		}
+		c.Series = append(c.Series, window.Series{Version: a.version, Segment: window.Segment{Kind: schemas.KindTool, Name: "search"}, Agg: agg})
+	}
+	return c
+}
+
+func testSpec() Spec {
+	s := Spec{
+		Rollout: "r", Baseline: "v1", Canary: "v2",
+		Steps: []Step{
+			{Weight: 5, MinDuration: Duration(30 * time.Second), MinCanaryEvents: 200},
+			{Weight: 50, MinDuration: Duration(30 * time.Second), MinCanaryEvents: 200},
+			{Weight: 100},
+		},
+	}
+	if err := s.validate(nilNode()); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// run feeds windows until a final verdict or maxWindows, returning the
+// final verdict and every command sent.
+func run(t *testing.T, s Spec, seed uint64, maxWindows int, base, canary arm) (Verdict, []*schemas.Command) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 1))
+	j := NewJudge(s)
+	var cmds []*schemas.Command
+	start := time.Unix(1_700_000_000, 0)
+	var v Verdict
+	for i := range maxWindows {
+		c := simWindow(rng, start.Add(time.Duration(i)*10*time.Second), 10*time.Second, base, canary)
+		j.Observe(c)
+		var cmd *schemas.Command
+		v, cmd = j.Decide(c.Watermark)
+		if cmd != nil {
+			if err := cmd.Validate(); err != nil {
+				t.Fatalf("invalid command: %v", err)
+			}
+			cmds = append(cmds, cmd)
+		}
+		if j.Final() != "" {
+			break
+		}
+	}
+	return v, cmds
+}
+
+func TestNoTrafficContinues(t *testing.T) {
+	j := NewJudge(testSpec())
+	for _, now := range []int64{0, time.Now().UnixNano()} {
+		v, cmd := j.Decide(now)
+		if v.Action != ActionContinue || cmd != nil {
+			t.Fatalf("Decide(%d) with no traffic = %v, %v; want continue, no command", now, v.Action, cmd)
+		}
+	}
+	st := j.Status()
+	if st.Step != -1 || st.Final != "" {
+		t.Fatalf("status %+v; want not started", st)
+	}
+}
+
+func TestGoodCanaryIsPromoted(t *testing.T) {
+	base := arm{"v1", 2000, 0.01, 200, 0.5}
+	canary := arm{"v2", 500, 0.01, 200, 0.5}
+	v, cmds := run(t, testSpec(), 1, 400, base, canary)
+	if v.Action != schemas.ActionPromote {
+		t.Fatalf("final action %s (%s); want promote", v.Action, v.Reason)
+	}
+	t.Logf("promote after %.0fs of the last step: %s", v.StepElapsedS, v.Reason)
+	var actions []string
+	for _, c := range cmds {
+		actions = append(actions, string(c.Action))
+	}
+	if got, want := strings.Join(actions, ","), "set_weight,set_weight,promote"; got != want {
+		t.Fatalf("commands %s; want %s", got, want)
+	}
+	for i, c := range cmds {
+		if c.Seq != uint64(i+1) {
+			t.Fatalf("command %d has seq %d; want %d", i, c.Seq, i+1)
+		}
+	}
+	if cmds[2].Weight != 100 || cmds[0].Weight != 5 || cmds[1].Weight != 50 {
+		t.Fatalf("weights %d,%d,%d; want 5,50,100", cmds[0].Weight, cmds[1].Weight, cmds[2].Weight)
+	}
+}
+
+func TestErrorRegressionRollsBack(t *testing.T) {
+	base := arm{"v1", 2000, 0.01, 200, 0.5}
+	canary := arm{"v2", 200, 0.03, 200, 0.5}
+	v, cmds := run(t, testSpec(), 2, 400, base, canary)
+	if v.Action != schemas.ActionRollback {
+		t.Fatalf("final action %s (%s); want rollback", v.Action, v.Reason)
+	}
+	t.Logf("%s", v.Reason)
+	if !strings.Contains(v.Reason, "error rate") {
+		t.Fatalf("reason %q; want the error-rate test named", v.Reason)
+	}
+	last := cmds[len(cmds)-1]
+	if last.Action != schemas.ActionRollback || last.Weight != 0 {
+		t.Fatalf("last command %+v; want rollback at weight 0", last)
+	}
+}
+
+func TestLatencyRegressionRollsBack(t *testing.T) {
+	base := arm{"v1", 2000, 0.01, 200, 0.5}
+	canary := arm{"v2", 200, 0.01, 260, 0.5} // 30% slower
+	v, _ := run(t, testSpec(), 3, 400, base, canary)
+	if v.Action != schemas.ActionRollback {
+		t.Fatalf("final action %s (%s); want rollback", v.Action, v.Reason)
+	}
+	t.Logf("%s", v.Reason)
+	if !strings.Contains(v.Reason, "p95") {
+		t.Fatalf("reason %q; want the latency test named", v.Reason)
+	}
+}
+
+func TestSLOGuardRail(t *testing.T) {
+	s := testSpec()
+	s.SLO.MaxErrorRate = 0.02
+	// Both versions at 5% errors: no difference, but the canary breaks the SLO.
+	base := arm{"v1", 2000, 0.05, 200, 0.5}
+	canary := arm{"v2", 200, 0.05, 200, 0.5}
+	v, _ := run(t, s, 4, 400, base, canary)
+	if v.Action != schemas.ActionRollback || !strings.Contains(v.Reason, "SLO") {
+		t.Fatalf("verdict %s (%s); want an SLO rollback", v.Action, v.Reason)
+	}
+}
+
+// TestAAFalseRollbackRate checks the anytime validity of the error-rate
+// test: identical versions, read after every window for 100 windows, roll
+// back in at most alpha of the runs (with slack for 300 runs' noise).
+func TestAAFalseRollbackRate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("statistical test")
+	}
+	runs, rollbacks := 300, 0
+	for i := range runs {
+		rng := rand.New(rand.NewPCG(uint64(i), 7))
+		var c Conditional
+		for range 100 {
+			nb, nc := uint64(1000), uint64(50)
+			xb, xc := binom(rng, nb, 0.02), binom(rng, nc, 0.02)
+			c.Observe(nb, xb, nc, xc)
+			if c.EUpper(1) >= 1/0.05 {
+				rollbacks++
+				break
+			}
+		}
+	}
+	if rate := float64(rollbacks) / float64(runs); rate > 0.08 {
+		t.Fatalf("A/A false rollback rate %.3f over %d runs; want ≤ alpha 0.05 (+ noise)", rate, runs)
+	}
+}
+
+func binom(rng *rand.Rand, n uint64, p float64) uint64 {
+	var x uint64
+	for range n {
+		if rng.Float64() < p {
+			x++
+		}
+	}
+	return x
+}
+
+func TestConditionalKnownCases(t *testing.T) {
+	// No informative strata: every e-value is 1.
+	var c Conditional
+	c.Observe(0, 0, 10, 1)
+	c.Observe(10, 0, 10, 0)
+	if e := c.EUpper(1); e != 1 {
+		t.Fatalf("EUpper with no information = %v; want 1", e)
+	}
+	if c.Strata() != 0 {
+		t.Fatalf("strata = %d; want 0", c.Strata())
+	}
+	// A strong, clean difference: canary 10× the baseline's error rate.
+	for range 20 {
+		c.Observe(1000, 10, 1000, 100)
+	}
+	if e := c.EUpper(1); e < 1e6 {
+		t.Fatalf("EUpper for 10× errors = %v; want huge", e)
+	}
+	if or := c.OddsRatio(); or < 8 || or > 14 {
+		t.Fatalf("odds ratio %v; want ≈ 11", or)
+	}
+	lo, hi := c.Bounds(0.05)
+	if !(lo > 5 && hi < 20 && lo < hi) {
+		t.Fatalf("bounds [%v, %v]; want around 11", lo, hi)
+	}
+	if e := c.ELower(1.5); e > 1 {
+		t.Fatalf("ELower(1.5) for a worse canary = %v; want ≤ 1", e)
+	}
+}
+
+func TestBernoulli(t *testing.T) {
+	b := Bernoulli{P0: 0.01}
+	if b.E() != 1 {
+		t.Fatalf("empty E = %v; want 1", b.E())
+	}
+	b.Observe(1000, 10)
+	if e := b.E(); e > 2 {
+		t.Fatalf("E at the limit = %v; want small", e)
+	}
+	b.Observe(1000, 60)
+	if e := b.E(); e < 100 {
+		t.Fatalf("E at 3.5× the limit = %v; want large", e)
+	}
+}
+
+func TestCommandIDsDeterministic(t *testing.T) {
+	base := arm{"v1", 2000, 0.01, 200, 0.5}
+	canary := arm{"v2", 500, 0.01, 200, 0.5}
+	_, a := run(t, testSpec(), 9, 400, base, canary)
+	_, b := run(t, testSpec(), 9, 400, base, canary)
+	if len(a) != len(b) {
+		t.Fatalf("replay sent %d commands; first run %d", len(b), len(a))
+	}
+	for i := range a {
+		if a[i].CommandID != b[i].CommandID || a[i].Seq != b[i].Seq || string(a[i].Evidence) != string(b[i].Evidence) {
+			t.Fatalf("command %d differs on replay: %+v vs %+v", i, a[i], b[i])
+		}
+	}
+}

@@ -1,0 +1,313 @@
+package detector
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Spec declares one rollout: which versions to compare, the traffic steps,
+// the false-rollback budget and the margins and SLO limits. It is read from
+// YAML (see deploy/rollouts/*.yaml for examples).
+type Spec struct {
+	Rollout      string  `yaml:"rollout"`
+	Baseline     string  `yaml:"baseline"`
+	Canary       string  `yaml:"canary"`
+	Steps        []Step  `yaml:"steps"`
+	Alpha        float64 `yaml:"alpha"`
+	Metrics      Metrics `yaml:"metrics"`
+	SLO          SLO     `yaml:"slo"`
+	DeploymentID string  `yaml:"deployment_id"`
+	Commit       string  `yaml:"commit"`
+	File         string  `yaml:"-"` // where the spec was read from
+	Line         int     `yaml:"-"`
+}
+
+// Step is one traffic step of a rollout.
+type Step struct {
+	// Weight is the canary's share of traffic in percent (1..100).
+	Weight int `yaml:"weight"`
+	// MinDuration is the least event time the step lasts before promotion.
+	MinDuration Duration `yaml:"min_duration"`
+	// MinCanaryEvents is the least number of canary requests the step sees
+	// before promotion.
+	MinCanaryEvents uint64 `yaml:"min_canary_events"`
+}
+
+// Metrics are the guarded metrics and their margins.
+type Metrics struct {
+	ErrorRate ErrorRateMetric `yaml:"error_rate"`
+	Latency   LatencyMetric   `yaml:"latency_p95"`
+}
+
+// ErrorRateMetric guards the error rate of requests.
+type ErrorRateMetric struct {
+	// Margin is the odds ratio (canary over baseline) below which the canary's
+	// error rate is acceptable: promotion needs an anytime upper bound on the
+	// odds ratio below it. Default 1.5.
+	Margin float64 `yaml:"margin"`
+	// Disabled turns the test off.
+	Disabled bool `yaml:"disabled"`
+}
+
+// LatencyMetric guards the p95 latency of requests, per segment.
+type LatencyMetric struct {
+	// Margin is the relative slowdown of the canary's p95 that is acceptable:
+	// promotion needs evidence that canary p95 < baseline p95 × (1+Margin).
+	// Default 0.10.
+	Margin float64 `yaml:"margin"`
+	// Disabled turns the test off.
+	Disabled bool `yaml:"disabled"`
+}
+
+// SLO holds absolute guard rails on the canary; zero means unset.
+type SLO struct {
+	// MaxErrorRate: roll back once the canary's error rate is above it with
+	// confidence (an anytime lower bound above the limit).
+	MaxErrorRate float64 `yaml:"max_error_rate"`
+	// MaxP95MS: roll back once more than 5% of canary requests are slower
+	// than this, with confidence.
+	MaxP95MS float64 `yaml:"max_p95_ms"`
+}
+
+// Duration is a time.Duration that reads "30s", "2m" or a number of seconds.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	if v, err := time.ParseDuration(s); err == nil {
+		*d = Duration(v)
+		return nil
+	}
+	var f float64
+	if _, err := fmt.Sscanf(s, "%g", &f); err == nil && !strings.ContainsAny(s, " \t") {
+		*d = Duration(f * float64(time.Second))
+		return nil
+	}
+	return fmt.Errorf("line %d: %q is not a duration (use e.g. 30s, 2m)", n.Line, s)
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// SpecError is a spec that cannot be used: it names the file, the line and
+// the field, and says what is wrong.
+type SpecError struct {
+	File   string
+	Line   int
+	Field  string
+	Reason string
+}
+
+func (e *SpecError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	if e.Field == "" {
+		return fmt.Sprintf("%s: %s", loc, e.Reason)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Reason)
+}
+
+// Defaults applied to unset fields.
+const (
+	DefaultAlpha           = 0.05
+	DefaultErrorRateMargin = 1.5
+	DefaultLatencyMargin   = 0.10
+)
+
+// LoadSpecs reads every rollout spec from path: a YAML file (one or more
+// documents) or a directory of *.yaml/*.yml files. Any error names the file,
+// line and field; rollouts must be unique.
+func LoadSpecs(path string) ([]Spec, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("rollout specs: %w", err)
+	}
+	var files []string
+	if st.IsDir() {
+		for _, pat := range []string{"*.yaml", "*.yml"} {
+			m, _ := filepath.Glob(filepath.Join(path, pat))
+			files = append(files, m...)
+		}
+		slices.Sort(files)
+		if len(files) == 0 {
+			return nil, fmt.Errorf("rollout specs: no *.yaml or *.yml file in %s", path)
+		}
+	} else {
+		files = []string{path}
+	}
+	var specs []Spec
+	seen := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("rollout specs: %w", err)
+		}
+		ss, err := ParseSpecs(f, b)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range ss {
+			if prev, ok := seen[s.Rollout]; ok {
+				return nil, &SpecError{File: f, Line: s.Line, Field: "rollout", Reason: fmt.Sprintf("%q is already declared in %s", s.Rollout, prev)}
+			}
+			seen[s.Rollout] = fmt.Sprintf("%s:%d", f, s.Line)
+			specs = append(specs, s)
+		}
+	}
+	return specs, nil
+}
+
+// ParseSpecs parses the YAML documents of one file; name is used in errors.
+func ParseSpecs(name string, b []byte) ([]Spec, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var specs []Spec
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, &SpecError{File: name, Reason: strings.TrimPrefix(err.Error(), "yaml: ")}
+		}
+		if len(doc.Content) == 0 {
+			continue
+		}
+		root := doc.Content[0]
+		var s Spec
+		if err := decodeStrict(root, &s); err != nil {
+			return nil, &SpecError{File: name, Line: root.Line, Reason: err.Error()}
+		}
+		s.File, s.Line = name, root.Line
+		if err := s.validate(root); err != nil {
+			return nil, err
+		}
+		specs = append(specs, s)
+	}
+	if len(specs) == 0 {
+		return nil, &SpecError{File: name, Reason: "no rollout spec in file"}
+	}
+	return specs, nil
+}
+
+// decodeStrict decodes n into v, refusing fields v does not have.
+func decodeStrict(n *yaml.Node, v any) error {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	if err := enc.Encode(n); err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(&buf)
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		// Line numbers from the re-encoded node match the source: yaml.v3
+		// keeps the structure; report the message without its prefix.
+		msg := strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n")
+		return errors.New(strings.TrimSpace(strings.ReplaceAll(msg, "\n ", ";")))
+	}
+	return nil
+}
+
+// lineOf returns the line of the value at path (map keys and sequence
+// indexes as decimal strings) under n, or n's line when not found.
+func lineOf(n *yaml.Node, path ...string) int {
+	line := n.Line
+	for _, p := range path {
+		var next *yaml.Node
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == p {
+					next = n.Content[i+1]
+					break
+				}
+			}
+		case yaml.SequenceNode:
+			var idx int
+			if _, err := fmt.Sscanf(p, "%d", &idx); err == nil && idx >= 0 && idx < len(n.Content) {
+				next = n.Content[idx]
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n, line = next, next.Line
+	}
+	return line
+}
+
+func (s *Spec) validate(root *yaml.Node) error {
+	bad := func(reason string, path ...string) error {
+		return &SpecError{File: s.File, Line: lineOf(root, path...), Field: strings.Join(path, "."), Reason: reason}
+	}
+	if s.Rollout == "" {
+		return bad("required: the rollout's name (events' \"rollout\" field)", "rollout")
+	}
+	if s.Baseline == "" {
+		return bad("required: the stable version", "baseline")
+	}
+	if s.Canary == "" {
+		return bad("required: the new version", "canary")
+	}
+	if s.Canary == s.Baseline {
+		return bad(fmt.Sprintf("canary and baseline are both %q", s.Canary), "canary")
+	}
+	if len(s.Steps) == 0 {
+		return bad("at least one step is required, e.g. [{weight: 5, min_duration: 1m}, {weight: 100, min_duration: 5m}]", "steps")
+	}
+	prev := 0
+	for i, st := range s.Steps {
+		f := func(name string) []string { return []string{"steps", fmt.Sprint(i), name} }
+		if st.Weight < 1 || st.Weight > 100 {
+			return bad(fmt.Sprintf("weight %d is outside 1..100", st.Weight), f("weight")...)
+		}
+		if st.Weight <= prev {
+			return bad(fmt.Sprintf("weight %d does not increase over the previous step's %d", st.Weight, prev), f("weight")...)
+		}
+		prev = st.Weight
+		if st.MinDuration < 0 {
+			return bad("negative duration", f("min_duration")...)
+		}
+	}
+	if s.Alpha == 0 {
+		s.Alpha = DefaultAlpha
+	}
+	if !(s.Alpha > 0 && s.Alpha < 0.5) {
+		return bad(fmt.Sprintf("%g is outside (0, 0.5)", s.Alpha), "alpha")
+	}
+	if s.Metrics.ErrorRate.Margin == 0 {
+		s.Metrics.ErrorRate.Margin = DefaultErrorRateMargin
+	}
+	if m := s.Metrics.ErrorRate.Margin; !(m > 1 && m < 20) {
+		return bad(fmt.Sprintf("odds-ratio margin %g must be in (1, 20)", m), "metrics", "error_rate", "margin")
+	}
+	if s.Metrics.Latency.Margin == 0 {
+		s.Metrics.Latency.Margin = DefaultLatencyMargin
+	}
+	if m := s.Metrics.Latency.Margin; !(m > 0 && m < 10) {
+		return bad(fmt.Sprintf("relative margin %g must be in (0, 10)", m), "metrics", "latency_p95", "margin")
+	}
+	if v := s.SLO.MaxErrorRate; v < 0 || v >= 1 || math.IsNaN(v) {
+		return bad(fmt.Sprintf("%g is outside [0, 1)", v), "slo", "max_error_rate")
+	}
+	if v := s.SLO.MaxP95MS; v < 0 || math.IsNaN(v) {
+		return bad(fmt.Sprintf("%g is negative", v), "slo", "max_p95_ms")
+	}
+	return nil
+}

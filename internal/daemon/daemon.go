@@ -1,0 +1,319 @@
+// Package daemon wires canaryd's pipeline together: the stream consumer
+// feeds closed windows to one detector.Judge per rollout, whose commands go
+// to the control topic through sink.Control; sink serves the state.
+//
+// Metrics (besides those of stream and sink):
+//
+//	canaryd_requests_total{rollout,version}          requests in closed windows
+//	canaryd_errors_total{rollout,version}            errors in closed windows
+//	canaryd_latency_ms{rollout,version,quantile}     current step's latency quantiles
+//	canaryd_test_evalue{rollout,test,role}           each test's e-value
+//	canaryd_rollout_step{rollout}, canaryd_rollout_weight{rollout}
+//	canaryd_verdicts_total{rollout,action}           decisions other than continue
+//	canaryd_unjudged_windows_total                   windows of rollouts with no spec
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/inferensys/canaryd/detector"
+	"github.com/inferensys/canaryd/schemas"
+	"github.com/inferensys/canaryd/sink"
+	"github.com/inferensys/canaryd/stream"
+	"github.com/inferensys/canaryd/window"
+)
+
+// Config configures a Daemon. Zero values mean the documented defaults.
+type Config struct {
+	Brokers      []string
+	EventsTopic  string // default agent.events
+	ControlTopic string // default canary.control
+	DLQTopic     string // default agent.events.dlq
+	Group        string // default canaryd
+	// Partitions of the events topic when canaryd creates it. Default 6.
+	Partitions int32
+	// NoCreateTopics: do not create missing topics (fail with what to create).
+	NoCreateTopics bool
+	Specs          []detector.Spec
+	// HTTPAddr to serve on; empty means no HTTP server.
+	HTTPAddr string
+	Window   window.Options
+	// SignKey signs commands with HMAC-SHA256 when set.
+	SignKey []byte
+	// KgoOpts are extra Kafka client options (TLS, SASL).
+	KgoOpts []kgo.Opt
+	Logger  *slog.Logger
+	Metrics *metrics.Set
+	// OnVerdict, when set, is called with every verdict (under the daemon's
+	// lock: keep it short) and whether a command was sent for it.
+	OnVerdict func(v detector.Verdict, sent bool)
+}
+
+func (c *Config) setDefaults() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("no Kafka brokers: set --brokers or CANARYD_BROKERS")
+	}
+	if len(c.Specs) == 0 {
+		return errors.New("no rollout specs: set --specs to a YAML file or directory")
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.EventsTopic, "agent.events")
+	def(&c.ControlTopic, "canary.control")
+	def(&c.DLQTopic, "agent.events.dlq")
+	def(&c.Group, "canaryd")
+	if c.Partitions <= 0 {
+		c.Partitions = 6
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewSet()
+	}
+	return nil
+}
+
+// Daemon is a running canaryd.
+type Daemon struct {
+	cfg      Config
+	producer *kgo.Client
+	consumer *stream.Consumer
+	control  *sink.Control
+	dlq      *sink.DLQ
+	server   *sink.Server
+
+	mu     sync.Mutex // guards judges and every Judge in it
+	judges map[string]*detector.Judge
+	ctx    context.Context // Run's context, for sends from callbacks
+
+	ready    atomic.Bool
+	unjudged *metrics.Counter
+}
+
+// New validates cfg and creates the Kafka clients and the HTTP listener.
+// It starts no goroutine; Run does.
+func New(cfg Config) (*Daemon, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, judges: map[string]*detector.Judge{}}
+	for _, s := range cfg.Specs {
+		d.judges[s.Rollout] = detector.NewJudge(s)
+	}
+	d.unjudged = cfg.Metrics.NewCounter("canaryd_unjudged_windows_total")
+	var err error
+	d.producer, err = kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ProducerBatchMaxBytes(8 << 20),
+		kgo.ClientID("canaryd-producer"),
+	}, cfg.KgoOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
+	d.control = sink.NewControl(d.producer, cfg.ControlTopic, cfg.SignKey, cfg.Metrics, cfg.Logger)
+	d.dlq = sink.NewDLQ(d.producer, cfg.DLQTopic, cfg.Metrics)
+	d.consumer, err = stream.New(stream.Options{
+		Brokers: cfg.Brokers, Topic: cfg.EventsTopic, Group: cfg.Group,
+		Window: cfg.Window, OnClosed: d.onClosed, DeadLetters: d.dlq.Send,
+		Metrics: cfg.Metrics, Logger: cfg.Logger, KgoOpts: cfg.KgoOpts,
+	})
+	if err != nil {
+		d.producer.Close()
+		return nil, err
+	}
+	if cfg.HTTPAddr != "" {
+		d.server, err = sink.NewServer(cfg.HTTPAddr, d, cfg.Metrics, d.readyErr)
+		if err != nil {
+			d.producer.Close()
+			d.consumer.Client().Close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// HTTPAddr returns the address the HTTP server listens on, or "".
+func (d *Daemon) HTTPAddr() string {
+	if d.server == nil {
+		return ""
+	}
+	return d.server.Addr()
+}
+
+func (d *Daemon) readyErr() error {
+	if !d.ready.Load() {
+		return errors.New("starting: reading the control topic")
+	}
+	return nil
+}
+
+// Run creates missing topics, reads back the commands already sent, then
+// consumes until ctx is done. It starts the HTTP server's goroutine and the
+// consumer's partition goroutines and waits for all of them before returning.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.producer.Close()
+	d.ctx = ctx
+	var wg sync.WaitGroup
+	var serveErr error
+	if d.server != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serveErr = d.server.Serve(ctx)
+		}()
+	}
+	err := d.start(ctx)
+	if err == nil {
+		d.ready.Store(true)
+		err = d.consumer.Run(ctx)
+	} else {
+		d.consumer.Client().Close()
+	}
+	wg.Wait()
+	if err == nil && ctx.Err() == nil {
+		err = serveErr
+	}
+	return err
+}
+
+func (d *Daemon) start(ctx context.Context) error {
+	if !d.cfg.NoCreateTopics {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := sink.EnsureTopics(tctx, d.producer, sink.Topics(d.cfg.EventsTopic, d.cfg.ControlTopic, d.cfg.DLQTopic, d.cfg.Partitions))
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	n, err := d.control.Load(lctx, append([]kgo.Opt{kgo.SeedBrokers(d.cfg.Brokers...)}, d.cfg.KgoOpts...)...)
+	cancel()
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	for id, j := range d.judges {
+		if last := d.control.Last(id); last != nil && j.Restore(last) {
+			d.cfg.Logger.Info("rollout resumed from the control topic", "rollout", id, "action", last.Action, "step", last.Step, "seq", last.Seq)
+		}
+	}
+	d.mu.Unlock()
+	d.cfg.Logger.Info("canaryd started", "brokers", d.cfg.Brokers, "events", d.cfg.EventsTopic, "control", d.cfg.ControlTopic,
+		"rollouts", len(d.judges), "commands_found", n)
+	return nil
+}
+
+// onClosed runs on partition goroutines.
+func (d *Daemon) onClosed(c window.Closed) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	j := d.judges[c.Rollout]
+	if j == nil {
+		d.unjudged.Inc()
+		return
+	}
+	ms := d.cfg.Metrics
+	for _, s := range c.Series {
+		if !detector.IsRequest(s.Segment.Kind) {
+			continue
+		}
+		ms.GetOrCreateCounter(fmt.Sprintf(`canaryd_requests_total{rollout=%q,version=%q}`, c.Rollout, s.Version)).Add(int(s.Agg.Count))
+		ms.GetOrCreateCounter(fmt.Sprintf(`canaryd_errors_total{rollout=%q,version=%q}`, c.Rollout, s.Version)).Add(int(s.Agg.Errors))
+	}
+	j.Observe(c)
+	v, cmd := j.Decide(c.Watermark)
+	sent := false
+	if cmd != nil {
+		sent = d.send(cmd)
+		ms.GetOrCreateCounter(fmt.Sprintf(`canaryd_verdicts_total{rollout=%q,action=%q}`, c.Rollout, v.Action)).Inc()
+	}
+	d.exportVerdict(v)
+	if d.cfg.OnVerdict != nil {
+		d.cfg.OnVerdict(v, sent)
+	}
+}
+
+// send delivers a command, retrying until it is on the control topic or the
+// daemon stops: a decision is never dropped because the broker was away.
+func (d *Daemon) send(cmd *schemas.Command) bool {
+	for {
+		sent, err := d.control.Send(d.ctx, cmd)
+		if err == nil {
+			if sent {
+				d.cfg.Logger.Info("command sent", "rollout", cmd.Rollout, "action", cmd.Action, "weight", cmd.Weight, "seq", cmd.Seq, "id", cmd.CommandID, "reason", cmd.Reason)
+			}
+			return sent
+		}
+		if d.ctx.Err() != nil {
+			d.cfg.Logger.Error("command not sent: stopping", "rollout", cmd.Rollout, "id", cmd.CommandID, "err", err)
+			return false
+		}
+		d.cfg.Logger.Error("sending command failed; retrying", "rollout", cmd.Rollout, "err", err)
+		time.Sleep(time.Second)
+	}
+}
+
+func (d *Daemon) exportVerdict(v detector.Verdict) {
+	ms := d.cfg.Metrics
+	r := v.Rollout
+	for _, a := range []detector.ArmSummary{v.Baseline, v.Canary} {
+		for _, q := range []struct {
+			name string
+			v    detector.Num
+		}{{"0.5", a.P50MS}, {"0.95", a.P95MS}, {"0.99", a.P99MS}} {
+			ms.GetOrCreateGauge(fmt.Sprintf(`canaryd_latency_ms{rollout=%q,version=%q,quantile=%q}`, r, a.Version, q.name), nil).Set(float64(q.v))
+		}
+	}
+	for _, t := range v.Tests {
+		ms.GetOrCreateGauge(fmt.Sprintf(`canaryd_test_evalue{rollout=%q,test=%q,role=%q}`, r, t.Name, t.Role), nil).Set(float64(t.EValue))
+	}
+	ms.GetOrCreateGauge(fmt.Sprintf(`canaryd_rollout_step{rollout=%q}`, r), nil).Set(float64(v.Step))
+	ms.GetOrCreateGauge(fmt.Sprintf(`canaryd_rollout_weight{rollout=%q}`, r), nil).Set(float64(v.Weight))
+}
+
+// Statuses implements sink.StatusSource.
+func (d *Daemon) Statuses() []detector.Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]detector.Status, 0, len(d.judges))
+	for _, j := range d.judges {
+		out = append(out, j.Status())
+	}
+	slices.SortFunc(out, func(a, b detector.Status) int {
+		switch {
+		case a.Rollout < b.Rollout:
+			return -1
+		case a.Rollout > b.Rollout:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Status implements sink.StatusSource.
+func (d *Daemon) Status(id string) (detector.Status, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	j := d.judges[id]
+	if j == nil {
+		return detector.Status{}, false
+	}
+	return j.Status(), true
+}
+
+var _ sink.StatusSource = (*Daemon)(nil)

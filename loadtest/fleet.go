@@ -1,0 +1,389 @@
+package loadtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/inferensys/canaryd/schemas"
+)
+
+// Fleet is a simulated fleet of agents writing events to Kafka and following
+// the weights that canaryd's control commands set, which closes the loop
+// through Kafka: canaryd judges the events, the fleet obeys the verdicts.
+//
+// Weight, Commands and Produced are safe to call at any time, from any
+// goroutine, also while Run runs.
+type Fleet struct {
+	cfg FleetConfig
+	// sim is driven only by Run's goroutine; its weights are atomics that the
+	// control consumer writes.
+	sim     *sim
+	index   map[string]int // rollout name → index in sim.rollouts
+	promise func(*kgo.Record, error)
+	records sync.Pool // *outRecord
+	started atomic.Bool
+
+	// produced counts acknowledged records, written by produce promises.
+	produced [][2]atomicCounts
+	failed   atomic.Int64
+	errMu    sync.Mutex
+	prodErr  error // first produce error other than a cancellation; guarded by errMu
+
+	mu   sync.Mutex          // guards cmds and seen
+	cmds [][]schemas.Command // applied commands per rollout, in order
+	seen map[string]struct{} // command ids applied
+}
+
+type atomicCounts struct {
+	events, requests, errors, sessions, successes atomic.Int64
+}
+
+// outRecord is a pooled record and what the promise needs to count it.
+// Record.Context points back to the outRecord, which is a context.Context by
+// embedding context.Background(), so the promise finds it without a map or
+// an allocation.
+type outRecord struct {
+	context.Context
+	rec     kgo.Record
+	r, ver  int
+	kind    schemas.Kind
+	isErr   bool
+	success bool
+}
+
+// NewFleet validates cfg and returns a Fleet ready to Run. It starts no
+// goroutines and opens no connections.
+func NewFleet(cfg FleetConfig) (*Fleet, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.Rollouts = append([]Rollout(nil), cfg.Rollouts...)
+	f := &Fleet{
+		cfg:      cfg,
+		sim:      newSim(cfg.Seed, cfg.Rollouts, 0),
+		index:    make(map[string]int, len(cfg.Rollouts)),
+		produced: make([][2]atomicCounts, len(cfg.Rollouts)),
+		cmds:     make([][]schemas.Command, len(cfg.Rollouts)),
+		seen:     make(map[string]struct{}),
+	}
+	for i, r := range cfg.Rollouts {
+		f.index[r.Name] = i
+	}
+	f.promise = f.onProduced // one method value, not one per record
+	f.records.New = func() any {
+		o := &outRecord{Context: context.Background()}
+		o.rec.Context = o
+		return o
+	}
+	return f, nil
+}
+
+// Weight returns the canary's current percent of new sessions of rollout, or
+// -1 if the fleet has no such rollout.
+func (f *Fleet) Weight(rollout string) int {
+	i, ok := f.index[rollout]
+	if !ok {
+		return -1
+	}
+	return int(f.sim.rollouts[i].weight.Load())
+}
+
+// Commands returns the commands applied to rollout, in the order they were
+// read, each command_id once.
+func (f *Fleet) Commands(rollout string) []schemas.Command {
+	i, ok := f.index[rollout]
+	if !ok {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]schemas.Command(nil), f.cmds[i]...)
+}
+
+// Produced returns the records Kafka has acknowledged so far: rollout →
+// version → counts (see Counts for what a request is). After Run returns it
+// is the run's total.
+func (f *Fleet) Produced() map[string]map[string]Counts {
+	out := make(map[string]map[string]Counts, len(f.produced))
+	for i := range f.produced {
+		r := &f.sim.rollouts[i]
+		m := make(map[string]Counts, 2)
+		for v := range 2 {
+			a := &f.produced[i][v]
+			m[string(r.version[v])] = Counts{
+				Events:    a.events.Load(),
+				Requests:  a.requests.Load(),
+				Errors:    a.errors.Load(),
+				Sessions:  a.sessions.Load(),
+				Successes: a.successes.Load(),
+			}
+		}
+		out[r.name] = m
+	}
+	return out
+}
+
+// Failed returns how many records failed to produce, including those still
+// unsent FlushTimeout after Run's context ended.
+func (f *Fleet) Failed() int64 { return f.failed.Load() }
+
+// Run writes events at the configured rates until ctx is done or MaxEvents
+// events are written, then flushes. It returns nil when it stopped for one of
+// those reasons, and an error when producing failed, the flush did not finish
+// within FlushTimeout, or a client could not be created. Run may be called
+// once.
+//
+// Run starts one goroutine, the control consumer, and waits for it before it
+// returns. The consumer reads ControlTopic from the start and applies every
+// command of the fleet's rollouts; Run lets it read the commands already there
+// (for up to CatchUpTimeout) before the first session starts. Sessions in
+// flight when Run stops are abandoned: their agent events are never written.
+func (f *Fleet) Run(ctx context.Context) (err error) {
+	if !f.started.CompareAndSwap(false, true) {
+		return ErrAlreadyRun
+	}
+	prod := f.cfg.Client
+	if prod == nil {
+		opts := append([]kgo.Opt{
+			kgo.SeedBrokers(f.cfg.Brokers...),
+			kgo.MaxBufferedRecords(f.cfg.MaxInFlight),
+		}, f.cfg.ClientOpts...)
+		if prod, err = kgo.NewClient(opts...); err != nil {
+			return fmt.Errorf("producer: %w", err)
+		}
+		defer prod.Close() // last: after the flush below
+	}
+	cons, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(f.cfg.Brokers...),
+		kgo.ConsumeTopics(f.cfg.ControlTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	}, f.cfg.ClientOpts...)...)
+	if err != nil {
+		return fmt.Errorf("control consumer: %w", err)
+	}
+	defer cons.Close()
+
+	cctx, stopConsumer := context.WithCancel(ctx)
+	caughtUp := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { f.consume(cctx, cons, caughtUp) })
+	// Shutdown order: stop producing (produce returns), flush, then stop the
+	// consumer and wait for it, then close the clients (deferred above).
+	defer func() {
+		stopConsumer()
+		wg.Wait()
+	}()
+
+	select {
+	case <-caughtUp:
+	case <-time.After(f.cfg.CatchUpTimeout):
+		f.cfg.Logger.Warn("control topic not caught up; starting anyway", "topic", f.cfg.ControlTopic, "timeout", f.cfg.CatchUpTimeout)
+	case <-ctx.Done():
+		return nil
+	}
+
+	// kgo fails buffered records when the context given to Produce ends, so
+	// records get their own context: it ends FlushTimeout after ctx does, or
+	// when Run returns, which bounds both a Produce blocked on a full buffer
+	// and the final flush.
+	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer pcancel()
+	stopTimer := context.AfterFunc(ctx, func() { time.AfterFunc(f.cfg.FlushTimeout, pcancel) })
+	defer stopTimer()
+
+	err = f.produce(ctx, pctx, prod)
+	fctx, cancel := context.WithTimeout(pctx, f.cfg.FlushTimeout)
+	defer cancel()
+	if ferr := prod.Flush(fctx); ferr != nil {
+		err = errors.Join(err, fmt.Errorf("flush: %w", ferr))
+	}
+	if perr := f.produceErr(); perr != nil && err == nil {
+		err = perr
+	}
+	return err
+}
+
+// produce runs the simulation against the clock until ctx is done, MaxEvents
+// is reached or a record fails. Records are produced with pctx.
+func (f *Fleet) produce(ctx, pctx context.Context, cl *kgo.Client) error {
+	start := f.cfg.Clock()
+	base := start.UnixNano()
+	f.sim.reset(base)
+	tick := time.NewTicker(f.cfg.Tick)
+	defer tick.Stop()
+	var n int64
+	for {
+		now := base + int64(float64(f.cfg.Clock().Sub(start))*f.cfg.Speed)
+		for f.sim.next(now) {
+			o := f.records.Get().(*outRecord)
+			o.rec = kgo.Record{
+				Topic:   f.cfg.EventsTopic,
+				Key:     f.sim.rollouts[f.sim.cur].key,
+				Value:   schemas.AppendEvent(o.rec.Value[:0], &f.sim.ev),
+				Context: o,
+			}
+			o.r, o.ver, o.kind = f.sim.cur, f.sim.curVer, f.sim.ev.Kind
+			o.isErr, o.success = f.sim.ev.Error, f.sim.ev.OutcomeSuccess
+			cl.Produce(pctx, &o.rec, f.promise)
+			n++
+			if n == f.cfg.MaxEvents {
+				return nil
+			}
+			if n%256 == 0 {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if err := f.produceErr(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := f.produceErr(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// onProduced is the promise of every record: it counts the record and
+// returns it to the pool.
+func (f *Fleet) onProduced(r *kgo.Record, err error) {
+	o := r.Context.(*outRecord)
+	if err == nil {
+		c := &f.produced[o.r][o.ver]
+		c.events.Add(1)
+		if o.kind == schemas.KindAgent {
+			c.sessions.Add(1)
+			if o.success {
+				c.successes.Add(1)
+			}
+		} else {
+			c.requests.Add(1)
+			if o.isErr {
+				c.errors.Add(1)
+			}
+		}
+	} else {
+		f.failed.Add(1)
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			f.errMu.Lock()
+			if f.prodErr == nil {
+				f.prodErr = fmt.Errorf("produce to %s: %w", r.Topic, err)
+				f.cfg.Logger.Error("produce failed", "topic", r.Topic, "err", err)
+			}
+			f.errMu.Unlock()
+		}
+	}
+	o.rec.Value = o.rec.Value[:0]
+	f.records.Put(o)
+}
+
+func (f *Fleet) produceErr() error {
+	f.errMu.Lock()
+	defer f.errMu.Unlock()
+	return f.prodErr
+}
+
+// consume reads the control topic until ctx is done, applying commands. It
+// closes caughtUp once it has read every record that was in the topic when it
+// started, or at once if that cannot be known.
+func (f *Fleet) consume(ctx context.Context, cl *kgo.Client, caughtUp chan struct{}) {
+	// end is the offset each partition must reach; caught up when empty.
+	end := make(map[int32]int64)
+	lctx, cancel := context.WithTimeout(ctx, f.cfg.CatchUpTimeout)
+	listed, err := kadm.NewClient(cl).ListEndOffsets(lctx, f.cfg.ControlTopic)
+	cancel()
+	if err != nil {
+		f.cfg.Logger.Warn("list control topic end offsets", "topic", f.cfg.ControlTopic, "err", err)
+	}
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil && o.Offset > 0 {
+			end[o.Partition] = o.Offset
+		}
+	})
+	signalled := false
+	signal := func() {
+		if !signalled && len(end) == 0 {
+			signalled = true
+			close(caughtUp)
+		}
+	}
+	signal()
+
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			return
+		}
+		fs.EachError(func(topic string, p int32, err error) {
+			f.cfg.Logger.Warn("fetch control topic", "topic", topic, "partition", p, "err", err)
+		})
+		fs.EachRecord(func(r *kgo.Record) {
+			f.apply(r.Value)
+			if e, ok := end[r.Partition]; ok && r.Offset+1 >= e {
+				delete(end, r.Partition)
+			}
+		})
+		signal()
+	}
+}
+
+// apply applies one control record if it is a valid command for one of the
+// fleet's rollouts, names its versions (when it names them) and has not been
+// seen.
+func (f *Fleet) apply(value []byte) {
+	log := f.cfg.Logger
+	var c schemas.Command
+	if err := json.Unmarshal(value, &c); err != nil {
+		log.Warn("ignored control record", "err", err)
+		return
+	}
+	if err := c.Validate(); err != nil {
+		log.Warn("ignored command", "rollout", c.Rollout, "err", err)
+		return
+	}
+	if len(f.cfg.SigningKey) > 0 && !c.Verify(f.cfg.SigningKey) {
+		log.Warn("ignored command with a bad signature", "rollout", c.Rollout, "command_id", c.CommandID)
+		return
+	}
+	i, ok := f.index[c.Rollout]
+	if !ok {
+		return // another rollout's
+	}
+	r := &f.sim.rollouts[i]
+	if (c.Baseline != "" && c.Baseline != string(r.version[0])) || (c.Canary != "" && c.Canary != string(r.version[1])) {
+		log.Debug("ignored command for other versions", "rollout", c.Rollout, "baseline", c.Baseline, "canary", c.Canary)
+		return
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, dup := f.seen[c.CommandID]; dup {
+		return
+	}
+	f.seen[c.CommandID] = struct{}{}
+	f.cmds[i] = append(f.cmds[i], c)
+	switch c.Action {
+	case schemas.ActionSetWeight:
+		r.weight.Store(int32(c.Weight))
+	case schemas.ActionPromote:
+		r.weight.Store(100)
+	case schemas.ActionRollback:
+		r.weight.Store(0)
+	case schemas.ActionHold:
+	}
+	log.Info("applied command", "rollout", c.Rollout, "action", c.Action, "weight", r.weight.Load(), "seq", c.Seq, "reason", c.Reason)
+}

@@ -1,0 +1,479 @@
+#!/usr/bin/env bash
+# kafka.sh runs a real single-node Apache Kafka 4.x broker (KRaft, broker and
+# controller in one process) on 127.0.0.1 for tests and benchmarks. The jars
+# come from Maven Central through loadtest/kafka/pom.xml; no tarball download.
+#
+#   scripts/kafka.sh fetch           fetch the broker's jars into the cache (idempotent)
+#   scripts/kafka.sh start [DIR]     format fresh storage in DIR (default: a new temp dir),
+#                                    start the broker, wait until it answers, and print
+#                                      KAFKA_BROKERS=127.0.0.1:PORT
+#                                      KAFKA_VERSION=4.4.0
+#                                      KAFKA_DIR=DIR
+#                                    on stdout (all other output goes to stderr)
+#   scripts/kafka.sh stop DIR        SIGTERM, wait up to 30 s, SIGKILL; remove the data (all of
+#                                    DIR if start made it, else all but kafka.log)
+#   scripts/kafka.sh kill DIR [SIG]  stop the broker, keeping data, ports and config, for a later
+#                                    restart: SIG KILL (the default) crashes it, SIG TERM shuts it
+#                                    down cleanly (SIGKILL after 30 s)
+#   scripts/kafka.sh restart DIR     stop the broker if it runs (SIGTERM, then SIGKILL),
+#                                    keep data and ports, start it again and wait until it answers
+#   scripts/kafka.sh status DIR      exit 0 if the broker of DIR runs
+#
+# Files in DIR: server.properties, log4j2.properties, data/ (log.dirs and the
+# KRaft metadata log), kafka.log (the broker's log), pid, brokers
+# (KAFKA_BROKERS=...), env (KAFKA_BROKERS, KAFKA_VERSION, KAFKA_DIR: sourceable),
+# version, watchdog.pid (see KAFKA_OWNER_PID).
+#
+# Environment:
+#   CANARYD_CACHE          cache root (default $HOME/.cache/canaryd); jars land in
+#                          $CANARYD_CACHE/kafka-<version>/libs
+#   KAFKA_VERSION          Kafka version to fetch/run (default: 4.4.0, falling back to 4.3.1)
+#   KAFKA_HEAP_OPTS        JVM heap flags (default -Xms256m -Xmx512m)
+#   KAFKA_JVM_OPTS         extra JVM flags
+#   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 90)
+#   KAFKA_STOP_TIMEOUT     seconds between SIGTERM and SIGKILL (default 30)
+#   KAFKA_OWNER_PID        if set, start also runs a watchdog that stops the broker and
+#                          removes its data when that process exits, so a test process
+#                          that dies without cleaning up leaks no broker
+#   JAVA_HOME / JAVA       Java 17 or newer
+set -euo pipefail
+
+readonly DEFAULT_VERSIONS=(4.4.0 4.3.1) # the first is preferred; later ones are fallbacks
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
+readonly SELF="$ROOT/scripts/kafka.sh"
+readonly POM="$ROOT/loadtest/kafka/pom.xml"
+readonly CACHE="${CANARYD_CACHE:-$HOME/.cache/canaryd}"
+readonly START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+readonly STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
+
+log() { printf 'kafka.sh: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+now() { printf '%s' "$EPOCHREALTIME"; }
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1fs", b - a }'; }
+
+java_bin() {
+	if [[ -n "${JAVA:-}" ]]; then
+		printf '%s' "$JAVA"
+	elif [[ -n "${JAVA_HOME:-}" ]]; then
+		printf '%s' "$JAVA_HOME/bin/java"
+	else
+		command -v java || die "java not found: install a JDK 17+ or set JAVA_HOME"
+	fi
+}
+
+libs_dir() { printf '%s/kafka-%s/libs' "$CACHE" "$1"; }
+
+# pom_sum identifies the pom that filled a cache folder, so editing the pom refetches.
+pom_sum() { sha256sum "$POM" | cut -d' ' -f1; }
+
+cached() {
+	local libs
+	libs="$(libs_dir "$1")"
+	[[ -f "$libs/.complete" && "$(cat "$libs/.complete")" == "$(pom_sum)" ]]
+}
+
+# fetch_version copies the jars of one Kafka version into the cache. It fills a
+# temporary folder and renames it, so an interrupted fetch leaves nothing that
+# looks complete; a lock keeps parallel test processes from fetching together.
+fetch_version() {
+	local version="$1" libs tmp lock
+	libs="$(libs_dir "$version")"
+	cached "$version" && return 0
+	mkdir -p "$(dirname "$libs")"
+	exec {lock}>"$(dirname "$libs")/.lock"
+	if command -v flock >/dev/null; then
+		flock "$lock"
+	fi
+	if cached "$version"; then
+		exec {lock}>&-
+		return 0
+	fi
+	command -v mvn >/dev/null || die "mvn not found: install Maven 3.8+"
+	tmp="$libs.tmp.$$"
+	rm -rf "$tmp"
+	log "fetching org.apache.kafka:kafka_2.13:$version with Maven"
+	# Maven 3.8 prints bare colour resets even in batch mode; strip them.
+	if ! mvn -q -B -Dstyle.color=never -f "$POM" -Dkafka.version="$version" \
+		dependency:copy-dependencies -DoutputDirectory="$tmp" 2>&1 |
+		sed 's/\x1b\[[0-9;]*m//g; /^$/d' >&2; then
+		rm -rf "$tmp"
+		exec {lock}>&-
+		return 1
+	fi
+	[[ -f "$tmp/kafka_2.13-$version.jar" ]] || {
+		rm -rf "$tmp"
+		exec {lock}>&-
+		die "maven finished but $tmp/kafka_2.13-$version.jar is missing"
+	}
+	pom_sum >"$tmp/.complete"
+	rm -rf "$libs"
+	mv "$tmp" "$libs"
+	exec {lock}>&-
+}
+
+# resolve_version prints the version to run: KAFKA_VERSION if set, else the
+# first default that is cached or fetches.
+resolve_version() {
+	local v
+	if [[ -n "${KAFKA_VERSION:-}" ]]; then
+		fetch_version "$KAFKA_VERSION" || die "could not fetch Kafka $KAFKA_VERSION"
+		printf '%s' "$KAFKA_VERSION"
+		return
+	fi
+	for v in "${DEFAULT_VERSIONS[@]}"; do
+		if cached "$v"; then
+			printf '%s' "$v"
+			return
+		fi
+	done
+	for v in "${DEFAULT_VERSIONS[@]}"; do
+		if fetch_version "$v"; then
+			printf '%s' "$v"
+			return
+		fi
+		log "Kafka $v could not be fetched; trying the next version"
+	done
+	die "could not fetch any of Kafka ${DEFAULT_VERSIONS[*]}"
+}
+
+cmd_fetch() {
+	local t0 v
+	t0="$(now)"
+	v="$(resolve_version)"
+	log "Kafka $v jars in $(libs_dir "$v") ($(since "$t0"))"
+}
+
+# port_free reports whether nothing listens on 127.0.0.1:$1.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# pick_port prints a free loopback port below the kernel's ephemeral range,
+# so outgoing connections cannot take it between now and the broker's bind.
+pick_port() {
+	local p i
+	for ((i = 0; i < 200; i++)); do
+		p=$((20000 + RANDOM % 12000))
+		if port_free "$p" && [[ "$p" != "${1:-}" ]]; then
+			printf '%s' "$p"
+			return
+		fi
+	done
+	die "no free loopback port found"
+}
+
+# random_cluster_id prints a Kafka Uuid: 16 random bytes, URL-safe base64, no padding.
+random_cluster_id() { head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
+
+# running_pid prints the pid of DIR's broker if it runs.
+running_pid() {
+	local dir="$1" pid
+	[[ -f "$dir/pid" ]] || return 1
+	pid="$(cat "$dir/pid")"
+	[[ -n "$pid" ]] || return 1
+	# The pid must still be our broker, not a recycled pid.
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir/server.properties" || return 1
+	printf '%s' "$pid"
+}
+
+write_config() {
+	local dir="$1" bport="$2" cport="$3"
+	cat >"$dir/server.properties" <<EOF
+# Written by scripts/kafka.sh: one KRaft node that is both broker and controller.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$bport
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+
+# Fast tests on one node: no replication, no rebalance delay, few internal partitions.
+num.partitions=3
+default.replication.factor=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=3
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+# After a crash (kill) the restarted broker cannot register until the controller
+# expires its old session: 9 s by default, 4 s here.
+broker.heartbeat.interval.ms=1000
+broker.session.timeout.ms=4000
+# log.flush.* stay at their defaults: the OS page cache decides, as in production.
+EOF
+	cat >"$dir/log4j2.properties" <<'EOF'
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = OUT
+logger.statechange.name = state.change.logger
+logger.statechange.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+EOF
+}
+
+# launch starts the broker of DIR in the background and waits until it
+# answers. It returns 1 and leaves no process behind if it does not.
+launch() {
+	local dir="$1" version="$2" libs java pid bport deadline
+	libs="$(libs_dir "$version")"
+	java="$(java_bin)"
+	bport="$(sed -n 's/^advertised.listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$dir/server.properties")"
+	# The flags kafka-run-class.sh uses, with a small heap.
+	# shellcheck disable=SC2086 # word splitting of the option variables is intended
+	"$java" ${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} \
+		-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+		-XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+		-Dlog4j2.configurationFile="$dir/log4j2.properties" -Dkafka.logs.dir="$dir" \
+		${KAFKA_JVM_OPTS:-} \
+		-cp "$libs/*" kafka.Kafka "$dir/server.properties" \
+		</dev/null >>"$dir/kafka.log" 2>&1 &
+	pid=$!
+	echo "$pid" >"$dir/pid"
+	deadline=$((SECONDS + START_TIMEOUT))
+	until grep -q "Kafka Server started" "$dir/kafka.log" && ! port_free "$bport"; do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			log "broker exited during start; last lines of $dir/kafka.log:"
+			tail -n 30 "$dir/kafka.log" >&2 || true
+			rm -f "$dir/pid"
+			return 1
+		fi
+		if ((SECONDS >= deadline)); then
+			log "broker did not answer within ${START_TIMEOUT}s; last lines of $dir/kafka.log:"
+			tail -n 30 "$dir/kafka.log" >&2 || true
+			terminate "$dir" || true
+			return 1
+		fi
+		sleep 0.2
+	done
+	if command -v kcat >/dev/null; then
+		until kcat -L -b "127.0.0.1:$bport" -m 5 2>/dev/null | grep -q "1 brokers"; do
+			if ((SECONDS >= deadline)) || ! kill -0 "$pid" 2>/dev/null; then
+				log "broker started but kcat -L -b 127.0.0.1:$bport does not answer"
+				terminate "$dir" || true
+				return 1
+			fi
+			sleep 0.2
+		done
+	fi
+}
+
+# terminate stops DIR's broker: SIGTERM, up to STOP_TIMEOUT seconds, SIGKILL.
+terminate() {
+	local dir="$1" pid deadline
+	pid="$(running_pid "$dir")" || {
+		rm -f "$dir/pid"
+		return 0
+	}
+	kill -TERM "$pid" 2>/dev/null || true
+	deadline=$((SECONDS + STOP_TIMEOUT))
+	while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+		sleep 0.2
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		log "broker $pid did not stop within ${STOP_TIMEOUT}s; sending SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	fi
+	rm -f "$dir/pid"
+}
+
+# start_watchdog stops the broker when KAFKA_OWNER_PID exits. It runs detached
+# from our stdout and stderr so whoever reads them sees EOF when we return.
+start_watchdog() {
+	local dir="$1" owner="${KAFKA_OWNER_PID:-}"
+	[[ -n "$owner" ]] || return 0
+	kill -0 "$owner" 2>/dev/null || die "KAFKA_OWNER_PID=$owner does not run"
+	(
+		while kill -0 "$owner" 2>/dev/null && [[ -f "$dir/watchdog.pid" ]]; do sleep 1; done
+		if [[ -f "$dir/watchdog.pid" ]]; then
+			KAFKA_FROM_WATCHDOG=1 "$SELF" stop "$dir"
+		fi
+	) </dev/null >>"$dir/watchdog.log" 2>&1 &
+	echo $! >"$dir/watchdog.pid"
+}
+
+report() {
+	local dir="$1"
+	cat "$dir/env"
+}
+
+cmd_start() {
+	local dir="${1:-}" owned=0 t0 version id bport cport pid attempt
+	t0="$(now)"
+	if [[ -z "$dir" ]]; then
+		dir="$(mktemp -d "${TMPDIR:-/tmp}/canaryd-kafka.XXXXXX")"
+		owned=1
+	fi
+	mkdir -p "$dir"
+	dir="$(cd "$dir" && pwd)"
+	if pid="$(running_pid "$dir")"; then
+		log "broker $pid already runs in $dir"
+		report "$dir"
+		return 0
+	fi
+	version="$(resolve_version)"
+
+	# From here on a failure removes what this start made.
+	# shellcheck disable=SC2064 # expand now: the trap must remember this dir
+	trap "cleanup_failed_start '$dir' $owned" EXIT
+	for attempt in 1 2 3; do
+		cleanup_data "$dir"
+		: >"$dir/kafka.log"
+		if ((owned)); then touch "$dir/.owned"; fi
+		bport="$(pick_port)"
+		cport="$(pick_port "$bport")"
+		write_config "$dir" "$bport" "$cport"
+		id="$(random_cluster_id)"
+		if ! "$(java_bin)" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+			-cp "$(libs_dir "$version")/*" kafka.tools.StorageTool format \
+			-t "$id" -c "$dir/server.properties" --ignore-formatted >>"$dir/kafka.log" 2>&1; then
+			tail -n 30 "$dir/kafka.log" >&2 || true
+			die "kafka-storage format failed; see $dir/kafka.log"
+		fi
+		if launch "$dir" "$version"; then
+			break
+		fi
+		if ((attempt < 3)) && grep -q "Address already in use" "$dir/kafka.log"; then
+			log "port taken between picking and binding; retrying with new ports"
+			continue
+		fi
+		die "broker did not start; see $dir/kafka.log"
+	done
+	printf 'KAFKA_BROKERS=127.0.0.1:%s\n' "$bport" >"$dir/brokers"
+	printf '%s\n' "$version" >"$dir/version"
+	{
+		cat "$dir/brokers"
+		printf 'KAFKA_VERSION=%s\n' "$version"
+		printf 'KAFKA_DIR=%s\n' "$dir"
+	} >"$dir/env"
+	start_watchdog "$dir"
+	trap - EXIT
+	log "Kafka $version (KRaft, broker+controller) on 127.0.0.1:$bport, controller 127.0.0.1:$cport, pid $(cat "$dir/pid"), dir $dir; started in $(since "$t0")"
+	report "$dir"
+}
+
+# cleanup_failed_start is the EXIT trap of a start that did not finish.
+cleanup_failed_start() {
+	local dir="$1" owned="$2"
+	terminate "$dir" || true
+	if ((owned)); then
+		# Keep the log of a failed start for whoever debugs it.
+		[[ -f "$dir/kafka.log" ]] && cp "$dir/kafka.log" "${dir}.failed.log" 2>/dev/null &&
+			log "broker log kept in ${dir}.failed.log"
+		rm -rf "$dir"
+	else
+		cleanup_data "$dir"
+	fi
+}
+
+# cleanup_data removes what start wrote into DIR except kafka.log.
+cleanup_data() {
+	local dir="$1"
+	rm -rf "$dir/data" "$dir/pid" "$dir/brokers" "$dir/env" "$dir/version" \
+		"$dir/server.properties" "$dir/log4j2.properties" "$dir/watchdog.pid" "$dir/.owned"
+}
+
+need_dir() {
+	[[ -n "${1:-}" ]] || die "usage: kafka.sh $2 DIR"
+}
+
+stop_watchdog() {
+	local dir="$1" wpid
+	[[ -f "$dir/watchdog.pid" ]] || return 0
+	wpid="$(cat "$dir/watchdog.pid")"
+	rm -f "$dir/watchdog.pid" # also tells the watchdog loop to end
+	if [[ -z "${KAFKA_FROM_WATCHDOG:-}" && -n "$wpid" ]]; then
+		kill "$wpid" 2>/dev/null || true
+	fi
+}
+
+cmd_stop() {
+	local dir="${1:-}" t0
+	need_dir "$dir" stop
+	[[ -d "$dir" ]] || return 0
+	dir="$(cd "$dir" && pwd)"
+	t0="$(now)"
+	stop_watchdog "$dir"
+	terminate "$dir"
+	if [[ -f "$dir/.owned" ]]; then
+		rm -rf "$dir"
+	else
+		cleanup_data "$dir"
+	fi
+	log "stopped the broker of $dir and removed its data ($(since "$t0"))"
+}
+
+cmd_kill() {
+	local dir="${1:-}" sig="${2:-KILL}" pid
+	need_dir "$dir" "kill"
+	dir="$(cd "$dir" && pwd)"
+	case "$sig" in
+	KILL)
+		if pid="$(running_pid "$dir")"; then
+			kill -KILL "$pid" 2>/dev/null || true
+			while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+			log "killed broker $pid (SIGKILL); data and ports kept in $dir"
+		fi
+		rm -f "$dir/pid"
+		;;
+	TERM)
+		terminate "$dir"
+		log "stopped the broker (SIGTERM); data and ports kept in $dir"
+		;;
+	*) die "kill $dir $sig: want TERM or KILL" ;;
+	esac
+}
+
+cmd_restart() {
+	local dir="${1:-}" t0 version
+	need_dir "$dir" restart
+	dir="$(cd "$dir" && pwd)"
+	[[ -f "$dir/server.properties" && -f "$dir/version" ]] ||
+		die "$dir holds no broker made by kafka.sh start"
+	t0="$(now)"
+	terminate "$dir"
+	version="$(cat "$dir/version")"
+	launch "$dir" "$version" || die "broker did not restart; see $dir/kafka.log"
+	log "restarted Kafka $version in $dir, pid $(cat "$dir/pid") ($(since "$t0"))"
+	report "$dir"
+}
+
+cmd_status() {
+	local dir="${1:-}"
+	need_dir "$dir" status
+	dir="$(cd "$dir" 2>/dev/null && pwd)" || return 1
+	running_pid "$dir" >/dev/null
+}
+
+main() {
+	local cmd="${1:-}"
+	shift || true
+	case "$cmd" in
+	fetch) cmd_fetch "$@" ;;
+	start) cmd_start "$@" ;;
+	stop) cmd_stop "$@" ;;
+	kill) cmd_kill "$@" ;;
+	restart) cmd_restart "$@" ;;
+	status) cmd_status "$@" ;;
+	*)
+		sed -n '2,/^set -euo/p' "$SELF" | sed '$d; s/^# \{0,1\}//' >&2
+		exit 2
+		;;
+	esac
+}
+
+main "$@"

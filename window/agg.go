@@ -1,0 +1,177 @@
+// Package window keeps canaryd's per-series state: for every (rollout,
+// version, segment) it aggregates events into event-time tumbling windows,
+// closes them behind a per-partition watermark with allowed lateness, and
+// hands each closed window to the detector.
+//
+// A Partition is owned by one goroutine (the one consuming its Kafka
+// partition) and is not safe for concurrent use; closed windows leave it
+// through the Options.Emit callback, which transfers ownership of their Aggs.
+package window
+
+import (
+	"math"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/DataDog/sketches-go/ddsketch/mapping"
+	"github.com/DataDog/sketches-go/ddsketch/store"
+
+	"github.com/inferensys/canaryd/schemas"
+)
+
+// RelativeAccuracy of every latency sketch. All sketches share one mapping so
+// that their buckets have the same edges: counts above an edge are exact and
+// merges are order-independent.
+const RelativeAccuracy = 0.01
+
+// maxSketchBins bounds a sketch's memory; the store collapses only its lowest
+// buckets (the fastest calls), never the tail that canary judgement reads.
+// 2048 bins at 1% accuracy span 1e-3 ms to ~5e14 ms.
+const maxSketchBins = 2048
+
+// Mapping is the index mapping every sketch uses.
+var Mapping = func() mapping.IndexMapping {
+	m, err := mapping.NewLogarithmicMapping(RelativeAccuracy)
+	if err != nil {
+		panic("BUG: " + err.Error())
+	}
+	return m
+}()
+
+// NewSketch returns an empty latency sketch on the shared mapping.
+func NewSketch() *ddsketch.DDSketch {
+	return ddsketch.NewDDSketch(Mapping, store.NewCollapsingLowestDenseStore(maxSketchBins), store.NewCollapsingLowestDenseStore(8))
+}
+
+// Agg is the aggregate of one series over one window (or over many, merged).
+type Agg struct {
+	Count  uint64 // events
+	Errors uint64 // events with status error
+	// ErrorTypes counts errors by the rollout's error-type id (see
+	// Rollout.ErrorTypes); index 0 is "other" (unnamed or beyond the cap).
+	ErrorTypes []uint64
+	Latency    *ddsketch.DDSketch // duration_ms of events that carry one
+
+	InputTokens   float64
+	OutputTokens  float64
+	CostUSD       float64
+	CostUSD2      float64 // sum of squares, for variance
+	ContextTokens float64 // sum of context_tokens
+	ContextUse    float64 // sum of context_tokens/context_limit where both are set
+	ContextN      uint64  // events with a context limit
+
+	Successes     uint64 // outcome.success == true
+	Failures      uint64 // outcome.success == false
+	Hallucination uint64
+	ScoreSum      float64
+	ScoreN        uint64
+}
+
+// NewAgg returns an empty aggregate.
+func NewAgg() *Agg { return &Agg{Latency: NewSketch()} }
+
+// Add folds one event in. errType is the rollout's id for ev.ErrorType.
+func (a *Agg) Add(ev *schemas.Event, errType int) {
+	a.Count++
+	if ev.Error {
+		a.Errors++
+		for len(a.ErrorTypes) <= errType {
+			a.ErrorTypes = append(a.ErrorTypes, 0)
+		}
+		a.ErrorTypes[errType]++
+	}
+	if ev.HasDuration {
+		// Durations are validated finite, non-negative and bounded by the
+		// decoder, so Add cannot fail.
+		_ = a.Latency.Add(ev.DurationMS)
+	}
+	a.InputTokens += float64(ev.InputTokens)
+	a.OutputTokens += float64(ev.OutputTokens)
+	if ev.HasCost {
+		a.CostUSD += ev.CostUSD
+		a.CostUSD2 += ev.CostUSD * ev.CostUSD
+	}
+	a.ContextTokens += float64(ev.ContextTokens)
+	if ev.ContextLimit > 0 {
+		a.ContextUse += float64(ev.ContextTokens) / float64(ev.ContextLimit)
+		a.ContextN++
+	}
+	if ev.HasOutcome {
+		if ev.HasOutcomeSuccess {
+			if ev.OutcomeSuccess {
+				a.Successes++
+			} else {
+				a.Failures++
+			}
+		}
+		if ev.HasHallucination && ev.OutcomeHallucinated {
+			a.Hallucination++
+		}
+		if ev.HasOutcomeScore {
+			a.ScoreSum += ev.OutcomeScore
+			a.ScoreN++
+		}
+	}
+}
+
+// Merge adds b into a.
+func (a *Agg) Merge(b *Agg) {
+	a.Count += b.Count
+	a.Errors += b.Errors
+	for len(a.ErrorTypes) < len(b.ErrorTypes) {
+		a.ErrorTypes = append(a.ErrorTypes, 0)
+	}
+	for i, v := range b.ErrorTypes {
+		a.ErrorTypes[i] += v
+	}
+	if err := a.Latency.MergeWith(b.Latency); err != nil {
+		panic("BUG: merging sketches with different mappings: " + err.Error())
+	}
+	a.InputTokens += b.InputTokens
+	a.OutputTokens += b.OutputTokens
+	a.CostUSD += b.CostUSD
+	a.CostUSD2 += b.CostUSD2
+	a.ContextTokens += b.ContextTokens
+	a.ContextUse += b.ContextUse
+	a.ContextN += b.ContextN
+	a.Successes += b.Successes
+	a.Failures += b.Failures
+	a.Hallucination += b.Hallucination
+	a.ScoreSum += b.ScoreSum
+	a.ScoreN += b.ScoreN
+}
+
+// Quantile returns the latency at q in ms, or NaN when there is none.
+func (a *Agg) Quantile(q float64) float64 {
+	if a.Latency == nil || a.Latency.IsEmpty() {
+		return math.NaN()
+	}
+	v, err := a.Latency.GetValueAtQuantile(q)
+	if err != nil {
+		return math.NaN()
+	}
+	return v
+}
+
+// CountAbove returns how many latencies fall in buckets whose index is above
+// idx (of the shared Mapping): exact, because every sketch shares the edges.
+func (a *Agg) CountAbove(idx int) uint64 {
+	if a.Latency == nil {
+		return 0
+	}
+	var n float64
+	a.Latency.GetPositiveValueStore().ForEach(func(i int, c float64) bool {
+		if i > idx {
+			n += c
+		}
+		return false
+	})
+	return uint64(n + 0.5)
+}
+
+// LatencyCount returns how many latencies the sketch holds.
+func (a *Agg) LatencyCount() uint64 {
+	if a.Latency == nil {
+		return 0
+	}
+	return uint64(a.Latency.GetCount() + 0.5)
+}

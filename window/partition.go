@@ -1,0 +1,395 @@
+package window
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/inferensys/canaryd/schemas"
+)
+
+// Options configure a Partition. The zero value of a field means its default.
+type Options struct {
+	// Width of the event-time tumbling windows. Default 10s.
+	Width time.Duration
+	// Lateness is how far behind the newest event time an event may arrive
+	// and still be counted: the watermark is the newest event time minus
+	// Lateness, and a window closes once its end is at or below it. Default 5s.
+	Lateness time.Duration
+	// Idle: when a partition's newest event time has not moved for this long
+	// in wall-clock time, its watermark follows the wall clock (minus
+	// Lateness) so that the last windows of a quiet stream still close.
+	// Default 3×Width.
+	Idle time.Duration
+	// MaxFuture refuses events whose time is this far ahead of the wall
+	// clock: one such event would otherwise close every open window. Default 10m.
+	MaxFuture time.Duration
+	// MaxRollouts per partition; events of further rollouts are refused.
+	// Default 1000.
+	MaxRollouts int
+	// MaxVersions per rollout; further versions are folded into "_other".
+	// Default 16.
+	MaxVersions int
+	// MaxSegments per rollout; further (kind, name) pairs are folded into
+	// (kind, "_other"). Default 64.
+	MaxSegments int
+	// MaxErrorTypes per rollout; further types count as "_other". Default 32.
+	MaxErrorTypes int
+	// Emit receives every closed window, in window order per rollout, on the
+	// goroutine that calls Advance. It takes ownership of the Aggs.
+	Emit func(Closed)
+}
+
+// OtherName is what names beyond a cap are folded into.
+const OtherName = "_other"
+
+func (o *Options) setDefaults() {
+	if o.Width <= 0 {
+		o.Width = 10 * time.Second
+	}
+	if o.Lateness < 0 {
+		o.Lateness = 0
+	} else if o.Lateness == 0 {
+		o.Lateness = 5 * time.Second
+	}
+	if o.Idle <= 0 {
+		o.Idle = 3 * o.Width
+	}
+	if o.MaxFuture <= 0 {
+		o.MaxFuture = 10 * time.Minute
+	}
+	if o.MaxRollouts <= 0 {
+		o.MaxRollouts = 1000
+	}
+	if o.MaxVersions <= 0 {
+		o.MaxVersions = 16
+	}
+	if o.MaxSegments <= 0 {
+		o.MaxSegments = 64
+	}
+	if o.MaxErrorTypes <= 0 {
+		o.MaxErrorTypes = 32
+	}
+}
+
+// Segment is the (kind, name) part of a series key.
+type Segment struct {
+	Kind schemas.Kind
+	Name string
+}
+
+func (s Segment) String() string { return s.Kind.String() + "/" + s.Name }
+
+// Series is one series' aggregate in a closed window.
+type Series struct {
+	Version string
+	Segment Segment
+	Agg     *Agg
+}
+
+// Closed is one closed window of one rollout in one partition.
+type Closed struct {
+	Rollout    string
+	Partition  int32
+	Start, End int64 // event time, unix ns; End = Start + Width
+	// Watermark of the partition when the window closed: the event time up
+	// to which the partition's data is complete.
+	Watermark int64
+	Series    []Series
+	// ErrorTypes names the indexes of Agg.ErrorTypes (index 0 is "_other").
+	// Append-only: safe to read while the partition goes on.
+	ErrorTypes []string
+}
+
+// Refusals of Add. The event is not counted; the caller dead-letters or
+// counts it.
+var (
+	ErrLate        = errors.New("event time behind the watermark (window already closed)")
+	ErrFuture      = errors.New("event time too far in the future")
+	ErrTooManyRoll = errors.New("too many live rollouts in this partition")
+)
+
+// Partition holds the open windows of one Kafka partition.
+type Partition struct {
+	opts  Options
+	id    int32
+	width int64
+
+	now       int64 // wall clock, unix ns, set by SetNow
+	maxTS     int64 // newest event time seen
+	watermark int64
+	idleSince int64 // wall time at which maxTS last moved
+	idleMaxTS int64
+
+	rollouts map[string]*rollout
+	order    []*rollout // in creation order, for deterministic emission
+	last     *rollout   // cache: consecutive events mostly share a rollout
+
+}
+
+type rollout struct {
+	name     string
+	versions []string
+	segIDs   [schemas.NumKinds]map[string]uint16
+	segs     []Segment
+	errIDs   map[string]int
+	errNames []string
+	open     []*openWin // ascending start
+}
+
+type openWin struct {
+	start     int64
+	minOffset int64           // smallest Kafka offset counted in the window
+	series    map[uint32]*Agg // version<<16 | segment
+}
+
+// NewPartition returns an empty Partition for Kafka partition id.
+func NewPartition(id int32, opts Options) *Partition {
+	opts.setDefaults()
+	return &Partition{
+		opts:     opts,
+		id:       id,
+		width:    int64(opts.Width),
+		rollouts: make(map[string]*rollout),
+	}
+}
+
+// SetNow sets the wall clock used for the future limit and idleness; call it
+// once per batch.
+func (p *Partition) SetNow(now time.Time) { p.now = now.UnixNano() }
+
+// Watermark returns the event time below which every window is closed.
+func (p *Partition) Watermark() int64 { return p.watermark }
+
+// Add counts ev, read at Kafka offset off, in its window. It refuses late
+// and far-future events and events of a rollout beyond MaxRollouts.
+func (p *Partition) Add(ev *schemas.Event, off int64) error {
+	if p.now != 0 && ev.TS > p.now+int64(p.opts.MaxFuture) {
+		return ErrFuture
+	}
+	start := ev.TS - mod(ev.TS, p.width)
+	if start+p.width <= p.watermark {
+		return ErrLate
+	}
+	r := p.last
+	if r == nil || r.name != string(ev.Rollout) {
+		r = p.rollouts[string(ev.Rollout)]
+		if r == nil {
+			if len(p.rollouts) >= p.opts.MaxRollouts {
+				return ErrTooManyRoll
+			}
+			r = &rollout{name: string(ev.Rollout), errIDs: map[string]int{}, errNames: []string{OtherName}}
+			p.rollouts[r.name] = r
+			p.order = append(p.order, r)
+		}
+		p.last = r
+	}
+	key := uint32(p.version(r, ev.Version))<<16 | uint32(p.segment(r, ev.Kind, ev.Name))
+	w := r.window(start)
+	w.minOffset = min(w.minOffset, off)
+	a := w.series[key]
+	if a == nil {
+		a = NewAgg()
+		w.series[key] = a
+	}
+	et := 0
+	if ev.Error && len(ev.ErrorType) > 0 {
+		et = p.errType(r, ev.ErrorType)
+	}
+	a.Add(ev, et)
+	if ev.TS > p.maxTS {
+		p.maxTS = ev.TS
+	}
+	return nil
+}
+
+func (p *Partition) version(r *rollout, v []byte) int {
+	for i, s := range r.versions {
+		if s == string(v) {
+			return i
+		}
+	}
+	if len(r.versions) >= p.opts.MaxVersions-1 {
+		// The last slot is "_other".
+		if i := slices.Index(r.versions, OtherName); i >= 0 {
+			return i
+		}
+		r.versions = append(r.versions, OtherName)
+		return len(r.versions) - 1
+	}
+	r.versions = append(r.versions, string(v))
+	return len(r.versions) - 1
+}
+
+func (p *Partition) segment(r *rollout, k schemas.Kind, name []byte) int {
+	m := r.segIDs[k]
+	if id, ok := m[string(name)]; ok {
+		return int(id)
+	}
+	if m == nil {
+		m = make(map[string]uint16)
+		r.segIDs[k] = m
+	}
+	n := string(name)
+	if len(r.segs) >= p.opts.MaxSegments {
+		if id, ok := m[OtherName]; ok {
+			return int(id)
+		}
+		n = OtherName // one "_other" per kind, even beyond the cap
+	}
+	id := uint16(len(r.segs))
+	r.segs = append(r.segs, Segment{Kind: k, Name: n})
+	m[n] = id
+	return int(id)
+}
+
+func (p *Partition) errType(r *rollout, t []byte) int {
+	if id, ok := r.errIDs[string(t)]; ok {
+		return id
+	}
+	if len(r.errNames) >= p.opts.MaxErrorTypes {
+		return 0
+	}
+	id := len(r.errNames)
+	r.errNames = append(r.errNames, string(t))
+	r.errIDs[string(t)] = id
+	return id
+}
+
+func (r *rollout) window(start int64) *openWin {
+	// Most events fall in the newest window: search from the end.
+	for i := len(r.open) - 1; i >= 0; i-- {
+		w := r.open[i]
+		if w.start == start {
+			return w
+		}
+		if w.start < start {
+			nw := newOpenWin(start)
+			r.open = slices.Insert(r.open, i+1, nw)
+			return nw
+		}
+	}
+	nw := newOpenWin(start)
+	r.open = slices.Insert(r.open, 0, nw)
+	return nw
+}
+
+func newOpenWin(start int64) *openWin {
+	return &openWin{start: start, minOffset: math.MaxInt64, series: make(map[uint32]*Agg)}
+}
+
+// CommitOffset returns the offset to commit for this partition when next is
+// the offset after the last record processed: the smallest offset still
+// counted only in an open window, so that a restart replays every event whose
+// window never reached the detector.
+func (p *Partition) CommitOffset(next int64) int64 {
+	for _, r := range p.order {
+		for _, w := range r.open {
+			next = min(next, w.minOffset)
+		}
+	}
+	return next
+}
+
+// Advance moves the watermark — from the newest event time, or from the wall
+// clock when the partition has been idle — and emits every window that it
+// closes. Call it after each batch.
+func (p *Partition) Advance() {
+	if p.maxTS != p.idleMaxTS {
+		p.idleMaxTS = p.maxTS
+		p.idleSince = p.now
+	}
+	wm := p.maxTS - int64(p.opts.Lateness)
+	if p.now != 0 && p.idleSince != 0 && p.now-p.idleSince >= int64(p.opts.Idle) {
+		wm = max(wm, p.now-int64(p.opts.Lateness))
+	}
+	if wm <= p.watermark {
+		return
+	}
+	p.watermark = wm
+	for _, r := range p.order {
+		n := 0
+		for _, w := range r.open {
+			if w.start+p.width > wm {
+				break
+			}
+			p.emit(r, w)
+			n++
+		}
+		if n > 0 {
+			r.open = slices.Delete(r.open, 0, n)
+		}
+	}
+}
+
+// Flush closes every open window regardless of the watermark (at shutdown,
+// or when the partition is revoked).
+func (p *Partition) Flush() {
+	for _, r := range p.order {
+		for _, w := range r.open {
+			p.emit(r, w)
+		}
+		r.open = r.open[:0]
+	}
+}
+
+func (p *Partition) emit(r *rollout, w *openWin) {
+	series := make([]Series, 0, len(w.series))
+	for k, a := range w.series {
+		series = append(series, Series{Version: r.versions[k>>16], Segment: r.segs[k&0xffff], Agg: a})
+	}
+	// Deterministic order: by version, then segment.
+	slices.SortFunc(series, func(a, b Series) int {
+		if a.Version != b.Version {
+			if a.Version < b.Version {
+				return -1
+			}
+			return 1
+		}
+		if a.Segment.Kind != b.Segment.Kind {
+			return int(a.Segment.Kind) - int(b.Segment.Kind)
+		}
+		if a.Segment.Name < b.Segment.Name {
+			return -1
+		} else if a.Segment.Name > b.Segment.Name {
+			return 1
+		}
+		return 0
+	})
+	if p.opts.Emit != nil {
+		p.opts.Emit(Closed{
+			Rollout:    r.name,
+			Partition:  p.id,
+			Start:      w.start,
+			End:        w.start + p.width,
+			Watermark:  p.watermark,
+			Series:     series,
+			ErrorTypes: r.errNames[:len(r.errNames):len(r.errNames)],
+		})
+	}
+}
+
+// OpenWindows returns the number of open windows over all rollouts.
+func (p *Partition) OpenWindows() int {
+	n := 0
+	for _, r := range p.order {
+		n += len(r.open)
+	}
+	return n
+}
+
+// String describes the partition for logs.
+func (p *Partition) String() string {
+	return fmt.Sprintf("partition %d: %d rollouts, %d open windows, watermark %s",
+		p.id, len(p.rollouts), p.OpenWindows(), time.Unix(0, p.watermark).UTC().Format(time.RFC3339))
+}
+
+func mod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
+}
