@@ -252,7 +252,7 @@ type Status struct {
 	Baseline  string       `json:"baseline"`
 	Canary    string       `json:"canary"`
 	Step      int          `json:"step"`
-	Steps     int          `json:"steps"`
+	Steps     int          `json:"steps"` // judged steps (a final 100% step is the promotion)
 	Weight    int          `json:"weight"`
 	Final     string       `json:"final,omitempty"`
 	Windows   int          `json:"windows"`
@@ -265,7 +265,7 @@ type Status struct {
 func (j *Judge) Status() Status {
 	st := Status{
 		Rollout: j.spec.Rollout, Baseline: j.spec.Baseline, Canary: j.spec.Canary,
-		Step: j.step, Steps: len(j.spec.Steps), Weight: j.weight(), Final: string(j.final),
+		Step: j.step, Steps: j.judgedSteps(), Weight: j.weight(), Final: string(j.final),
 		Windows: j.windows, Verdict: j.last,
 	}
 	if j.now != 0 {

@@ -38,7 +38,8 @@
 //   - agent events: name = rollout name; span_id = the session's span, the
 //     parent of its requests; duration_ms from the session's start to its
 //     end; summed tokens and cost; tool_calls (the tools called, in order,
-//     failed calls included); outcome {success, score, hallucination}.
+//     failed calls included; absent when a profile with MinSteps 0 called
+//     none); outcome {success, score, hallucination}.
 //     status is error, with the final LLM call's error_type, only when that
 //     call failed and the agent produced no answer.
 //   - canary events carry the rollout's deployment_id and commit, when set.

@@ -14,7 +14,8 @@ var generatorStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 // Generator produces the events of a simulated fleet in memory, without Kafka
 // and without a clock: event time starts at 2026-01-01T00:00:00Z and advances
 // with the rollouts' session rates, so the same seed and rollouts give the same
-// records, byte for byte. Weights stay at each rollout's InitialWeight.
+// records, byte for byte. Weights start at each rollout's InitialWeight and
+// change only by SetWeight.
 //
 // A Generator is not safe for concurrent use. After warm-up, Next allocates
 // nothing when dst has room.
@@ -62,6 +63,19 @@ func (g *Generator) Records(n int) [][]byte {
 		out[i] = buf[start:len(buf):len(buf)]
 	}
 	return out
+}
+
+// SetWeight sets the canary's percent of the rollout's sessions that start
+// from now on, as a set_weight command does in a Fleet, clamped to 0..100. It
+// reports whether the generator has the rollout.
+func (g *Generator) SetWeight(rollout string, weight int) bool {
+	for i := range g.sim.rollouts {
+		if r := &g.sim.rollouts[i]; r.name == rollout {
+			r.weight.Store(int32(min(max(weight, 0), 100)))
+			return true
+		}
+	}
+	return false
 }
 
 // Now returns the event time of the last record.

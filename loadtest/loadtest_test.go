@@ -158,6 +158,41 @@ func TestGeneratorDeterministic(t *testing.T) {
 	}
 }
 
+func TestGeneratorSetWeight(t *testing.T) {
+	g := NewGenerator(2, []Rollout{testRollout("a", 0)})
+	if g.SetWeight("nope", 50) {
+		t.Fatal("SetWeight of an unknown rollout reported true")
+	}
+	var buf []byte
+	for range 2000 {
+		if buf = g.Next(buf[:0]); decodeWire(t, buf).Version != "v1" {
+			t.Fatalf("canary event at weight 0: %s", buf)
+		}
+	}
+	if !g.SetWeight("a", 100) {
+		t.Fatal("SetWeight of a known rollout reported false")
+	}
+	// Sessions that started before the change end as baseline; every
+	// session that starts after it is canary.
+	started := map[string]string{}
+	for range 5000 {
+		ev := decodeWire(t, g.Next(buf[:0]))
+		if v, ok := started[ev.SessionID]; ok && v != ev.Version {
+			t.Fatalf("session %s changed version", ev.SessionID)
+		}
+		started[ev.SessionID] = ev.Version
+	}
+	canary := 0
+	for _, v := range started {
+		if v == "v2" {
+			canary++
+		}
+	}
+	if canary < len(started)*3/4 {
+		t.Fatalf("%d of %d sessions canary after SetWeight 100", canary, len(started))
+	}
+}
+
 func TestGeneratorAllocs(t *testing.T) {
 	g := NewGenerator(1, []Rollout{testRollout("a", 50)})
 	buf := make([]byte, 0, 4096)
@@ -581,6 +616,7 @@ func TestFleetKafka(t *testing.T) {
 	b2, c2 := sessionsOf(f.Produced(), "support-agent")
 	n := float64(b2 + c2 - b1 - c1)
 	share := float64(c2-c1) / n
+	t.Logf("canary share of sessions: %.3f of %d at weight 10, %.3f of %.0f after set_weight 80", float64(c0)/float64(b0+c0), b0+c0, share, n)
 	if sd := math.Sqrt(0.8 * 0.2 / n); math.Abs(share-0.8) > 5*sd {
 		t.Errorf("canary share after set_weight 80: %.3f of %.0f sessions; want 0.8 ± %.3f", share, n, 5*sd)
 	}

@@ -92,8 +92,8 @@ func validateRollouts(rs []Rollout) error {
 //
 // A request is one llm or tool event: the unit canaryd counts for error rate
 // and latency. An agent event is a session's summary, not a request; it is
-// written when the session ends, so a run that stops mid-session has
-// requests of sessions it never counts.
+// written when the session ends, so a run that stops mid-session has written
+// requests whose sessions are never counted.
 type Counts struct {
 	Events    int64 // records: Requests + Sessions
 	Requests  int64 // llm and tool events

@@ -280,7 +280,7 @@ func (d *Decoder) VisitAttrs(f func(key, value []byte)) {
 func (d *Decoder) record(ev *Event) error {
 	d.ws()
 	if d.peek() != '{' {
-		if d.i < len(d.buf) && d.skipValue(0) && d.end() {
+		if d.i < len(d.buf) && d.skipValue(1) && d.end() {
 			return &DecodeError{Reason: reasonNotObject}
 		}
 		return d.syntaxError()
@@ -345,11 +345,10 @@ func (d *Decoder) syntaxError() error {
 // the record is only checked as JSON.
 func (d *Decoder) member(f int, ev *Event) bool {
 	if f == fUnknown || d.err != nil {
-		return d.skipValue(1)
+		return d.skipValue(2)
 	}
 	if d.seen&(1<<f) != 0 {
-		d.fieldErr(fieldNames[f], reasonDuplicate)
-		return d.skipValue(1)
+		return d.wrongType(fieldNames[f], reasonDuplicate, 2)
 	}
 	d.seen |= 1 << f
 	if d.peek() == 'n' {
@@ -399,9 +398,9 @@ func (d *Decoder) member(f int, ev *Event) bool {
 	case fTS:
 		ev.TS, ok = d.timeField()
 	case fDuration:
-		ev.DurationMS, ev.HasDuration, ok = d.floatField(fieldNames[f], MaxDurationMS)
+		ev.DurationMS, ev.HasDuration, ok = d.floatField(fieldNames[f], MaxDurationMS, 2)
 	case fCost:
-		ev.CostUSD, ev.HasCost, ok = d.floatField(fieldNames[f], MaxCostUSD)
+		ev.CostUSD, ev.HasCost, ok = d.floatField(fieldNames[f], MaxCostUSD, 2)
 	case fInputTokens:
 		ev.InputTokens, ok = d.intField(f, MaxTokens)
 	case fOutputTokens:
@@ -429,16 +428,17 @@ func (d *Decoder) fieldErr(field, reason string) {
 	}
 }
 
-// wrongType records a type error for field and skips the value.
-func (d *Decoder) wrongType(field, reason string) bool {
+// wrongType records a type error for field and skips the value, which is at
+// level depth.
+func (d *Decoder) wrongType(field, reason string, depth int) bool {
 	d.fieldErr(field, reason)
-	return d.skipValue(1)
+	return d.skipValue(depth)
 }
 
 // stringField decodes a string field; nil on a field error.
 func (d *Decoder) stringField(f int, required bool) ([]byte, bool) {
 	if d.peek() != '"' {
-		return nil, d.wrongType(fieldNames[f], reasonNotString)
+		return nil, d.wrongType(fieldNames[f], reasonNotString, 2)
 	}
 	s, nonASCII, ok := d.str()
 	if !ok {
@@ -459,10 +459,10 @@ func (d *Decoder) stringField(f int, required bool) ([]byte, bool) {
 	return nil, true
 }
 
-// floatField decodes a number in 0..max.
-func (d *Decoder) floatField(field string, max float64) (float64, bool, bool) {
+// floatField decodes a number in 0..max, at level depth.
+func (d *Decoder) floatField(field string, max float64, depth int) (float64, bool, bool) {
 	if c := d.peek(); c != '-' && (c < '0' || c > '9') {
-		return 0, false, d.wrongType(field, reasonNotNumber)
+		return 0, false, d.wrongType(field, reasonNotNumber, depth)
 	}
 	n, ok := d.number()
 	if !ok {
@@ -486,7 +486,7 @@ func (d *Decoder) floatField(field string, max float64) (float64, bool, bool) {
 // intField decodes a JSON integer in 0..max.
 func (d *Decoder) intField(f int, max int64) (int64, bool) {
 	if c := d.peek(); c != '-' && (c < '0' || c > '9') {
-		return 0, d.wrongType(fieldNames[f], reasonNotNumber)
+		return 0, d.wrongType(fieldNames[f], reasonNotNumber, 2)
 	}
 	n, ok := d.number()
 	if !ok {
@@ -532,12 +532,12 @@ func (d *Decoder) timeField() (int64, bool) {
 		}
 		return ts, true
 	}
-	return 0, d.wrongType("ts", reasonNotTime)
+	return 0, d.wrongType("ts", reasonNotTime, 2)
 }
 
 func (d *Decoder) toolCalls(ev *Event) bool {
 	if d.peek() != '[' {
-		return d.wrongType("tool_calls", reasonNotArray)
+		return d.wrongType("tool_calls", reasonNotArray, 2)
 	}
 	d.i++
 	d.ws()
@@ -548,11 +548,11 @@ func (d *Decoder) toolCalls(ev *Event) bool {
 	}
 	for n := 1; ; n++ {
 		if d.err != nil {
-			if !d.skipValue(2) {
+			if !d.skipValue(3) {
 				return false
 			}
 		} else if d.peek() != '"' {
-			if !d.wrongType("tool_calls", reasonItemNotString) {
+			if !d.wrongType("tool_calls", reasonItemNotString, 3) {
 				return false
 			}
 		} else {
@@ -589,13 +589,13 @@ func (d *Decoder) toolCalls(ev *Event) bool {
 
 func (d *Decoder) outcome(ev *Event) bool {
 	if d.peek() != '{' {
-		return d.wrongType("outcome", reasonNotObject)
+		return d.wrongType("outcome", reasonNotObject, 2)
 	}
 	ev.HasOutcome = true
 	var seen uint8
 	return d.object(2, func(key []byte) bool {
 		if d.err != nil {
-			return d.skipValue(2)
+			return d.skipValue(3)
 		}
 		var bit uint8
 		var field string
@@ -607,10 +607,10 @@ func (d *Decoder) outcome(ev *Event) bool {
 		case "hallucination":
 			bit, field = 4, "outcome.hallucination"
 		default:
-			return d.skipValue(2)
+			return d.skipValue(3)
 		}
 		if seen&bit != 0 {
-			return d.wrongType(field, reasonDuplicate)
+			return d.wrongType(field, reasonDuplicate, 3)
 		}
 		seen |= bit
 		c := d.peek()
@@ -618,7 +618,7 @@ func (d *Decoder) outcome(ev *Event) bool {
 		case c == 'n':
 			return d.lit("null")
 		case bit == 2:
-			f, ok, syntaxOK := d.floatField(field, maxOutcomeScore)
+			f, ok, syntaxOK := d.floatField(field, maxOutcomeScore, 3)
 			if d.err != nil && d.err.Field == field &&
 				(d.err.Reason == reasonNegative || d.err.Reason == reasonTooLarge) {
 				d.err.Reason = reasonOutside01
@@ -637,20 +637,20 @@ func (d *Decoder) outcome(ev *Event) bool {
 			}
 			return d.lit("false")
 		}
-		return d.wrongType(field, reasonNotBool)
+		return d.wrongType(field, reasonNotBool, 3)
 	})
 }
 
 func (d *Decoder) attrsObject() bool {
 	if d.peek() != '{' {
-		return d.wrongType("attrs", reasonNotObject)
+		return d.wrongType("attrs", reasonNotObject, 2)
 	}
 	return d.object(2, func(key []byte) bool {
 		if d.err != nil {
-			return d.skipValue(2)
+			return d.skipValue(3)
 		}
 		if d.peek() != '"' {
-			return d.wrongType("attrs", reasonValNotString)
+			return d.wrongType("attrs", reasonValNotString, 3)
 		}
 		v, nonASCII, ok := d.str()
 		if !ok {
@@ -732,7 +732,7 @@ func (d *Decoder) object(depth int, member func(key []byte) bool) bool {
 }
 
 // skipValue checks the JSON value at d.i and moves past it. depth is the
-// value's level.
+// value's level: the event object is level 1, its members' values level 2.
 func (d *Decoder) skipValue(depth int) bool {
 	switch c := d.peek(); {
 	case c == '"':

@@ -157,6 +157,8 @@ func TestDecodeValid(t *testing.T) {
 		"name":"lone \ud800 surrogate \udc00 \ud800\u0041","ts":1}`,
 		Event{Rollout: b("r\"\\/\b\f\n\r\t"), Version: b("vé€😀"),
 			Name: b("lone \uFFFD surrogate \uFFFD \uFFFDA"), TS: 1})
+	f("deepest unknown value", `{"a":`+strings.Repeat("[", maxDepth-1)+strings.Repeat("]", maxDepth-1)+`,"rollout":"r","version":"v","ts":1}`,
+		Event{Rollout: b("r"), Version: b("v"), TS: 1})
 	f("escaped key", `{"roll\u006fut":"r","version":"v","ts":1}`,
 		Event{Rollout: b("r"), Version: b("v"), TS: 1})
 	f("raw UTF-8", `{"rollout":"ロールアウト","version":"v","ts":1,"tool_calls":["検索"]}`,
