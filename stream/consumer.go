@@ -121,7 +121,6 @@ func New(opts Options) (*Consumer, error) {
 		kgo.ConsumeTopics(opts.Topic),
 		kgo.AutoCommitMarks(),
 		kgo.AutoCommitInterval(time.Second),
-		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsAssigned(c.assigned),
 		kgo.OnPartitionsRevoked(c.revoked),
 		kgo.OnPartitionsLost(c.lost),
@@ -147,31 +146,26 @@ func (c *Consumer) Run(ctx context.Context) error {
 	for {
 		fetches := c.cl.PollRecords(ctx, 10_000)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
-			c.cl.AllowRebalance()
 			break
 		}
 		fetches.EachError(func(t string, p int32, err error) {
 			c.fetchErrors.Inc()
 			c.opts.Logger.Warn("fetch error", "topic", t, "partition", p, "err", err)
 		})
-		var wg sync.WaitGroup
+		// Hand each partition's records to its goroutine and poll again at
+		// once: fetching and decoding overlap. The send blocks when the
+		// partition is queueBatches behind, which bounds memory. c.mu is held
+		// so that a revoke cannot close the channel under the send.
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
 			if len(ftp.Records) == 0 {
 				return
 			}
 			c.mu.Lock()
-			pc := c.parts[ftp.Partition]
-			c.mu.Unlock()
-			if pc == nil {
-				return // revoked between poll and now; the next owner re-reads
+			if pc := c.parts[ftp.Partition]; pc != nil {
+				pc.work <- ftp
 			}
-			wg.Add(1)
-			pc.work <- work{ftp: ftp, done: wg.Done}
+			c.mu.Unlock()
 		})
-		// Rebalances are blocked while partitions work on this poll's records,
-		// so that a revoke never races a batch in flight.
-		wg.Wait()
-		c.cl.AllowRebalance()
 	}
 	// Shutdown, in order: stop partition goroutines (they flush their windows
 	// and mark their offsets), commit what was marked, then leave the group.
@@ -274,10 +268,8 @@ func reasonLabel(reason string) string {
 	return string(b)
 }
 
-type work struct {
-	ftp  kgo.FetchTopicPartition
-	done func()
-}
+// queueBatches is how many polled batches a partition may have waiting.
+const queueBatches = 4
 
 // partConsumer owns one partition: its goroutine is the only writer of part.
 type partConsumer struct {
@@ -286,7 +278,7 @@ type partConsumer struct {
 	part  *window.Partition
 	dec   schemas.Decoder
 	ev    schemas.Event
-	work  chan work
+	work  chan kgo.FetchTopicPartition // closed on revoke; drained before stop
 	done  chan struct{}
 	flush bool // set before work is closed
 
@@ -299,7 +291,7 @@ type partConsumer struct {
 func (c *Consumer) newPart(id int32) *partConsumer {
 	wopts := c.opts.Window
 	wopts.Emit = c.opts.OnClosed
-	pc := &partConsumer{c: c, id: id, part: window.NewPartition(id, wopts), work: make(chan work, 1), done: make(chan struct{}), next: -1, epoch: -1}
+	pc := &partConsumer{c: c, id: id, part: window.NewPartition(id, wopts), work: make(chan kgo.FetchTopicPartition, queueBatches), done: make(chan struct{}), next: -1, epoch: -1}
 	c.opts.Metrics.GetOrCreateGauge(`canaryd_consumer_lag{partition="`+strconv.Itoa(int(id))+`"}`, nil)
 	return pc
 }
@@ -310,13 +302,12 @@ func (pc *partConsumer) run() {
 	defer tick.Stop()
 	for {
 		select {
-		case w, ok := <-pc.work:
+		case ftp, ok := <-pc.work:
 			if !ok {
 				pc.stop()
 				return
 			}
-			pc.process(w.ftp)
-			w.done()
+			pc.process(ftp)
 		case <-tick.C:
 			// Quiet partitions still close windows as the wall clock moves.
 			pc.part.SetNow(pc.c.opts.Clock())
