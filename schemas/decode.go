@@ -352,7 +352,7 @@ func (d *Decoder) member(f int, ev *Event) bool {
 		return d.skipValue(2)
 	}
 	if d.seen&(1<<f) != 0 {
-		return d.wrongType(fieldNames[f], reasonDuplicate, 2)
+		return d.refuse(fieldNames[f], reasonDuplicate, 2)
 	}
 	d.seen |= 1 << f
 	if d.peek() == 'n' {
@@ -432,9 +432,9 @@ func (d *Decoder) fieldErr(field, reason string) {
 	}
 }
 
-// wrongType records a type error for field and skips the value, which is at
-// level depth.
-func (d *Decoder) wrongType(field, reason string, depth int) bool {
+// refuse records a field error (unless one is already recorded) and skips
+// the value, which is at level depth.
+func (d *Decoder) refuse(field, reason string, depth int) bool {
 	d.fieldErr(field, reason)
 	return d.skipValue(depth)
 }
@@ -442,7 +442,7 @@ func (d *Decoder) wrongType(field, reason string, depth int) bool {
 // stringField decodes a string field; nil on a field error.
 func (d *Decoder) stringField(f int, required bool) ([]byte, bool) {
 	if d.peek() != '"' {
-		return nil, d.wrongType(fieldNames[f], reasonNotString, 2)
+		return nil, d.refuse(fieldNames[f], reasonNotString, 2)
 	}
 	s, nonASCII, ok := d.str()
 	if !ok {
@@ -466,7 +466,7 @@ func (d *Decoder) stringField(f int, required bool) ([]byte, bool) {
 // floatField decodes a number in 0..max, at level depth.
 func (d *Decoder) floatField(field string, max float64, depth int) (float64, bool, bool) {
 	if c := d.peek(); c != '-' && (c < '0' || c > '9') {
-		return 0, false, d.wrongType(field, reasonNotNumber, depth)
+		return 0, false, d.refuse(field, reasonNotNumber, depth)
 	}
 	n, ok := d.number()
 	if !ok {
@@ -490,7 +490,7 @@ func (d *Decoder) floatField(field string, max float64, depth int) (float64, boo
 // intField decodes a JSON integer in 0..max.
 func (d *Decoder) intField(f int, max int64) (int64, bool) {
 	if c := d.peek(); c != '-' && (c < '0' || c > '9') {
-		return 0, d.wrongType(fieldNames[f], reasonNotNumber, 2)
+		return 0, d.refuse(fieldNames[f], reasonNotNumber, 2)
 	}
 	n, ok := d.number()
 	if !ok {
@@ -536,12 +536,12 @@ func (d *Decoder) timeField() (int64, bool) {
 		}
 		return ts, true
 	}
-	return 0, d.wrongType("ts", reasonNotTime, 2)
+	return 0, d.refuse("ts", reasonNotTime, 2)
 }
 
 func (d *Decoder) toolCalls(ev *Event) bool {
 	if d.peek() != '[' {
-		return d.wrongType("tool_calls", reasonNotArray, 2)
+		return d.refuse("tool_calls", reasonNotArray, 2)
 	}
 	d.i++
 	d.ws()
@@ -556,7 +556,7 @@ func (d *Decoder) toolCalls(ev *Event) bool {
 				return false
 			}
 		} else if d.peek() != '"' {
-			if !d.wrongType("tool_calls", reasonItemNotString, 3) {
+			if !d.refuse("tool_calls", reasonItemNotString, 3) {
 				return false
 			}
 		} else {
@@ -593,7 +593,7 @@ func (d *Decoder) toolCalls(ev *Event) bool {
 
 func (d *Decoder) outcome(ev *Event) bool {
 	if d.peek() != '{' {
-		return d.wrongType("outcome", reasonNotObject, 2)
+		return d.refuse("outcome", reasonNotObject, 2)
 	}
 	ev.HasOutcome = true
 	var seen uint8
@@ -614,7 +614,7 @@ func (d *Decoder) outcome(ev *Event) bool {
 			return d.skipValue(3)
 		}
 		if seen&bit != 0 {
-			return d.wrongType(field, reasonDuplicate, 3)
+			return d.refuse(field, reasonDuplicate, 3)
 		}
 		seen |= bit
 		c := d.peek()
@@ -641,20 +641,20 @@ func (d *Decoder) outcome(ev *Event) bool {
 			}
 			return d.lit("false")
 		}
-		return d.wrongType(field, reasonNotBool, 3)
+		return d.refuse(field, reasonNotBool, 3)
 	})
 }
 
 func (d *Decoder) attrsObject() bool {
 	if d.peek() != '{' {
-		return d.wrongType("attrs", reasonNotObject, 2)
+		return d.refuse("attrs", reasonNotObject, 2)
 	}
 	return d.object(2, func(key []byte) bool {
 		if d.err != nil {
 			return d.skipValue(3)
 		}
 		if d.peek() != '"' {
-			return d.wrongType("attrs", reasonValNotString, 3)
+			return d.refuse("attrs", reasonValNotString, 3)
 		}
 		v, nonASCII, ok := d.str()
 		if !ok {

@@ -13,7 +13,8 @@ import (
 // duration_ms and cost_usd when HasDuration and HasCost, outcome when
 // HasOutcome (with its members whose Has flags are set). Floats use the
 // shortest decimal that parses back to the same value, so for any ev that
-// Decode produced, Decode(AppendEvent(nil, ev)) yields an equal Event.
+// Decode produced, Decode(AppendEvent(nil, ev)) yields the same values (an
+// empty string field comes back nil, as it is omitted).
 //
 // AppendEvent does not validate: values outside the limits of Decode are
 // written as they are and will be refused by Decode, except NaN and ±Inf,

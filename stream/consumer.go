@@ -10,7 +10,7 @@
 //	canaryd_records_total                       records consumed
 //	canaryd_records_rejected_total{reason="…"}  records sent to the DLQ, by reason
 //	canaryd_events_late_total                   events behind the watermark, dropped
-//	canaryd_consumer_lag{partition="N"}         high watermark − next offset
+//	canaryd_consumer_lag{topic,partition}       high watermark − next offset
 //	canaryd_partitions_assigned                 partitions owned by this instance
 //	canaryd_fetch_errors_total                  fetch errors (the client retries)
 package stream
@@ -40,8 +40,9 @@ type DeadLetter struct {
 // Options configure a Consumer.
 type Options struct {
 	Brokers []string
-	// Topic of agent events. Default "agent.events".
-	Topic string
+	// Topics to consume, each with the decoder of its format. Default:
+	// {"agent.events": JSONDecoder}.
+	Topics map[string]NewDecoder
 	// Group is the consumer group. Default "canaryd".
 	Group string
 	// Window configures each partition's windows; its Emit is set by the
@@ -70,8 +71,8 @@ func (o *Options) validate() error {
 	if o.OnClosed == nil || o.DeadLetters == nil {
 		return errors.New("stream: OnClosed and DeadLetters are required")
 	}
-	if o.Topic == "" {
-		o.Topic = "agent.events"
+	if len(o.Topics) == 0 {
+		o.Topics = map[string]NewDecoder{"agent.events": JSONDecoder}
 	}
 	if o.Group == "" {
 		o.Group = "canaryd"
@@ -94,7 +95,7 @@ type Consumer struct {
 	cl   *kgo.Client
 
 	mu    sync.Mutex // guards parts
-	parts map[int32]*partConsumer
+	parts map[tp]*partConsumer
 
 	records, late, fetchErrors *metrics.Counter
 	rejected                   sync.Map // reason label → *metrics.Counter
@@ -106,7 +107,11 @@ func New(opts Options) (*Consumer, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	c := &Consumer{opts: opts, parts: map[int32]*partConsumer{}}
+	c := &Consumer{opts: opts, parts: map[tp]*partConsumer{}}
+	topics := make([]string, 0, len(opts.Topics))
+	for t := range opts.Topics {
+		topics = append(topics, t)
+	}
 	c.records = opts.Metrics.NewCounter("canaryd_records_total")
 	c.late = opts.Metrics.NewCounter("canaryd_events_late_total")
 	c.fetchErrors = opts.Metrics.NewCounter("canaryd_fetch_errors_total")
@@ -118,7 +123,7 @@ func New(opts Options) (*Consumer, error) {
 	kopts := append([]kgo.Opt{
 		kgo.SeedBrokers(opts.Brokers...),
 		kgo.ConsumerGroup(opts.Group),
-		kgo.ConsumeTopics(opts.Topic),
+		kgo.ConsumeTopics(topics...),
 		kgo.AutoCommitMarks(),
 		kgo.AutoCommitInterval(time.Second),
 		kgo.OnPartitionsAssigned(c.assigned),
@@ -161,7 +166,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				return
 			}
 			c.mu.Lock()
-			if pc := c.parts[ftp.Partition]; pc != nil {
+			if pc := c.parts[tp{ftp.Topic, ftp.Partition}]; pc != nil {
 				pc.work <- ftp
 			}
 			c.mu.Unlock()
@@ -178,28 +183,37 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
+// tp names one partition of one topic.
+type tp struct {
+	topic string
+	p     int32
+}
+
 func (c *Consumer) allParts() map[string][]int32 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ps := make([]int32, 0, len(c.parts))
-	for p := range c.parts {
-		ps = append(ps, p)
+	out := map[string][]int32{}
+	for k := range c.parts {
+		out[k.topic] = append(out[k.topic], k.p)
 	}
-	return map[string][]int32{c.opts.Topic: ps}
+	return out
 }
 
 func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, p := range assigned[c.opts.Topic] {
-		if c.parts[p] != nil {
-			continue
+	for topic, ps := range assigned {
+		for _, p := range ps {
+			k := tp{topic, p}
+			if c.parts[k] != nil {
+				continue
+			}
+			pc := c.newPart(topic, p)
+			c.parts[k] = pc
+			go pc.run()
 		}
-		pc := c.newPart(p)
-		c.parts[p] = pc
-		go pc.run()
 	}
-	c.opts.Logger.Info("partitions assigned", "partitions", assigned[c.opts.Topic])
+	c.opts.Logger.Info("partitions assigned", "partitions", assigned)
 }
 
 func (c *Consumer) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
@@ -207,7 +221,7 @@ func (c *Consumer) revoked(ctx context.Context, cl *kgo.Client, revoked map[stri
 	if err := cl.CommitMarkedOffsets(ctx); err != nil {
 		c.opts.Logger.Warn("commit on revoke failed", "err", err)
 	}
-	c.opts.Logger.Info("partitions revoked", "partitions", revoked[c.opts.Topic])
+	c.opts.Logger.Info("partitions revoked", "partitions", revoked)
 }
 
 func (c *Consumer) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
@@ -215,16 +229,18 @@ func (c *Consumer) lost(_ context.Context, _ *kgo.Client, lost map[string][]int3
 	// windows into the detector as if they were complete; the new owner
 	// replays from the last commit.
 	c.stopAll(lost, false)
-	c.opts.Logger.Warn("partitions lost", "partitions", lost[c.opts.Topic])
+	c.opts.Logger.Warn("partitions lost", "partitions", lost)
 }
 
 func (c *Consumer) stopAll(tps map[string][]int32, flush bool) {
 	var stopped []*partConsumer
 	c.mu.Lock()
-	for _, p := range tps[c.opts.Topic] {
-		if pc := c.parts[p]; pc != nil {
-			delete(c.parts, p)
-			stopped = append(stopped, pc)
+	for topic, ps := range tps {
+		for _, p := range ps {
+			if pc := c.parts[tp{topic, p}]; pc != nil {
+				delete(c.parts, tp{topic, p})
+				stopped = append(stopped, pc)
+			}
 		}
 	}
 	c.mu.Unlock()
@@ -274,26 +290,43 @@ const queueBatches = 4
 // partConsumer owns one partition: its goroutine is the only writer of part.
 type partConsumer struct {
 	c     *Consumer
+	topic string
 	id    int32
 	part  *window.Partition
-	dec   schemas.Decoder
-	ev    schemas.Event
+	dec   Decoder
+	emit  func(*schemas.Event)         // pc.add, bound once
+	off   int64                        // offset of the record being decoded
+	err   error                        // first refusal of an event of the record
 	work  chan kgo.FetchTopicPartition // closed on revoke; drained before stop
 	done  chan struct{}
 	flush bool // set before work is closed
 
-	next  int64 // offset after the last record processed
-	epoch int32
-	dead  []DeadLetter
-	lag   float64
+	next     int64 // offset after the last record processed
+	epoch    int32
+	dead     []DeadLetter
+	lagGauge *metrics.Gauge
 }
 
-func (c *Consumer) newPart(id int32) *partConsumer {
+func (c *Consumer) newPart(topic string, id int32) *partConsumer {
 	wopts := c.opts.Window
 	wopts.Emit = c.opts.OnClosed
-	pc := &partConsumer{c: c, id: id, part: window.NewPartition(id, wopts), work: make(chan kgo.FetchTopicPartition, queueBatches), done: make(chan struct{}), next: -1, epoch: -1}
-	c.opts.Metrics.GetOrCreateGauge(`canaryd_consumer_lag{partition="`+strconv.Itoa(int(id))+`"}`, nil)
+	pc := &partConsumer{c: c, topic: topic, id: id, part: window.NewPartition(id, wopts), dec: c.opts.Topics[topic](),
+		work: make(chan kgo.FetchTopicPartition, queueBatches), done: make(chan struct{}), next: -1, epoch: -1}
+	pc.emit = pc.add
+	pc.lagGauge = c.opts.Metrics.GetOrCreateGauge(`canaryd_consumer_lag{topic="`+topic+`",partition="`+strconv.Itoa(int(id))+`"}`, nil)
 	return pc
+}
+
+// add counts one decoded event; late events are counted and dropped, other
+// refusals send the record to the DLQ.
+func (pc *partConsumer) add(ev *schemas.Event) {
+	if err := pc.part.Add(ev, pc.off); err != nil {
+		if errors.Is(err, window.ErrLate) {
+			pc.c.late.Inc()
+		} else if pc.err == nil {
+			pc.err = err
+		}
+	}
 }
 
 func (pc *partConsumer) run() {
@@ -328,14 +361,11 @@ func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {
 	c := pc.c
 	pc.part.SetNow(c.opts.Clock())
 	for _, r := range ftp.Records {
-		if err := pc.dec.Decode(r.Value, &pc.ev); err != nil {
+		pc.off, pc.err = r.Offset, nil
+		if err := pc.dec.Decode(r.Value, pc.emit); err != nil {
 			pc.dead = append(pc.dead, DeadLetter{Record: r, Reason: err.Error()})
-		} else if err := pc.part.Add(&pc.ev, r.Offset); err != nil {
-			if errors.Is(err, window.ErrLate) {
-				c.late.Inc()
-			} else {
-				pc.dead = append(pc.dead, DeadLetter{Record: r, Reason: err.Error()})
-			}
+		} else if pc.err != nil {
+			pc.dead = append(pc.dead, DeadLetter{Record: r, Reason: pc.err.Error()})
 		}
 		pc.next = r.Offset + 1
 		pc.epoch = r.LeaderEpoch
@@ -361,8 +391,7 @@ func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {
 		pc.dead = pc.dead[:0]
 	}
 	if ftp.HighWatermark > 0 {
-		pc.lag = float64(ftp.HighWatermark - pc.next)
-		c.opts.Metrics.GetOrCreateGauge(`canaryd_consumer_lag{partition="`+strconv.Itoa(int(pc.id))+`"}`, nil).Set(pc.lag)
+		pc.lagGauge.Set(float64(ftp.HighWatermark - pc.next))
 	}
 	pc.mark()
 }
@@ -375,6 +404,6 @@ func (pc *partConsumer) mark() {
 	}
 	off := pc.part.CommitOffset(pc.next)
 	pc.c.cl.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{
-		pc.c.opts.Topic: {pc.id: {Epoch: pc.epoch, Offset: off}},
+		pc.topic: {pc.id: {Epoch: pc.epoch, Offset: off}},
 	})
 }

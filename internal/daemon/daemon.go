@@ -127,7 +127,7 @@ func New(cfg Config) (*Daemon, error) {
 	d.control = sink.NewControl(d.producer, cfg.ControlTopic, cfg.SignKey, cfg.Metrics, cfg.Logger)
 	d.dlq = sink.NewDLQ(d.producer, cfg.DLQTopic, cfg.Metrics)
 	d.consumer, err = stream.New(stream.Options{
-		Brokers: cfg.Brokers, Topic: cfg.EventsTopic, Group: cfg.Group,
+		Brokers: cfg.Brokers, Topics: map[string]stream.NewDecoder{cfg.EventsTopic: stream.JSONDecoder}, Group: cfg.Group,
 		Window: cfg.Window, OnClosed: d.onClosed, DeadLetters: d.dlq.Send,
 		Metrics: cfg.Metrics, Logger: cfg.Logger, KgoOpts: cfg.KgoOpts,
 	})
