@@ -37,13 +37,23 @@ const (
 // gridTheta returns the odds ratio at grid index i.
 func gridTheta(i int) float64 { return math.Exp(float64(i-gridHalf) * gridStep) }
 
-// gridIndex returns the grid index nearest to θ, clamped to the grid.
-func gridIndex(theta float64) int {
+// gridIndex returns the grid index of θ rounded up (up) or down, clamped to
+// the grid. Tests round their null boundary outwards — H0: θ ≤ θ0 up, H0:
+// θ ≥ θ0 down — so that snapping to the grid only makes them conservative.
+func gridIndex(theta float64, up bool) int {
 	if !(theta > 0) {
 		return 0
 	}
-	i := int(math.Round(math.Log(theta)/gridStep)) + gridHalf
-	return min(max(i, 0), gridLen-1)
+	x := math.Log(theta) / gridStep
+	// A margin given on the grid (θ = 1, or exp(k·step)) must not move.
+	if r := math.Round(x); math.Abs(x-r) < 1e-9 {
+		x = r
+	} else if up {
+		x = math.Ceil(x)
+	} else {
+		x = math.Floor(x)
+	}
+	return min(max(int(x)+gridHalf, 0), gridLen-1)
 }
 
 // altStride is the spacing, in grid points, of the alternatives mixed over:
@@ -116,7 +126,7 @@ func (c *Conditional) Strata() int { return c.strata }
 // grid alternatives above theta0. Large values are evidence that the canary's
 // odds of the outcome exceed theta0 times the baseline's.
 func (c *Conditional) EUpper(theta0 float64) float64 {
-	i0 := gridIndex(theta0)
+	i0 := gridIndex(theta0, true)
 	return c.mix(i0, true)
 }
 
@@ -124,7 +134,7 @@ func (c *Conditional) EUpper(theta0 float64) float64 {
 // grid alternatives below theta0. Large values are evidence that the canary's
 // odds are below theta0 times the baseline's (non-inferiority at margin theta0).
 func (c *Conditional) ELower(theta0 float64) float64 {
-	i0 := gridIndex(theta0)
+	i0 := gridIndex(theta0, false)
 	return c.mix(i0, false)
 }
 

@@ -18,6 +18,8 @@ type arm struct {
 	errRate   float64 // probability of an error
 	latMedian float64 // ms, lognormal median
 	latSigma  float64
+	tokens    float64 // mean tokens of an llm call made after each tool call; 0: none
+	fetch     float64 // share of tool calls to "fetch" instead of "search"
 }
 
 // simWindow builds one closed window of requests for the given arms, one
@@ -25,7 +27,7 @@ type arm struct {
 func simWindow(rng *rand.Rand, start time.Time, width time.Duration, arms ...arm) window.Closed {
 	c := window.Closed{Rollout: "r", Start: start.UnixNano(), End: start.Add(width).UnixNano(), Watermark: start.Add(width).UnixNano(), ErrorTypes: []string{window.OtherName, "timeout"}}
 	for _, a := range arms {
-		agg := window.NewAgg()
+		search, fetch, llm := window.NewAgg(), window.NewAgg(), window.NewAgg()
 		var ev schemas.Event
 		for range a.perWindow {
 			ev.Reset()
@@ -37,9 +39,27 @@ func simWindow(rng *rand.Rand, start time.Time, width time.Duration, arms ...arm
 			if ev.Error {
 				et = 1
 			}
-			agg.Add(&ev, et)
+			if rng.Float64() < a.fetch {
+				fetch.Add(&ev, et)
+			} else {
+				search.Add(&ev, et)
+			}
+			if a.tokens > 0 {
+				ev.Reset()
+				ev.Kind = schemas.KindLLM
+				ev.InputTokens = int64(a.tokens * math.Exp(0.5*rng.NormFloat64()-0.125))
+				llm.Add(&ev, 0)
+			}
 		}
-		c.Series = append(c.Series, window.Series{Version: a.version, Segment: window.Segment{Kind: schemas.KindTool, Name: "search"}, Agg: agg})
+		for _, s := range []struct {
+			name string
+			kind schemas.Kind
+			agg  *window.Agg
+		}{{"search", schemas.KindTool, search}, {"fetch", schemas.KindTool, fetch}, {"gpt", schemas.KindLLM, llm}} {
+			if s.agg.Count > 0 {
+				c.Series = append(c.Series, window.Series{Version: a.version, Segment: window.Segment{Kind: s.kind, Name: s.name}, Agg: s.agg})
+			}
+		}
 	}
 	return c
 }
@@ -68,8 +88,14 @@ func run(t *testing.T, s Spec, seed uint64, maxWindows int, base, canary arm) (V
 	var cmds []*schemas.Command
 	start := time.Unix(1_700_000_000, 0)
 	var v Verdict
+	total := base.perWindow + canary.perWindow
 	for i := range maxWindows {
-		c := simWindow(rng, start.Add(time.Duration(i)*10*time.Second), 10*time.Second, base, canary)
+		// Traffic follows the judge's weight, as a router would.
+		w := j.Status().Weight
+		b, k := base, canary
+		k.perWindow = total * w / 100
+		b.perWindow = total - k.perWindow
+		c := simWindow(rng, start.Add(time.Duration(i)*10*time.Second), 10*time.Second, b, k)
 		j.Observe(c)
 		var cmd *schemas.Command
 		v, cmd = j.Decide(c.Watermark)
@@ -101,8 +127,8 @@ func TestNoTrafficContinues(t *testing.T) {
 }
 
 func TestGoodCanaryIsPromoted(t *testing.T) {
-	base := arm{"v1", 2000, 0.01, 200, 0.5}
-	canary := arm{"v2", 500, 0.01, 200, 0.5}
+	base := arm{version: "v1", perWindow: 2000, errRate: 0.01, latMedian: 200, latSigma: 0.5}
+	canary := arm{version: "v2", perWindow: 500, errRate: 0.01, latMedian: 200, latSigma: 0.5}
 	v, cmds := run(t, testSpec(), 1, 400, base, canary)
 	if v.Action != schemas.ActionPromote {
 		t.Fatalf("final action %s (%s); want promote", v.Action, v.Reason)
@@ -126,8 +152,8 @@ func TestGoodCanaryIsPromoted(t *testing.T) {
 }
 
 func TestErrorRegressionRollsBack(t *testing.T) {
-	base := arm{"v1", 2000, 0.01, 200, 0.5}
-	canary := arm{"v2", 200, 0.03, 200, 0.5}
+	base := arm{version: "v1", perWindow: 2000, errRate: 0.01, latMedian: 200, latSigma: 0.5}
+	canary := arm{version: "v2", perWindow: 200, errRate: 0.03, latMedian: 200, latSigma: 0.5}
 	v, cmds := run(t, testSpec(), 2, 400, base, canary)
 	if v.Action != schemas.ActionRollback {
 		t.Fatalf("final action %s (%s); want rollback", v.Action, v.Reason)
@@ -143,14 +169,14 @@ func TestErrorRegressionRollsBack(t *testing.T) {
 }
 
 func TestLatencyRegressionRollsBack(t *testing.T) {
-	base := arm{"v1", 2000, 0.01, 200, 0.5}
-	canary := arm{"v2", 200, 0.01, 260, 0.5} // 30% slower
+	base := arm{version: "v1", perWindow: 2000, errRate: 0.01, latMedian: 200, latSigma: 0.5}
+	canary := arm{version: "v2", perWindow: 200, errRate: 0.01, latMedian: 260, latSigma: 0.5} // 30% slower
 	v, _ := run(t, testSpec(), 3, 400, base, canary)
 	if v.Action != schemas.ActionRollback {
 		t.Fatalf("final action %s (%s); want rollback", v.Action, v.Reason)
 	}
 	t.Logf("%s", v.Reason)
-	if !strings.Contains(v.Reason, "p95") {
+	if !strings.Contains(v.Reason, "latency") {
 		t.Fatalf("reason %q; want the latency test named", v.Reason)
 	}
 }
@@ -159,8 +185,8 @@ func TestSLOGuardRail(t *testing.T) {
 	s := testSpec()
 	s.SLO.MaxErrorRate = 0.02
 	// Both versions at 5% errors: no difference, but the canary breaks the SLO.
-	base := arm{"v1", 2000, 0.05, 200, 0.5}
-	canary := arm{"v2", 200, 0.05, 200, 0.5}
+	base := arm{version: "v1", perWindow: 2000, errRate: 0.05, latMedian: 200, latSigma: 0.5}
+	canary := arm{version: "v2", perWindow: 200, errRate: 0.05, latMedian: 200, latSigma: 0.5}
 	v, _ := run(t, s, 4, 400, base, canary)
 	if v.Action != schemas.ActionRollback || !strings.Contains(v.Reason, "SLO") {
 		t.Fatalf("verdict %s (%s); want an SLO rollback", v.Action, v.Reason)
@@ -249,8 +275,8 @@ func TestBernoulli(t *testing.T) {
 }
 
 func TestCommandIDsDeterministic(t *testing.T) {
-	base := arm{"v1", 2000, 0.01, 200, 0.5}
-	canary := arm{"v2", 500, 0.01, 200, 0.5}
+	base := arm{version: "v1", perWindow: 2000, errRate: 0.01, latMedian: 200, latSigma: 0.5}
+	canary := arm{version: "v2", perWindow: 500, errRate: 0.01, latMedian: 200, latSigma: 0.5}
 	_, a := run(t, testSpec(), 9, 400, base, canary)
 	_, b := run(t, testSpec(), 9, 400, base, canary)
 	if len(a) != len(b) {
@@ -260,5 +286,97 @@ func TestCommandIDsDeterministic(t *testing.T) {
 		if a[i].CommandID != b[i].CommandID || a[i].Seq != b[i].Seq || string(a[i].Evidence) != string(b[i].Evidence) {
 			t.Fatalf("command %d differs on replay: %+v vs %+v", i, a[i], b[i])
 		}
+	}
+}
+
+func TestTokensIncreaseRollsBack(t *testing.T) {
+	base := arm{version: "v1", perWindow: 2000, errRate: 0.01, latMedian: 200, latSigma: 0.5, tokens: 1000}
+	canary := arm{version: "v2", perWindow: 200, errRate: 0.01, latMedian: 200, latSigma: 0.5, tokens: 1200}
+	v, _ := run(t, testSpec(), 5, 400, base, canary)
+	t.Logf("%s", v.Reason)
+	if v.Action != schemas.ActionRollback || !strings.Contains(v.Reason, "tokens") {
+		t.Fatalf("verdict %s (%s); want a tokens rollback", v.Action, v.Reason)
+	}
+}
+
+func TestToolMixShiftRollsBack(t *testing.T) {
+	base := arm{version: "v1", perWindow: 2000, errRate: 0.01, latMedian: 200, latSigma: 0.5, fetch: 0.3}
+	canary := arm{version: "v2", perWindow: 200, errRate: 0.01, latMedian: 200, latSigma: 0.5, fetch: 0.5}
+	v, _ := run(t, testSpec(), 6, 400, base, canary)
+	t.Logf("%s", v.Reason)
+	if v.Action != schemas.ActionRollback || !strings.Contains(v.Reason, "tool_mix") {
+		t.Fatalf("verdict %s (%s); want a tool_mix rollback", v.Action, v.Reason)
+	}
+}
+
+// TestSampleRatioMismatchHolds: a router that sends 2× the configured share
+// makes the experiment invalid: hold, never rollback or promote.
+func TestSampleRatioMismatchHolds(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 1))
+	s := testSpec()
+	s.Metrics.SRM.Settle = 0
+	j := NewJudge(s)
+	start := time.Unix(1_700_000_000, 0)
+	var v Verdict
+	var cmd *schemas.Command
+	for i := range 200 {
+		w := j.Status().Weight * 2 // misrouted
+		c := simWindow(rng, start.Add(time.Duration(i)*10*time.Second), 10*time.Second,
+			arm{version: "v1", perWindow: 2000 - 20*w, errRate: 0.01, latMedian: 200, latSigma: 0.5},
+			arm{version: "v2", perWindow: 20 * w, errRate: 0.01, latMedian: 200, latSigma: 0.5})
+		j.Observe(c)
+		v, cmd = j.Decide(c.Watermark)
+		if j.Final() != "" {
+			break
+		}
+	}
+	if v.Action != schemas.ActionHold || cmd == nil || cmd.Action != schemas.ActionHold {
+		t.Fatalf("verdict %s (%s); want hold with a command", v.Action, v.Reason)
+	}
+	t.Logf("%s", v.Reason)
+}
+
+func TestTimeBudgetHolds(t *testing.T) {
+	s := testSpec()
+	s.Steps[0].MaxDuration = Duration(60 * time.Second)
+	s.Steps[0].MinCanaryEvents = 1_000_000 // never reached
+	base := arm{version: "v1", perWindow: 2000, errRate: 0.01, latMedian: 200, latSigma: 0.5}
+	canary := arm{version: "v2", perWindow: 100, errRate: 0.01, latMedian: 200, latSigma: 0.5}
+	v, _ := run(t, s, 9, 100, base, canary)
+	if v.Action != schemas.ActionHold || !strings.Contains(v.Reason, "power") {
+		t.Fatalf("verdict %s (%s); want hold with the achieved power", v.Action, v.Reason)
+	}
+	t.Logf("%s", v.Reason)
+}
+
+// TestMeanTestAA checks the mean test's validity: identical arms, 100
+// looks, false alarms at most alpha (+ noise).
+func TestMeanTestAA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("statistical test")
+	}
+	runs, fired := 300, 0
+	for i := range runs {
+		rng := rand.New(rand.NewPCG(uint64(i), 11))
+		m := MeanTest{dir: 1}
+		for range 100 {
+			var s [2][3]float64
+			for a, n := range []int{200, 20} {
+				for range n {
+					x := 1000 * math.Exp(0.6*rng.NormFloat64())
+					s[a][0]++
+					s[a][1] += x
+					s[a][2] += x * x
+				}
+			}
+			m.Observe(s[0][0], s[0][1], s[0][2], s[1][0], s[1][1], s[1][2])
+			if m.E() >= 20 {
+				fired++
+				break
+			}
+		}
+	}
+	if rate := float64(fired) / float64(runs); rate > 0.08 {
+		t.Fatalf("A/A false alarm rate %.3f; want ≤ 0.05 (+ noise)", rate)
 	}
 }

@@ -7,16 +7,22 @@
 // same verdicts and the same commands, which is what makes commands
 // idempotent across a replay.
 //
-// Tests (each anytime-valid; the rollout's alpha is split evenly across the
-// rollback tests that are enabled):
-//   - error_rate: conditional (Fisher noncentral hypergeometric) mixture
-//     e-value on canary errors given each stratum's total, strata = closed
-//     window × segment (see conditional.go);
-//   - latency_p95: the same conditional test on exceedances of a threshold
-//     that is predictable — the baseline's p95 in that segment from earlier
-//     windows — counted exactly on the shared sketch buckets;
-//   - slo_error_rate, slo_latency_p95: one-sample Bernoulli mixture e-values
-//     against absolute limits (guard rails), when the spec sets them.
+// Tests (each anytime-valid; the rollout's alpha is split across the
+// rollback tests by fixed weights, see rollbackWeights):
+//   - error_rate, session_failure: conditional (Fisher noncentral
+//     hypergeometric) mixture e-values on failed units given each stratum's
+//     total, strata = closed window × segment (conditional.go);
+//   - latency_p50/p95/p99: the same conditional test on exceedances of a
+//     threshold that is predictable — the baseline's quantile in that segment
+//     from earlier windows — counted exactly on the shared sketch buckets;
+//   - tokens, cost, context_use: asymptotic confidence-sequence tests on
+//     means (tests.go, MeanTest);
+//   - tool_mix, error_types: categorical tests, averaged per-category
+//     conditional e-values (tests.go, Categorical);
+//   - slo_error_rate, slo_latency_p95: one-sample Bernoulli mixtures against
+//     absolute limits (guard rails), when the spec sets them;
+//   - srm: the Lindon–Malek test of the traffic split; when it fires the
+//     verdict is hold — the experiment is invalid — never rollback or promote.
 //
 // Rollback tests accumulate over the whole rollout (one experiment, one
 // alpha). Promotion tests (non-inferiority at the spec's margins) restart at
@@ -40,8 +46,32 @@ import (
 const ActionContinue schemas.Action = "continue"
 
 // minBaselineForThreshold is how many baseline latencies a segment needs
-// before its p95 is used as a latency threshold.
+// before its quantiles are used as latency thresholds.
 const minBaselineForThreshold = 100
+
+// rollbackWeights split the rollout's alpha across the rollback tests that
+// are enabled, in proportion: the error rate and p95 latency, the metrics
+// most releases break, get the largest shares.
+var rollbackWeights = map[string]float64{
+	"error_rate": 3, "latency_p95": 2, "latency_p50": 1, "latency_p99": 1, "session_failure": 1,
+	"tokens": 1, "cost": 1, "context_use": 1, "tool_mix": 1, "error_types": 1,
+	"slo_error_rate": 1, "slo_latency_p95": 1,
+}
+
+// quantileTest is one latency quantile's pair of tests.
+type quantileTest struct {
+	name   string
+	q      float64
+	spec   *LatencyMetric
+	rb, ni Conditional
+}
+
+// meanPair is one mean's rollback and promotion tests.
+type meanPair struct {
+	name   string
+	spec   *MeanMetric
+	rb, ni MeanTest
+}
 
 // Judge holds the sequential state of one rollout. Not safe for concurrent
 // use; its owner serialises Observe and Decide.
@@ -54,8 +84,12 @@ type Judge struct {
 	now       int64 // newest watermark observed
 	windows   int
 
-	rbErr, rbLat     Conditional // rollback: whole rollout
-	stepErr, stepLat Conditional // promotion: current step
+	rbErr, stepErr   Conditional // requests: rollback over the rollout, promotion per step
+	rbSess, stepSess Conditional // sessions
+	lat              []*quantileTest
+	means            []*meanPair
+	toolMix, errMix  Categorical
+	srm              SRM
 	sloErr, sloLat   Bernoulli
 
 	baseLat map[window.Segment]*window.Agg // baseline latency per segment, for thresholds
@@ -78,6 +112,27 @@ func NewJudge(spec Spec) *Judge {
 		phase:    map[string]*window.Agg{},
 		sessions: map[string]*window.Agg{},
 	}
+	m := &j.spec.Metrics
+	for _, q := range []struct {
+		name string
+		q    float64
+		m    *LatencyMetric
+	}{{"latency_p50", 0.5, &m.LatencyP50}, {"latency_p95", 0.95, &m.Latency}, {"latency_p99", 0.99, &m.LatencyP99}} {
+		if !q.m.Disabled {
+			j.lat = append(j.lat, &quantileTest{name: q.name, q: q.q, spec: q.m})
+		}
+	}
+	for _, mm := range []struct {
+		name string
+		m    *MeanMetric
+	}{{"tokens", &m.Tokens}, {"cost", &m.Cost}, {"context_use", &m.ContextUse}} {
+		if !mm.m.Disabled {
+			p := &meanPair{name: mm.name, spec: mm.m}
+			p.rb = MeanTest{Margin: 0, dir: 1}
+			p.ni = MeanTest{Margin: mm.m.Margin, dir: -1}
+			j.means = append(j.means, p)
+		}
+	}
 	j.sloErr.P0 = spec.SLO.MaxErrorRate
 	j.sloLat.P0 = 0.05
 	j.last = Verdict{Rollout: spec.Rollout, Action: ActionContinue, Step: -1, Reason: "waiting for the first events of " + spec.Rollout}
@@ -97,6 +152,9 @@ func IsRequest(k schemas.Kind) bool {
 	return false
 }
 
+// IsSession reports whether a segment's events summarise sessions.
+func IsSession(k schemas.Kind) bool { return k == schemas.KindAgent || k == schemas.KindTask }
+
 // Observe folds one closed window in. Windows should arrive in order of
 // their start per partition; each (window, segment) is one stratum.
 func (j *Judge) Observe(c window.Closed) {
@@ -105,16 +163,68 @@ func (j *Judge) Observe(c window.Closed) {
 	j.errorTypes = c.ErrorTypes
 	inStep := j.step >= 0 && c.Start >= j.stepStart
 	bv, cv := j.spec.Baseline, j.spec.Canary
+	var (
+		toolNames  []string
+		toolB      []uint64
+		toolC      []uint64
+		errB, errC []uint64
+		sessB      = window.NewAgg()
+		sessC      = window.NewAgg()
+		llmB       = window.NewAgg()
+		llmC       = window.NewAgg()
+		unitsB     uint64
+		unitsC     uint64
+	)
 	for _, s := range c.Series {
-		if !IsRequest(s.Segment.Kind) {
+		switch {
+		case IsSession(s.Segment.Kind):
 			mergeInto(j.sessions, s.Version, s.Agg)
+			if s.Version == bv {
+				sessB.Merge(s.Agg)
+			} else if s.Version == cv {
+				sessC.Merge(s.Agg)
+			}
+			continue
+		case !IsRequest(s.Segment.Kind):
 			continue
 		}
 		mergeInto(j.total, s.Version, s.Agg)
 		if inStep {
 			mergeInto(j.phase, s.Version, s.Agg)
 		}
-		if s.Version != cv {
+		if s.Version != bv && s.Version != cv {
+			continue
+		}
+		// Pools across segments for the means, error types and tool mix.
+		isB := s.Version == bv
+		if s.Segment.Kind == schemas.KindLLM {
+			if isB {
+				llmB.Merge(s.Agg)
+			} else {
+				llmC.Merge(s.Agg)
+			}
+		}
+		if isB {
+			errB = addCounts(errB, s.Agg.ErrorTypes)
+			unitsB += s.Agg.Count
+		} else {
+			errC = addCounts(errC, s.Agg.ErrorTypes)
+			unitsC += s.Agg.Count
+		}
+		if s.Segment.Kind == schemas.KindTool {
+			i := slices.Index(toolNames, s.Segment.Name)
+			if i < 0 {
+				toolNames = append(toolNames, s.Segment.Name)
+				toolB, toolC = append(toolB, 0), append(toolC, 0)
+				i = len(toolNames) - 1
+			}
+			if isB {
+				toolB[i] += s.Agg.Count
+			} else {
+				toolC[i] += s.Agg.Count
+			}
+		}
+		if isB {
 			continue
 		}
 		cAgg := s.Agg
@@ -128,19 +238,67 @@ func (j *Judge) Observe(c window.Closed) {
 		if bAgg == nil {
 			continue
 		}
-		j.rbErr.Observe(bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors)
-		if inStep {
-			j.stepErr.Observe(bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors)
-		}
-		if ref := j.baseLat[s.Segment]; ref != nil && ref.LatencyCount() >= minBaselineForThreshold {
-			q := ref.Quantile(0.95)
-			k := window.Mapping.Index(q)
-			nb, xb, nc := bAgg.LatencyCount(), bAgg.CountAbove(k), cAgg.LatencyCount()
-			j.rbLat.Observe(nb, xb, nc, cAgg.CountAbove(k))
+		if !j.spec.Metrics.ErrorRate.Disabled {
+			j.rbErr.Observe(bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors)
 			if inStep {
-				kc := window.Mapping.Index(q * (1 + j.spec.Metrics.Latency.Margin))
-				j.stepLat.Observe(nb, xb, nc, cAgg.CountAbove(kc))
+				j.stepErr.Observe(bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors)
 			}
+		}
+		ref := j.baseLat[s.Segment]
+		if ref == nil || ref.LatencyCount() < minBaselineForThreshold {
+			continue
+		}
+		nb, nc := bAgg.LatencyCount(), cAgg.LatencyCount()
+		for _, lt := range j.lat {
+			thr := ref.Quantile(lt.q)
+			k := window.Mapping.Index(thr)
+			xb := bAgg.CountAbove(k)
+			lt.rb.Observe(nb, xb, nc, cAgg.CountAbove(k))
+			if inStep {
+				// The margin is built into the canary's threshold: under
+				// "canary = baseline × (1+margin)" both exceed with the same odds.
+				kc := window.Mapping.Index(thr * (1 + lt.spec.Margin))
+				lt.ni.Observe(nb, xb, nc, cAgg.CountAbove(kc))
+			}
+		}
+	}
+	// Sessions: the unit whose failures are independent.
+	if !j.spec.Metrics.SessionFailure.Disabled && sessB.Count > 0 && sessC.Count > 0 {
+		j.rbSess.Observe(sessB.Count, sessB.Failed, sessC.Count, sessC.Failed)
+		if inStep {
+			j.stepSess.Observe(sessB.Count, sessB.Failed, sessC.Count, sessC.Failed)
+		}
+	}
+	for _, mp := range j.means {
+		b, k := meanInputs(mp.name, llmB), meanInputs(mp.name, llmC)
+		mp.rb.Observe(b[0], b[1], b[2], k[0], k[1], k[2])
+		if inStep {
+			mp.ni.Observe(b[0], b[1], b[2], k[0], k[1], k[2])
+		}
+	}
+	if !j.spec.Metrics.ToolMix.Disabled && len(toolNames) > 1 {
+		j.toolMix.Observe(toolNames, toolB, toolC)
+	}
+	if !j.spec.Metrics.ErrorTypes.Disabled {
+		n := max(len(errB), len(errC))
+		errB, errC = pad(errB, n), pad(errC, n)
+		names := make([]string, n)
+		for i := range names {
+			names[i] = window.OtherName
+			if i < len(c.ErrorTypes) {
+				names[i] = c.ErrorTypes[i]
+			}
+		}
+		if n > 1 {
+			j.errMix.Observe(names, errB, errC)
+		}
+	}
+	// SRM: sessions are what the router assigns; requests when there are none.
+	if inStep && !j.spec.Metrics.SRM.Disabled && c.Start >= j.stepStart+int64(j.spec.Metrics.SRM.Settle) {
+		if sessB.Count+sessC.Count > 0 {
+			j.srm.Observe(float64(sessB.Count), float64(sessC.Count))
+		} else {
+			j.srm.Observe(float64(unitsB), float64(unitsC))
 		}
 	}
 	// Thresholds for later windows learn from this one only now, so that
@@ -155,6 +313,34 @@ func (j *Judge) Observe(c window.Closed) {
 			ref.Merge(s.Agg)
 		}
 	}
+}
+
+// meanInputs returns (n, sum, sum of squares) of one mean metric.
+func meanInputs(name string, a *window.Agg) [3]float64 {
+	switch name {
+	case "tokens":
+		return [3]float64{float64(a.Count), a.InputTokens + a.OutputTokens, a.Tokens2}
+	case "cost":
+		return [3]float64{float64(a.CostN), a.CostUSD, a.CostUSD2}
+	case "context_use":
+		return [3]float64{float64(a.ContextN), a.ContextUse, a.ContextUse2}
+	}
+	panic("BUG: unknown mean metric " + name)
+}
+
+func addCounts(dst, src []uint64) []uint64 {
+	dst = pad(dst, len(src))
+	for i, v := range src {
+		dst[i] += v
+	}
+	return dst
+}
+
+func pad(s []uint64, n int) []uint64 {
+	for len(s) < n {
+		s = append(s, 0)
+	}
+	return s
 }
 
 // findSeries finds version v's series for seg in a window's series.
@@ -188,28 +374,44 @@ func (n Num) MarshalJSON() ([]byte, error) {
 	return json.Marshal(f)
 }
 
+// UnmarshalJSON implements json.Unmarshaler (null is NaN).
+func (n *Num) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*n = Num(math.NaN())
+		return nil
+	}
+	var f float64
+	err := json.Unmarshal(b, &f)
+	*n = Num(f)
+	return err
+}
+
 // TestEvidence is one test's state in a verdict.
 type TestEvidence struct {
-	Name      string `json:"name"` // error_rate, latency_p95, slo_error_rate, slo_latency_p95
-	Role      string `json:"role"` // rollback or promote
+	Name string `json:"name"`
+	Role string `json:"role"` // rollback, promote or validity (srm)
+	// NBaseline, NCanary: units compared (requests, sessions, observations).
 	NBaseline uint64 `json:"n_baseline"`
 	NCanary   uint64 `json:"n_canary"`
-	// Baseline and Canary are the estimates compared: error rates, or the
-	// share of requests above the p95 threshold.
+	// Baseline and Canary are the estimates compared: rates of failure,
+	// shares above a latency threshold, means, category shares.
 	Baseline Num `json:"baseline"`
 	Canary   Num `json:"canary"`
-	// OddsRatio with its anytime-valid (1−alpha) interval [Lower, Upper].
+	// OddsRatio (conditional tests; for means, canary/baseline − 1) with its
+	// anytime-valid bounds [Lower, Upper] at the test's alpha.
 	OddsRatio Num `json:"odds_ratio"`
 	Lower     Num `json:"lower"`
 	Upper     Num `json:"upper"`
-	// Margin is the odds ratio the promotion test must get below (promote role).
+	// Margin the promotion test must show the canary within.
 	Margin    Num     `json:"margin,omitempty"`
 	EValue    Num     `json:"e_value"`
 	Threshold Num     `json:"threshold"` // 1/alpha
 	Alpha     float64 `json:"alpha"`
-	// Passed: for a rollback test, the test fired; for a promote test, the
-	// margin is established.
+	// Passed: for a rollback or validity test, the test fired; for a promote
+	// test, the margin is established.
 	Passed bool `json:"passed"`
+	// Detail names what drives the evidence (e.g. the category that moved).
+	Detail string `json:"detail,omitempty"`
 }
 
 // ArmSummary summarises one version's requests.
@@ -277,8 +479,8 @@ func (j *Judge) Status() Status {
 	return st
 }
 
-// Final returns the final action (promote or rollback), or "" while the
-// rollout goes on.
+// Final returns the final action (promote, rollback or hold), or "" while
+// the rollout goes on.
 func (j *Judge) Final() schemas.Action { return j.final }
 
 func (j *Judge) weight() int {
@@ -318,15 +520,30 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 		v := j.verdict(schemas.ActionSetWeight, now, fmt.Sprintf("start: canary %s at %d%% (step 1 of %d)", j.spec.Canary, j.weight(), j.judgedSteps()))
 		return v, j.command(v)
 	}
-	alphaRB := j.spec.Alpha / float64(j.rollbackTests())
-	tests := j.tests(alphaRB)
+	tests := j.tests()
 	for _, t := range tests {
-		if t.Role == "rollback" && t.Passed {
-			j.final = schemas.ActionRollback
-			v := j.verdict(schemas.ActionRollback, now, "rollback: "+describe(t, j.spec)+fmt.Sprintf(" after %d canary requests", j.arm(j.total, j.spec.Canary).Requests))
+		if t.Role == "validity" && t.Passed {
+			j.final = schemas.ActionHold
+			v := j.verdict(schemas.ActionHold, now, "hold: experiment invalid: "+describe(t, j.spec))
 			v.Tests = tests
 			return v, j.command(v)
 		}
+	}
+	var fired []TestEvidence
+	for _, t := range tests {
+		if t.Role == "rollback" && t.Passed {
+			fired = append(fired, t)
+		}
+	}
+	if len(fired) > 0 {
+		j.final = schemas.ActionRollback
+		var why []string
+		for _, t := range fired {
+			why = append(why, describe(t, j.spec))
+		}
+		v := j.verdict(schemas.ActionRollback, now, "rollback: "+strings.Join(why, "; ")+fmt.Sprintf(" after %d canary requests", j.arm(j.total, j.spec.Canary).Requests))
+		v.Tests = tests
+		return v, j.command(v)
 	}
 	st := j.spec.Steps[j.step]
 	elapsed := time.Duration(now - j.stepStart)
@@ -338,8 +555,7 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 	if canaryN < st.MinCanaryEvents {
 		waiting = append(waiting, fmt.Sprintf("%d of %d canary requests", canaryN, st.MinCanaryEvents))
 	}
-	var notYet []string
-	var proofs []string
+	var notYet, proofs []string
 	for _, t := range tests {
 		if t.Role != "promote" {
 			continue
@@ -364,6 +580,13 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 		v.Tests = tests
 		return v, j.command(v)
 	}
+	if st.MaxDuration > 0 && elapsed >= time.Duration(st.MaxDuration) {
+		j.final = schemas.ActionHold
+		v := j.verdict(schemas.ActionHold, now, fmt.Sprintf("hold at %d%%: step %d's time budget of %s ended without enough evidence to promote (%s); %s",
+			st.Weight, j.step+1, time.Duration(st.MaxDuration), strings.Join(notYet, ", "), j.powerNote()))
+		v.Tests = tests
+		return v, j.command(v)
+	}
 	reason := fmt.Sprintf("watching step %d of %d at %d%%", j.step+1, j.judgedSteps(), st.Weight)
 	if len(waiting) > 0 {
 		reason += ": " + strings.Join(waiting, ", ")
@@ -373,23 +596,72 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 	}
 	v := j.verdict(ActionContinue, now, reason)
 	v.Tests = tests
-	j.last = v
 	return v, nil
 }
 
-func (j *Judge) rollbackTests() int {
+// powerNote approximates the power the step achieved: the probability that
+// the error-rate rollback test would have fired by now had the canary's
+// error odds been the margin times the baseline's (normal approximation of
+// the log odds ratio, against the anytime boundary sqrt(2·ln(1/α))).
+func (j *Judge) powerNote() string {
+	c := &j.stepErr
+	if c.XB == 0 || c.XC == 0 {
+		return "power: no errors observed in an arm yet"
+	}
+	se := math.Sqrt(1/float64(c.XB) + 1/float64(c.XC))
+	a := j.alphaFor("error_rate")
+	power := normCDF(math.Log(j.spec.Metrics.ErrorRate.Margin)/se - math.Sqrt(2*math.Log(1/a)))
+	return fmt.Sprintf("achieved power ≈ %.0f%% to detect error odds ×%.2f with %d canary requests", 100*power, j.spec.Metrics.ErrorRate.Margin, c.NC)
+}
+
+// enabledRollback lists the rollback tests the spec enables.
+func (j *Judge) enabledRollback() []string {
+	m := j.spec.Metrics
+	var out []string
+	add := func(on bool, name string) {
+		if on {
+			out = append(out, name)
+		}
+	}
+	add(!m.ErrorRate.Disabled, "error_rate")
+	for _, lt := range j.lat {
+		out = append(out, lt.name)
+	}
+	add(!m.SessionFailure.Disabled, "session_failure")
+	for _, mp := range j.means {
+		out = append(out, mp.name)
+	}
+	add(!m.ToolMix.Disabled, "tool_mix")
+	add(!m.ErrorTypes.Disabled, "error_types")
+	add(j.spec.SLO.MaxErrorRate > 0, "slo_error_rate")
+	add(j.spec.SLO.MaxP95MS > 0, "slo_latency_p95")
+	return out
+}
+
+// alphaFor returns a rollback test's share of the rollout's alpha.
+func (j *Judge) alphaFor(name string) float64 {
+	total := 0.0
+	for _, n := range j.enabledRollback() {
+		total += rollbackWeights[n]
+	}
+	return j.spec.Alpha * rollbackWeights[name] / total
+}
+
+// promoteGuards lists the promotion tests: error_rate, latency_p95, and the
+// metrics marked guard.
+func (j *Judge) promoteGuards() int {
+	m := j.spec.Metrics
 	n := 0
-	if !j.spec.Metrics.ErrorRate.Disabled {
-		n++
+	for _, on := range []bool{!m.ErrorRate.Disabled, !m.Latency.Disabled, !m.LatencyP50.Disabled && m.LatencyP50.Guard,
+		!m.LatencyP99.Disabled && m.LatencyP99.Guard, !m.SessionFailure.Disabled && m.SessionFailure.Guard} {
+		if on {
+			n++
+		}
 	}
-	if !j.spec.Metrics.Latency.Disabled {
-		n++
-	}
-	if j.spec.SLO.MaxErrorRate > 0 {
-		n++
-	}
-	if j.spec.SLO.MaxP95MS > 0 {
-		n++
+	for _, mp := range j.means {
+		if mp.spec.Guard {
+			n++
+		}
 	}
 	return max(n, 1)
 }
@@ -398,14 +670,21 @@ func (j *Judge) startStep(i int, now int64) {
 	j.step = i
 	j.stepStart = now
 	j.stepErr = Conditional{}
-	j.stepLat = Conditional{}
+	j.stepSess = Conditional{}
+	for _, lt := range j.lat {
+		lt.ni = Conditional{}
+	}
+	for _, mp := range j.means {
+		mp.ni = MeanTest{Margin: mp.spec.Margin, dir: -1}
+	}
+	j.srm = SRM{W: float64(j.spec.Steps[i].Weight) / 100}
 	j.phase = map[string]*window.Agg{}
 }
 
 // tests evaluates every enabled test.
-func (j *Judge) tests(alphaRB float64) []TestEvidence {
+func (j *Judge) tests() []TestEvidence {
 	var out []TestEvidence
-	alphaP := j.spec.Alpha / 2 // promotion: split over its two tests
+	alphaP := j.spec.Alpha / float64(j.promoteGuards())
 	cond := func(name, role string, c *Conditional, alpha, margin float64) TestEvidence {
 		t := TestEvidence{Name: name, Role: role, NBaseline: c.NB, NCanary: c.NC, Alpha: alpha, Threshold: Num(1 / alpha),
 			Baseline: Num(ratio(c.XB, c.NB)), Canary: Num(ratio(c.XC, c.NC)), OddsRatio: Num(c.OddsRatio())}
@@ -420,53 +699,124 @@ func (j *Judge) tests(alphaRB float64) []TestEvidence {
 		t.Passed = float64(t.EValue) >= 1/alpha
 		return t
 	}
-	if !j.spec.Metrics.ErrorRate.Disabled {
-		out = append(out, cond("error_rate", "rollback", &j.rbErr, alphaRB, 0))
-		out = append(out, cond("error_rate", "promote", &j.stepErr, alphaP, j.spec.Metrics.ErrorRate.Margin))
+	m := j.spec.Metrics
+	if !m.ErrorRate.Disabled {
+		out = append(out, cond("error_rate", "rollback", &j.rbErr, j.alphaFor("error_rate"), 0))
+		out = append(out, cond("error_rate", "promote", &j.stepErr, alphaP, m.ErrorRate.Margin))
 	}
-	if !j.spec.Metrics.Latency.Disabled {
-		out = append(out, cond("latency_p95", "rollback", &j.rbLat, alphaRB, 0))
-		// The margin is built into the canary's threshold (p95 × (1+margin)),
-		// so non-inferiority is "odds ratio below 1" on those counts.
-		out = append(out, cond("latency_p95", "promote", &j.stepLat, alphaP, 1))
+	for _, lt := range j.lat {
+		out = append(out, cond(lt.name, "rollback", &lt.rb, j.alphaFor(lt.name), 0))
+		if lt.name == "latency_p95" || lt.spec.Guard {
+			// The margin is in the canary's threshold: non-inferiority is
+			// "odds ratio below 1" on those counts.
+			out = append(out, cond(lt.name, "promote", &lt.ni, alphaP, 1))
+		}
 	}
-	slo := func(name string, b *Bernoulli, alpha float64) TestEvidence {
+	if !m.SessionFailure.Disabled {
+		out = append(out, cond("session_failure", "rollback", &j.rbSess, j.alphaFor("session_failure"), 0))
+		if m.SessionFailure.Guard {
+			out = append(out, cond("session_failure", "promote", &j.stepSess, alphaP, m.SessionFailure.Margin))
+		}
+	}
+	mean := func(mp *meanPair, t *MeanTest, role string, alpha float64) TestEvidence {
+		e := t.E()
+		ev := TestEvidence{Name: mp.name, Role: role, NBaseline: uint64(t.NB), NCanary: uint64(t.NC),
+			Baseline: Num(t.SumB / t.NB), Canary: Num(t.SumC / t.NC), OddsRatio: Num(t.Ratio()),
+			Lower: Num(math.NaN()), Upper: Num(math.NaN()),
+			EValue: Num(e), Threshold: Num(1 / alpha), Alpha: alpha, Passed: e >= 1/alpha}
+		if role == "promote" {
+			ev.Margin = Num(mp.spec.Margin)
+		}
+		return ev
+	}
+	for _, mp := range j.means {
+		out = append(out, mean(mp, &mp.rb, "rollback", j.alphaFor(mp.name)))
+		if mp.spec.Guard {
+			out = append(out, mean(mp, &mp.ni, "promote", alphaP))
+		}
+	}
+	cat := func(name string, c *Categorical) TestEvidence {
+		a := j.alphaFor(name)
+		e, top, _ := c.E()
+		t := TestEvidence{Name: name, Role: "rollback", EValue: Num(e), Threshold: Num(1 / a), Alpha: a, Passed: e >= 1/a,
+			Baseline: Num(math.NaN()), Canary: Num(math.NaN()), OddsRatio: Num(math.NaN()), Lower: Num(math.NaN()), Upper: Num(math.NaN())}
+		if top != "" {
+			b, k := c.Share(top)
+			t.Baseline, t.Canary, t.Detail = Num(b), Num(k), top
+			if ct := c.cats[top]; ct != nil {
+				t.NBaseline, t.NCanary = ct.NB, ct.NC
+			}
+		}
+		return t
+	}
+	if !m.ToolMix.Disabled {
+		out = append(out, cat("tool_mix", &j.toolMix))
+	}
+	if !m.ErrorTypes.Disabled {
+		out = append(out, cat("error_types", &j.errMix))
+	}
+	slo := func(name string, b *Bernoulli) TestEvidence {
+		alpha := j.alphaFor(name)
 		e := b.E()
 		return TestEvidence{Name: name, Role: "rollback", NCanary: b.N, Canary: Num(ratio(b.X, b.N)), Baseline: Num(b.P0),
 			OddsRatio: Num(math.NaN()), Lower: Num(math.NaN()), Upper: Num(math.NaN()),
 			EValue: Num(e), Threshold: Num(1 / alpha), Alpha: alpha, Passed: e >= 1/alpha}
 	}
 	if j.spec.SLO.MaxErrorRate > 0 {
-		out = append(out, slo("slo_error_rate", &j.sloErr, alphaRB))
+		out = append(out, slo("slo_error_rate", &j.sloErr))
 	}
 	if j.spec.SLO.MaxP95MS > 0 {
-		out = append(out, slo("slo_latency_p95", &j.sloLat, alphaRB))
+		out = append(out, slo("slo_latency_p95", &j.sloLat))
+	}
+	if !m.SRM.Disabled && j.step >= 0 {
+		e := j.srm.E()
+		out = append(out, TestEvidence{Name: "srm", Role: "validity", NBaseline: uint64(j.srm.XB), NCanary: uint64(j.srm.XC),
+			Baseline: Num(1 - j.srm.W), Canary: Num(j.srm.Share()), OddsRatio: Num(math.NaN()), Lower: Num(math.NaN()), Upper: Num(math.NaN()),
+			EValue: Num(e), Threshold: Num(1 / j.spec.Alpha), Alpha: j.spec.Alpha, Passed: e >= 1/j.spec.Alpha,
+			Detail: fmt.Sprintf("configured canary share %.1f%%", 100*j.srm.W)})
 	}
 	return out
 }
 
 // describe renders one test's evidence as a readable phrase.
 func describe(t TestEvidence, s Spec) string {
+	f := func(n Num) float64 { return float64(n) }
 	switch t.Name {
-	case "error_rate":
-		if t.Role == "rollback" {
-			return fmt.Sprintf("error rate %.2f%% vs %.2f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
-				100*float64(t.Canary), 100*float64(t.Baseline), float64(t.OddsRatio), float64(t.Lower), fmtUpper(t.Upper), float64(t.EValue), float64(t.Threshold))
+	case "error_rate", "session_failure":
+		what := "error rate"
+		if t.Name == "session_failure" {
+			what = "failed sessions"
 		}
-		return fmt.Sprintf("error rate %.2f%% vs %.2f%%, odds ≤ ×%.2f < ×%.2f margin (e=%.3g)",
-			100*float64(t.Canary), 100*float64(t.Baseline), float64(t.Upper), float64(t.Margin), float64(t.EValue))
-	case "latency_p95":
 		if t.Role == "rollback" {
-			return fmt.Sprintf("p95 latency: %.1f%% of canary requests above the baseline's p95 vs %.1f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
-				100*float64(t.Canary), 100*float64(t.Baseline), float64(t.OddsRatio), float64(t.Lower), fmtUpper(t.Upper), float64(t.EValue), float64(t.Threshold))
+			return fmt.Sprintf("%s %.2f%% vs %.2f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
+				what, 100*f(t.Canary), 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
 		}
-		return fmt.Sprintf("p95 latency within +%.0f%% of baseline (e=%.3g)", 100*s.Metrics.Latency.Margin, float64(t.EValue))
+		return fmt.Sprintf("%s %.2f%% vs %.2f%%, odds ≤ ×%.2f < ×%.2f margin (e=%.3g)",
+			what, 100*f(t.Canary), 100*f(t.Baseline), f(t.Upper), f(t.Margin), f(t.EValue))
+	case "latency_p50", "latency_p95", "latency_p99":
+		q := strings.TrimPrefix(t.Name, "latency_")
+		if t.Role == "rollback" {
+			return fmt.Sprintf("%s latency: %.1f%% of canary requests above the baseline's %s vs %.1f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
+				q, 100*f(t.Canary), q, 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
+		}
+		return fmt.Sprintf("%s latency within +%.0f%% of baseline (e=%.3g)", q, 100*s.Metrics.Latency.Margin, f(t.EValue))
+	case "tokens", "cost", "context_use":
+		if t.Role == "rollback" {
+			return fmt.Sprintf("%s per call %.4g vs %.4g (%+.1f%%), e=%.3g ≥ %.3g", t.Name, f(t.Canary), f(t.Baseline), 100*f(t.OddsRatio), f(t.EValue), f(t.Threshold))
+		}
+		return fmt.Sprintf("%s within +%.0f%% (%+.1f%%, e=%.3g)", t.Name, 100*f(t.Margin), 100*f(t.OddsRatio), f(t.EValue))
+	case "tool_mix", "error_types":
+		return fmt.Sprintf("%s shifted: %q is %.1f%% of the canary's vs %.1f%% of the baseline's, e=%.3g ≥ %.3g",
+			t.Name, t.Detail, 100*f(t.Canary), 100*f(t.Baseline), f(t.EValue), f(t.Threshold))
+	case "srm":
+		return fmt.Sprintf("sample ratio mismatch: canary has %.2f%% of units, %s (n=%d), e=%.3g ≥ %.3g",
+			100*f(t.Canary), t.Detail, t.NBaseline+t.NCanary, f(t.EValue), f(t.Threshold))
 	case "slo_error_rate":
 		return fmt.Sprintf("SLO: canary error rate %.2f%% above the %.2f%% limit, e=%.3g ≥ %.3g",
-			100*float64(t.Canary), 100*float64(t.Baseline), float64(t.EValue), float64(t.Threshold))
+			100*f(t.Canary), 100*f(t.Baseline), f(t.EValue), f(t.Threshold))
 	case "slo_latency_p95":
 		return fmt.Sprintf("SLO: %.1f%% of canary requests slower than %.0f ms (limit 5%%), e=%.3g ≥ %.3g",
-			100*float64(t.Canary), s.SLO.MaxP95MS, float64(t.EValue), float64(t.Threshold))
+			100*f(t.Canary), s.SLO.MaxP95MS, f(t.EValue), f(t.Threshold))
 	}
 	return t.Name
 }

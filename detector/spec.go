@@ -41,15 +41,62 @@ type Step struct {
 	// MinCanaryEvents is the least number of canary requests the step sees
 	// before promotion.
 	MinCanaryEvents uint64 `yaml:"min_canary_events"`
+	// MaxDuration is the step's time budget: when it ends without a
+	// decision the rollout holds at this weight, and the verdict reports
+	// the power the step achieved. Zero: no budget.
+	MaxDuration Duration `yaml:"max_duration"`
 }
 
-// Metrics are the guarded metrics and their margins.
+// Metrics are the judged metrics and their margins. Every enabled metric can
+// roll the canary back; promotion waits for the guarded ones: error_rate,
+// latency_p95, and any other with guard: true.
 type Metrics struct {
 	ErrorRate ErrorRateMetric `yaml:"error_rate"`
 	Latency   LatencyMetric   `yaml:"latency_p95"`
+	// LatencyP50 and LatencyP99 test the median and the tail the same way.
+	LatencyP50 LatencyMetric `yaml:"latency_p50"`
+	LatencyP99 LatencyMetric `yaml:"latency_p99"`
+	// SessionFailure tests failed sessions (agent/task events with status
+	// error or outcome.success false): the session is the unit, so requests
+	// correlated within a session do not inflate the evidence.
+	SessionFailure ErrorRateMetric `yaml:"session_failure"`
+	// Tokens (input+output per LLM call), Cost (USD per call that carries a
+	// cost) and ContextUse (context_tokens/context_limit) compare means.
+	Tokens     MeanMetric `yaml:"tokens"`
+	Cost       MeanMetric `yaml:"cost"`
+	ContextUse MeanMetric `yaml:"context_use"`
+	// ToolMix compares the distribution of tool calls over tools; ErrorTypes
+	// the distribution of errors over error types.
+	ToolMix    Toggle `yaml:"tool_mix"`
+	ErrorTypes Toggle `yaml:"error_types"`
+	// SRM checks the traffic split against the step's weight; when it fires
+	// the experiment is invalid and the verdict is hold.
+	SRM SRMMetric `yaml:"srm"`
 }
 
-// ErrorRateMetric guards the error rate of requests.
+// MeanMetric guards a mean.
+type MeanMetric struct {
+	// Margin is the relative increase of the canary's mean that promotion
+	// tolerates. Default 0.10.
+	Margin   float64 `yaml:"margin"`
+	Guard    bool    `yaml:"guard"`
+	Disabled bool    `yaml:"disabled"`
+}
+
+// Toggle is a test without parameters.
+type Toggle struct {
+	Disabled bool `yaml:"disabled"`
+}
+
+// SRMMetric configures the sample-ratio-mismatch check.
+type SRMMetric struct {
+	Disabled bool `yaml:"disabled"`
+	// Settle is how long after a step starts its units are not yet checked:
+	// sessions begun under the previous weight still end in it. Default 30s.
+	Settle Duration `yaml:"settle"`
+}
+
+// ErrorRateMetric guards the rate of failed units (requests or sessions).
 type ErrorRateMetric struct {
 	// Margin is the odds ratio (canary over baseline) below which the canary's
 	// error rate is acceptable: promotion needs an anytime upper bound on the
@@ -57,9 +104,11 @@ type ErrorRateMetric struct {
 	Margin float64 `yaml:"margin"`
 	// Disabled turns the test off.
 	Disabled bool `yaml:"disabled"`
+	// Guard makes promotion wait for the margin (always on for error_rate).
+	Guard bool `yaml:"guard"`
 }
 
-// LatencyMetric guards the p95 latency of requests, per segment.
+// LatencyMetric guards a latency quantile of requests, per segment.
 type LatencyMetric struct {
 	// Margin is the relative slowdown of the canary's p95 that is acceptable:
 	// promotion needs evidence that canary p95 < baseline p95 × (1+Margin).
@@ -67,6 +116,8 @@ type LatencyMetric struct {
 	Margin float64 `yaml:"margin"`
 	// Disabled turns the test off.
 	Disabled bool `yaml:"disabled"`
+	// Guard makes promotion wait for the margin (always on for latency_p95).
+	Guard bool `yaml:"guard"`
 }
 
 // SLO holds absolute guard rails on the canary; zero means unset.
@@ -128,6 +179,7 @@ const (
 	DefaultAlpha           = 0.05
 	DefaultErrorRateMargin = 1.5
 	DefaultLatencyMargin   = 0.10
+	DefaultMeanMargin      = 0.10
 )
 
 // LoadSpecs reads every rollout spec from path: a YAML file (one or more
@@ -284,6 +336,9 @@ func (s *Spec) validate(root *yaml.Node) error {
 		if st.MinDuration < 0 {
 			return bad("negative duration", f("min_duration")...)
 		}
+		if st.MaxDuration != 0 && st.MaxDuration < st.MinDuration {
+			return bad(fmt.Sprintf("max_duration %s is shorter than min_duration %s", time.Duration(st.MaxDuration), time.Duration(st.MinDuration)), f("max_duration")...)
+		}
 	}
 	if s.Alpha == 0 {
 		s.Alpha = DefaultAlpha
@@ -302,6 +357,40 @@ func (s *Spec) validate(root *yaml.Node) error {
 	}
 	if m := s.Metrics.Latency.Margin; !(m > 0 && m < 10) {
 		return bad(fmt.Sprintf("relative margin %g must be in (0, 10)", m), "metrics", "latency_p95", "margin")
+	}
+	for _, lm := range []struct {
+		m    *LatencyMetric
+		name string
+	}{{&s.Metrics.LatencyP50, "latency_p50"}, {&s.Metrics.LatencyP99, "latency_p99"}} {
+		if lm.m.Margin == 0 {
+			lm.m.Margin = DefaultLatencyMargin
+		}
+		if m := lm.m.Margin; !(m > 0 && m < 10) {
+			return bad(fmt.Sprintf("relative margin %g must be in (0, 10)", m), "metrics", lm.name, "margin")
+		}
+	}
+	if s.Metrics.SessionFailure.Margin == 0 {
+		s.Metrics.SessionFailure.Margin = DefaultErrorRateMargin
+	}
+	if m := s.Metrics.SessionFailure.Margin; !(m > 1 && m < 20) {
+		return bad(fmt.Sprintf("odds-ratio margin %g must be in (1, 20)", m), "metrics", "session_failure", "margin")
+	}
+	for _, mm := range []struct {
+		m    *MeanMetric
+		name string
+	}{{&s.Metrics.Tokens, "tokens"}, {&s.Metrics.Cost, "cost"}, {&s.Metrics.ContextUse, "context_use"}} {
+		if mm.m.Margin == 0 {
+			mm.m.Margin = DefaultMeanMargin
+		}
+		if m := mm.m.Margin; !(m > 0 && m < 10) {
+			return bad(fmt.Sprintf("relative margin %g must be in (0, 10)", m), "metrics", mm.name, "margin")
+		}
+	}
+	if s.Metrics.SRM.Settle == 0 {
+		s.Metrics.SRM.Settle = Duration(30 * time.Second)
+	}
+	if s.Metrics.SRM.Settle < 0 {
+		return bad("negative duration", "metrics", "srm", "settle")
 	}
 	if v := s.SLO.MaxErrorRate; v < 0 || v >= 1 || math.IsNaN(v) {
 		return bad(fmt.Sprintf("%g is outside [0, 1)", v), "slo", "max_error_rate")

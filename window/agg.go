@@ -51,12 +51,19 @@ type Agg struct {
 	ErrorTypes []uint64
 	Latency    *ddsketch.DDSketch // duration_ms of events that carry one
 
+	// Failed counts events that failed as a unit: status error, or an
+	// outcome with success false (a session's verdict on itself).
+	Failed uint64
+
 	InputTokens   float64
 	OutputTokens  float64
+	Tokens2       float64 // sum of (input+output)², for variance
 	CostUSD       float64
 	CostUSD2      float64 // sum of squares, for variance
+	CostN         uint64  // events that carry a cost
 	ContextTokens float64 // sum of context_tokens
 	ContextUse    float64 // sum of context_tokens/context_limit where both are set
+	ContextUse2   float64 // sum of squares of the same
 	ContextN      uint64  // events with a context limit
 
 	Successes     uint64 // outcome.success == true
@@ -84,15 +91,23 @@ func (a *Agg) Add(ev *schemas.Event, errType int) {
 		// decoder, so Add cannot fail.
 		_ = a.Latency.Add(ev.DurationMS)
 	}
+	if ev.Error || ev.HasOutcomeSuccess && !ev.OutcomeSuccess {
+		a.Failed++
+	}
+	tok := float64(ev.InputTokens + ev.OutputTokens)
 	a.InputTokens += float64(ev.InputTokens)
 	a.OutputTokens += float64(ev.OutputTokens)
+	a.Tokens2 += tok * tok
 	if ev.HasCost {
 		a.CostUSD += ev.CostUSD
 		a.CostUSD2 += ev.CostUSD * ev.CostUSD
+		a.CostN++
 	}
 	a.ContextTokens += float64(ev.ContextTokens)
 	if ev.ContextLimit > 0 {
-		a.ContextUse += float64(ev.ContextTokens) / float64(ev.ContextLimit)
+		u := float64(ev.ContextTokens) / float64(ev.ContextLimit)
+		a.ContextUse += u
+		a.ContextUse2 += u * u
 		a.ContextN++
 	}
 	if ev.HasOutcome {
@@ -126,12 +141,16 @@ func (a *Agg) Merge(b *Agg) {
 	if err := a.Latency.MergeWith(b.Latency); err != nil {
 		panic("BUG: merging sketches with different mappings: " + err.Error())
 	}
+	a.Failed += b.Failed
 	a.InputTokens += b.InputTokens
 	a.OutputTokens += b.OutputTokens
+	a.Tokens2 += b.Tokens2
 	a.CostUSD += b.CostUSD
 	a.CostUSD2 += b.CostUSD2
+	a.CostN += b.CostN
 	a.ContextTokens += b.ContextTokens
 	a.ContextUse += b.ContextUse
+	a.ContextUse2 += b.ContextUse2
 	a.ContextN += b.ContextN
 	a.Successes += b.Successes
 	a.Failures += b.Failures

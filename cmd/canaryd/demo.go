@@ -36,6 +36,7 @@ steps:
 metrics:
   error_rate: {margin: 2.0}
   latency_p95: {margin: 0.10}
+  srm: {settle: 6s}
 slo: {max_error_rate: 0.05}
 ---
 rollout: billing-agent
@@ -50,6 +51,7 @@ steps:
 metrics:
   error_rate: {margin: 2.0}
   latency_p95: {margin: 0.10}
+  srm: {settle: 6s}
 slo: {max_error_rate: 0.05}
 `
 
