@@ -380,3 +380,61 @@ func TestMeanTestAA(t *testing.T) {
 		t.Fatalf("A/A false alarm rate %.3f; want ≤ 0.05 (+ noise)", rate)
 	}
 }
+
+// sessionRun drives a judge with agent sessions built through a real
+// window.Partition: each session has a tool-call sequence and an outcome.
+func sessionRun(t *testing.T, seed uint64, loopB, loopC, scoreB, scoreC float64) Verdict {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 3))
+	s := testSpec()
+	s.Metrics.SRM.Disabled = true
+	j := NewJudge(s)
+	var v Verdict
+	p := window.NewPartition(0, window.Options{Width: 10 * time.Second, Lateness: time.Second, Emit: func(c window.Closed) {
+		j.Observe(c)
+		v, _ = j.Decide(c.Watermark)
+	}})
+	start := time.Unix(1_700_000_000, 0)
+	search, fetch := []byte("search"), []byte("fetch")
+	for i := 0; i < 400_000 && j.Final() == ""; i++ {
+		ts := start.Add(time.Duration(i) * 5 * time.Millisecond)
+		p.SetNow(ts)
+		canary := rng.Float64() < 0.2
+		ev := schemas.Event{Rollout: []byte("r"), Version: []byte("v1"), Kind: schemas.KindAgent, Name: []byte("agent"), TS: ts.UnixNano(),
+			HasOutcome: true, HasOutcomeScore: true, HasOutcomeSuccess: true, OutcomeSuccess: true}
+		loop, score := loopB, scoreB
+		if canary {
+			ev.Version = []byte("v2")
+			loop, score = loopC, scoreC
+		}
+		ev.OutcomeScore = min(max(score+0.15*rng.NormFloat64(), 0), 1)
+		if rng.Float64() < loop {
+			ev.ToolCalls = [][]byte{search, search, fetch}
+		} else {
+			ev.ToolCalls = [][]byte{search, fetch}
+		}
+		if err := p.Add(&ev, int64(i)); err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 99 {
+			p.Advance()
+		}
+	}
+	return v
+}
+
+func TestToolSequenceShiftRollsBack(t *testing.T) {
+	v := sessionRun(t, 1, 0.1, 0.3, 0.8, 0.8)
+	t.Logf("%s", v.Reason)
+	if v.Action != schemas.ActionRollback || !(strings.Contains(v.Reason, "tool_sequence") || strings.Contains(v.Reason, "loop")) {
+		t.Fatalf("verdict %s (%s); want a tool-sequence or loop rollback", v.Action, v.Reason)
+	}
+}
+
+func TestEvalScoreDropRollsBack(t *testing.T) {
+	v := sessionRun(t, 2, 0.1, 0.1, 0.8, 0.75)
+	t.Logf("%s", v.Reason)
+	if v.Action != schemas.ActionRollback || !strings.Contains(v.Reason, "evaluation score") {
+		t.Fatalf("verdict %s (%s); want an evaluation-score rollback", v.Action, v.Reason)
+	}
+}

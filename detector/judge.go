@@ -55,7 +55,17 @@ const minBaselineForThreshold = 100
 var rollbackWeights = map[string]float64{
 	"error_rate": 3, "latency_p95": 2, "latency_p50": 1, "latency_p99": 1, "session_failure": 1,
 	"tokens": 1, "cost": 1, "context_use": 1, "tool_mix": 1, "error_types": 1,
+	"tool_sequence": 1, "tool_calls": 1, "loops": 1, "eval_score": 1, "hallucination": 1,
 	"slo_error_rate": 1, "slo_latency_p95": 1,
+}
+
+// rateTest is a conditional test of a session- or outcome-level rate.
+type rateTest struct {
+	name   string
+	spec   *ErrorRateMetric
+	rb, ni Conditional
+	// counts picks (units, events) from an arm's pooled aggregate.
+	counts func(sess, eval *window.Agg) (n, x uint64)
 }
 
 // quantileTest is one latency quantile's pair of tests.
@@ -73,6 +83,19 @@ type meanPair struct {
 	rb, ni MeanTest
 }
 
+// higherIsBetter lists the means where the canary regresses by going down.
+var higherIsBetter = map[string]bool{"eval_score": true}
+
+// fresh returns new rollback and promotion tests: rollback tests "canary
+// worse than baseline", promotion "canary within the margin".
+func (p *meanPair) fresh() (rb, ni MeanTest) {
+	if higherIsBetter[p.name] {
+		// Worse = lower: rollback H0 μc ≥ μb; promotion H0 μc ≤ (1−m)μb.
+		return MeanTest{Margin: 0, dir: -1}, MeanTest{Margin: -p.spec.Margin, dir: 1}
+	}
+	return MeanTest{Margin: 0, dir: 1}, MeanTest{Margin: p.spec.Margin, dir: -1}
+}
+
 // Judge holds the sequential state of one rollout. Not safe for concurrent
 // use; its owner serialises Observe and Decide.
 type Judge struct {
@@ -84,13 +107,14 @@ type Judge struct {
 	now       int64 // newest watermark observed
 	windows   int
 
-	rbErr, stepErr   Conditional // requests: rollback over the rollout, promotion per step
-	rbSess, stepSess Conditional // sessions
-	lat              []*quantileTest
-	means            []*meanPair
-	toolMix, errMix  Categorical
-	srm              SRM
-	sloErr, sloLat   Bernoulli
+	rbErr, stepErr  Conditional // requests: rollback over the rollout, promotion per step
+	rates           []*rateTest // session failures, loops, hallucinations
+	lat             []*quantileTest
+	means           []*meanPair
+	toolMix, errMix Categorical
+	bigrams         Categorical
+	srm             SRM
+	sloErr, sloLat  Bernoulli
 
 	baseLat map[window.Segment]*window.Agg // baseline latency per segment, for thresholds
 
@@ -125,12 +149,22 @@ func NewJudge(spec Spec) *Judge {
 	for _, mm := range []struct {
 		name string
 		m    *MeanMetric
-	}{{"tokens", &m.Tokens}, {"cost", &m.Cost}, {"context_use", &m.ContextUse}} {
+	}{{"tokens", &m.Tokens}, {"cost", &m.Cost}, {"context_use", &m.ContextUse}, {"tool_calls", &m.ToolCalls}, {"eval_score", &m.EvalScore}} {
 		if !mm.m.Disabled {
 			p := &meanPair{name: mm.name, spec: mm.m}
-			p.rb = MeanTest{Margin: 0, dir: 1}
-			p.ni = MeanTest{Margin: mm.m.Margin, dir: -1}
+			p.rb, p.ni = p.fresh()
 			j.means = append(j.means, p)
+		}
+	}
+	for _, rt := range []*rateTest{
+		{name: "session_failure", spec: &m.SessionFailure, counts: func(s, _ *window.Agg) (uint64, uint64) { return s.Count, s.Failed }},
+		{name: "loops", spec: &m.Loops, counts: func(s, _ *window.Agg) (uint64, uint64) { return s.Count, s.Loops }},
+		{name: "hallucination", spec: &m.Hallucination, counts: func(s, e *window.Agg) (uint64, uint64) {
+			return s.HallucN + e.HallucN, s.Hallucination + e.Hallucination
+		}},
+	} {
+		if !rt.spec.Disabled {
+			j.rates = append(j.rates, rt)
 		}
 	}
 	j.sloErr.P0 = spec.SLO.MaxErrorRate
@@ -170,6 +204,8 @@ func (j *Judge) Observe(c window.Closed) {
 		errB, errC []uint64
 		sessB      = window.NewAgg()
 		sessC      = window.NewAgg()
+		evalB      = window.NewAgg()
+		evalC      = window.NewAgg()
 		llmB       = window.NewAgg()
 		llmC       = window.NewAgg()
 		unitsB     uint64
@@ -183,6 +219,13 @@ func (j *Judge) Observe(c window.Closed) {
 				sessB.Merge(s.Agg)
 			} else if s.Version == cv {
 				sessC.Merge(s.Agg)
+			}
+			continue
+		case s.Segment.Kind == schemas.KindEval:
+			if s.Version == bv {
+				evalB.Merge(s.Agg)
+			} else if s.Version == cv {
+				evalC.Merge(s.Agg)
 			}
 			continue
 		case !IsRequest(s.Segment.Kind):
@@ -263,14 +306,27 @@ func (j *Judge) Observe(c window.Closed) {
 		}
 	}
 	// Sessions: the unit whose failures are independent.
-	if !j.spec.Metrics.SessionFailure.Disabled && sessB.Count > 0 && sessC.Count > 0 {
-		j.rbSess.Observe(sessB.Count, sessB.Failed, sessC.Count, sessC.Failed)
+	for _, rt := range j.rates {
+		nb, xb := rt.counts(sessB, evalB)
+		nc, xc := rt.counts(sessC, evalC)
+		rt.rb.Observe(nb, xb, nc, xc)
 		if inStep {
-			j.stepSess.Observe(sessB.Count, sessB.Failed, sessC.Count, sessC.Failed)
+			rt.ni.Observe(nb, xb, nc, xc)
 		}
 	}
+	if !j.spec.Metrics.ToolSequence.Disabled && len(sessB.Bigrams)+len(sessC.Bigrams) > 1 {
+		n := max(len(sessB.Bigrams), len(sessC.Bigrams))
+		names := make([]string, n)
+		for i := range names {
+			names[i] = window.OtherName
+			if i < len(c.Bigrams) {
+				names[i] = c.Bigrams[i]
+			}
+		}
+		j.bigrams.Observe(names, pad(slices.Clone(sessB.Bigrams), n), pad(slices.Clone(sessC.Bigrams), n))
+	}
 	for _, mp := range j.means {
-		b, k := meanInputs(mp.name, llmB), meanInputs(mp.name, llmC)
+		b, k := meanInputs(mp.name, llmB, sessB, evalB), meanInputs(mp.name, llmC, sessC, evalC)
 		mp.rb.Observe(b[0], b[1], b[2], k[0], k[1], k[2])
 		if inStep {
 			mp.ni.Observe(b[0], b[1], b[2], k[0], k[1], k[2])
@@ -315,9 +371,14 @@ func (j *Judge) Observe(c window.Closed) {
 	}
 }
 
-// meanInputs returns (n, sum, sum of squares) of one mean metric.
-func meanInputs(name string, a *window.Agg) [3]float64 {
+// meanInputs returns (n, sum, sum of squares) of one mean metric from an
+// arm's pooled LLM calls (a), sessions and evaluation events.
+func meanInputs(name string, a, sess, eval *window.Agg) [3]float64 {
 	switch name {
+	case "tool_calls":
+		return [3]float64{float64(sess.Count), sess.ToolCalls, sess.ToolCalls2}
+	case "eval_score":
+		return [3]float64{float64(sess.ScoreN + eval.ScoreN), sess.ScoreSum + eval.ScoreSum, sess.Score2 + eval.Score2}
 	case "tokens":
 		return [3]float64{float64(a.Count), a.InputTokens + a.OutputTokens, a.Tokens2}
 	case "cost":
@@ -541,7 +602,11 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 		for _, t := range fired {
 			why = append(why, describe(t, j.spec))
 		}
-		v := j.verdict(schemas.ActionRollback, now, "rollback: "+strings.Join(why, "; ")+fmt.Sprintf(" after %d canary requests", j.arm(j.total, j.spec.Canary).Requests))
+		exposed := fmt.Sprintf(" after %d canary requests", j.arm(j.total, j.spec.Canary).Requests)
+		if sess := j.sessions[j.spec.Canary]; sess != nil && sess.Count > 0 {
+			exposed += fmt.Sprintf(" and %d sessions", sess.Count)
+		}
+		v := j.verdict(schemas.ActionRollback, now, "rollback: "+strings.Join(why, "; ")+exposed)
 		v.Tests = tests
 		return v, j.command(v)
 	}
@@ -627,10 +692,13 @@ func (j *Judge) enabledRollback() []string {
 	for _, lt := range j.lat {
 		out = append(out, lt.name)
 	}
-	add(!m.SessionFailure.Disabled, "session_failure")
+	for _, rt := range j.rates {
+		out = append(out, rt.name)
+	}
 	for _, mp := range j.means {
 		out = append(out, mp.name)
 	}
+	add(!m.ToolSequence.Disabled, "tool_sequence")
 	add(!m.ToolMix.Disabled, "tool_mix")
 	add(!m.ErrorTypes.Disabled, "error_types")
 	add(j.spec.SLO.MaxErrorRate > 0, "slo_error_rate")
@@ -653,8 +721,13 @@ func (j *Judge) promoteGuards() int {
 	m := j.spec.Metrics
 	n := 0
 	for _, on := range []bool{!m.ErrorRate.Disabled, !m.Latency.Disabled, !m.LatencyP50.Disabled && m.LatencyP50.Guard,
-		!m.LatencyP99.Disabled && m.LatencyP99.Guard, !m.SessionFailure.Disabled && m.SessionFailure.Guard} {
+		!m.LatencyP99.Disabled && m.LatencyP99.Guard} {
 		if on {
+			n++
+		}
+	}
+	for _, rt := range j.rates {
+		if rt.spec.Guard {
 			n++
 		}
 	}
@@ -670,12 +743,14 @@ func (j *Judge) startStep(i int, now int64) {
 	j.step = i
 	j.stepStart = now
 	j.stepErr = Conditional{}
-	j.stepSess = Conditional{}
+	for _, rt := range j.rates {
+		rt.ni = Conditional{}
+	}
 	for _, lt := range j.lat {
 		lt.ni = Conditional{}
 	}
 	for _, mp := range j.means {
-		mp.ni = MeanTest{Margin: mp.spec.Margin, dir: -1}
+		_, mp.ni = mp.fresh()
 	}
 	j.srm = SRM{W: float64(j.spec.Steps[i].Weight) / 100}
 	j.phase = map[string]*window.Agg{}
@@ -712,10 +787,10 @@ func (j *Judge) tests() []TestEvidence {
 			out = append(out, cond(lt.name, "promote", &lt.ni, alphaP, 1))
 		}
 	}
-	if !m.SessionFailure.Disabled {
-		out = append(out, cond("session_failure", "rollback", &j.rbSess, j.alphaFor("session_failure"), 0))
-		if m.SessionFailure.Guard {
-			out = append(out, cond("session_failure", "promote", &j.stepSess, alphaP, m.SessionFailure.Margin))
+	for _, rt := range j.rates {
+		out = append(out, cond(rt.name, "rollback", &rt.rb, j.alphaFor(rt.name), 0))
+		if rt.spec.Guard {
+			out = append(out, cond(rt.name, "promote", &rt.ni, alphaP, rt.spec.Margin))
 		}
 	}
 	mean := func(mp *meanPair, t *MeanTest, role string, alpha float64) TestEvidence {
@@ -752,6 +827,9 @@ func (j *Judge) tests() []TestEvidence {
 	if !m.ToolMix.Disabled {
 		out = append(out, cat("tool_mix", &j.toolMix))
 	}
+	if !m.ToolSequence.Disabled {
+		out = append(out, cat("tool_sequence", &j.bigrams))
+	}
 	if !m.ErrorTypes.Disabled {
 		out = append(out, cat("error_types", &j.errMix))
 	}
@@ -782,11 +860,9 @@ func (j *Judge) tests() []TestEvidence {
 func describe(t TestEvidence, s Spec) string {
 	f := func(n Num) float64 { return float64(n) }
 	switch t.Name {
-	case "error_rate", "session_failure":
-		what := "error rate"
-		if t.Name == "session_failure" {
-			what = "failed sessions"
-		}
+	case "error_rate", "session_failure", "loops", "hallucination":
+		what := map[string]string{"error_rate": "error rate", "session_failure": "failed sessions",
+			"loops": "sessions looping on a tool", "hallucination": "hallucinations"}[t.Name]
 		if t.Role == "rollback" {
 			return fmt.Sprintf("%s %.2f%% vs %.2f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
 				what, 100*f(t.Canary), 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
@@ -800,12 +876,14 @@ func describe(t TestEvidence, s Spec) string {
 				q, 100*f(t.Canary), q, 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
 		}
 		return fmt.Sprintf("%s latency within +%.0f%% of baseline (e=%.3g)", q, 100*s.Metrics.Latency.Margin, f(t.EValue))
-	case "tokens", "cost", "context_use":
+	case "tokens", "cost", "context_use", "tool_calls", "eval_score":
+		per := map[string]string{"tokens": "tokens per LLM call", "cost": "cost per LLM call (USD)", "context_use": "context-window use",
+			"tool_calls": "tool calls per session", "eval_score": "evaluation score"}[t.Name]
 		if t.Role == "rollback" {
-			return fmt.Sprintf("%s per call %.4g vs %.4g (%+.1f%%), e=%.3g ≥ %.3g", t.Name, f(t.Canary), f(t.Baseline), 100*f(t.OddsRatio), f(t.EValue), f(t.Threshold))
+			return fmt.Sprintf("%s %.4g vs %.4g (%+.1f%%), e=%.3g ≥ %.3g", per, f(t.Canary), f(t.Baseline), 100*f(t.OddsRatio), f(t.EValue), f(t.Threshold))
 		}
 		return fmt.Sprintf("%s within +%.0f%% (%+.1f%%, e=%.3g)", t.Name, 100*f(t.Margin), 100*f(t.OddsRatio), f(t.EValue))
-	case "tool_mix", "error_types":
+	case "tool_mix", "error_types", "tool_sequence":
 		return fmt.Sprintf("%s shifted: %q is %.1f%% of the canary's vs %.1f%% of the baseline's, e=%.3g ≥ %.3g",
 			t.Name, t.Detail, 100*f(t.Canary), 100*f(t.Baseline), f(t.EValue), f(t.Threshold))
 	case "srm":

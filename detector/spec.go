@@ -69,6 +69,18 @@ type Metrics struct {
 	// the distribution of errors over error types.
 	ToolMix    Toggle `yaml:"tool_mix"`
 	ErrorTypes Toggle `yaml:"error_types"`
+	// ToolSequence compares the distribution of consecutive tool-call pairs
+	// (bigrams) in sessions: reasoning-trace fidelity.
+	ToolSequence Toggle `yaml:"tool_sequence"`
+	// ToolCalls compares the mean number of tool calls per session; Loops
+	// the rate of sessions that call the same tool twice in a row.
+	ToolCalls MeanMetric      `yaml:"tool_calls"`
+	Loops     ErrorRateMetric `yaml:"loops"`
+	// EvalScore compares mean evaluation scores (eval events and outcome
+	// scores; lower is worse); Hallucination the rate of outcomes flagged as
+	// hallucinations.
+	EvalScore     MeanMetric      `yaml:"eval_score"`
+	Hallucination ErrorRateMetric `yaml:"hallucination"`
 	// SRM checks the traffic split against the step's weight; when it fires
 	// the experiment is invalid and the verdict is hold.
 	SRM SRMMetric `yaml:"srm"`
@@ -369,16 +381,22 @@ func (s *Spec) validate(root *yaml.Node) error {
 			return bad(fmt.Sprintf("relative margin %g must be in (0, 10)", m), "metrics", lm.name, "margin")
 		}
 	}
-	if s.Metrics.SessionFailure.Margin == 0 {
-		s.Metrics.SessionFailure.Margin = DefaultErrorRateMargin
-	}
-	if m := s.Metrics.SessionFailure.Margin; !(m > 1 && m < 20) {
-		return bad(fmt.Sprintf("odds-ratio margin %g must be in (1, 20)", m), "metrics", "session_failure", "margin")
+	for _, em := range []struct {
+		m    *ErrorRateMetric
+		name string
+	}{{&s.Metrics.SessionFailure, "session_failure"}, {&s.Metrics.Loops, "loops"}, {&s.Metrics.Hallucination, "hallucination"}} {
+		if em.m.Margin == 0 {
+			em.m.Margin = DefaultErrorRateMargin
+		}
+		if m := em.m.Margin; !(m > 1 && m < 20) {
+			return bad(fmt.Sprintf("odds-ratio margin %g must be in (1, 20)", m), "metrics", em.name, "margin")
+		}
 	}
 	for _, mm := range []struct {
 		m    *MeanMetric
 		name string
-	}{{&s.Metrics.Tokens, "tokens"}, {&s.Metrics.Cost, "cost"}, {&s.Metrics.ContextUse, "context_use"}} {
+	}{{&s.Metrics.Tokens, "tokens"}, {&s.Metrics.Cost, "cost"}, {&s.Metrics.ContextUse, "context_use"},
+		{&s.Metrics.ToolCalls, "tool_calls"}, {&s.Metrics.EvalScore, "eval_score"}} {
 		if mm.m.Margin == 0 {
 			mm.m.Margin = DefaultMeanMargin
 		}

@@ -68,9 +68,19 @@ type Agg struct {
 
 	Successes     uint64 // outcome.success == true
 	Failures      uint64 // outcome.success == false
-	Hallucination uint64
+	Hallucination uint64 // outcome.hallucination == true
+	HallucN       uint64 // events that carry outcome.hallucination
 	ScoreSum      float64
+	Score2        float64
 	ScoreN        uint64
+
+	// Sessions (agent/task events with tool_calls): the tool-call sequence.
+	ToolCalls  float64 // sum of tool calls per event
+	ToolCalls2 float64 // sum of squares
+	Loops      uint64  // events whose sequence calls the same tool twice in a row
+	// Bigrams counts consecutive tool-call pairs by the rollout's bigram id
+	// (see Closed.Bigrams); index 0 is "_other".
+	Bigrams []uint64
 }
 
 // NewAgg returns an empty aggregate.
@@ -118,14 +128,36 @@ func (a *Agg) Add(ev *schemas.Event, errType int) {
 				a.Failures++
 			}
 		}
-		if ev.HasHallucination && ev.OutcomeHallucinated {
-			a.Hallucination++
+		if ev.HasHallucination {
+			a.HallucN++
+			if ev.OutcomeHallucinated {
+				a.Hallucination++
+			}
 		}
 		if ev.HasOutcomeScore {
 			a.ScoreSum += ev.OutcomeScore
+			a.Score2 += ev.OutcomeScore * ev.OutcomeScore
 			a.ScoreN++
 		}
 	}
+	if n := len(ev.ToolCalls); n > 0 {
+		a.ToolCalls += float64(n)
+		a.ToolCalls2 += float64(n * n)
+		for i := 1; i < n; i++ {
+			if string(ev.ToolCalls[i]) == string(ev.ToolCalls[i-1]) {
+				a.Loops++
+				break
+			}
+		}
+	}
+}
+
+// AddBigram counts one tool-call pair by its rollout bigram id.
+func (a *Agg) AddBigram(id int) {
+	for len(a.Bigrams) <= id {
+		a.Bigrams = append(a.Bigrams, 0)
+	}
+	a.Bigrams[id]++
 }
 
 // Merge adds b into a.
@@ -155,8 +187,19 @@ func (a *Agg) Merge(b *Agg) {
 	a.Successes += b.Successes
 	a.Failures += b.Failures
 	a.Hallucination += b.Hallucination
+	a.HallucN += b.HallucN
 	a.ScoreSum += b.ScoreSum
+	a.Score2 += b.Score2
 	a.ScoreN += b.ScoreN
+	a.ToolCalls += b.ToolCalls
+	a.ToolCalls2 += b.ToolCalls2
+	a.Loops += b.Loops
+	for len(a.Bigrams) < len(b.Bigrams) {
+		a.Bigrams = append(a.Bigrams, 0)
+	}
+	for i, v := range b.Bigrams {
+		a.Bigrams[i] += v
+	}
 }
 
 // Quantile returns the latency at q in ms, or NaN when there is none.

@@ -37,6 +37,11 @@ type Options struct {
 	MaxSegments int
 	// MaxErrorTypes per rollout; further types count as "_other". Default 32.
 	MaxErrorTypes int
+	// MaxTools per rollout whose tool-call bigrams are told apart; calls to
+	// further tools form bigrams with "_other". Default 32.
+	MaxTools int
+	// MaxBigrams per rollout; further bigrams count as "_other". Default 64.
+	MaxBigrams int
 	// Emit receives every closed window, in window order per rollout, on the
 	// goroutine that calls Advance. It takes ownership of the Aggs.
 	Emit func(Closed)
@@ -72,6 +77,12 @@ func (o *Options) setDefaults() {
 	if o.MaxErrorTypes <= 0 {
 		o.MaxErrorTypes = 32
 	}
+	if o.MaxTools <= 0 {
+		o.MaxTools = 32
+	}
+	if o.MaxBigrams <= 0 {
+		o.MaxBigrams = 64
+	}
 }
 
 // Segment is the (kind, name) part of a series key.
@@ -101,6 +112,9 @@ type Closed struct {
 	// ErrorTypes names the indexes of Agg.ErrorTypes (index 0 is "_other").
 	// Append-only: safe to read while the partition goes on.
 	ErrorTypes []string
+	// Bigrams names the indexes of Agg.Bigrams ("search→fetch"; index 0 is
+	// "_other"). Append-only.
+	Bigrams []string
 }
 
 // Refusals of Add. The event is not counted; the caller dead-letters or
@@ -136,6 +150,9 @@ type rollout struct {
 	segs     []Segment
 	errIDs   map[string]int
 	errNames []string
+	toolIDs  map[string]uint16 // tool name → id (0: "_other")
+	bigIDs   map[uint32]int    // tool id pair → bigram id (0: "_other")
+	bigNames []string
 	open     []*openWin // ascending start
 }
 
@@ -180,7 +197,8 @@ func (p *Partition) Add(ev *schemas.Event, off int64) error {
 			if len(p.rollouts) >= p.opts.MaxRollouts {
 				return ErrTooManyRoll
 			}
-			r = &rollout{name: string(ev.Rollout), errIDs: map[string]int{}, errNames: []string{OtherName}}
+			r = &rollout{name: string(ev.Rollout), errIDs: map[string]int{}, errNames: []string{OtherName},
+				toolIDs: map[string]uint16{}, bigIDs: map[uint32]int{}, bigNames: []string{OtherName}}
 			p.rollouts[r.name] = r
 			p.order = append(p.order, r)
 		}
@@ -199,6 +217,9 @@ func (p *Partition) Add(ev *schemas.Event, off int64) error {
 		et = p.errType(r, ev.ErrorType)
 	}
 	a.Add(ev, et)
+	for i := 1; i < len(ev.ToolCalls); i++ {
+		a.AddBigram(p.bigram(r, ev.ToolCalls[i-1], ev.ToolCalls[i]))
+	}
 	if ev.TS > p.maxTS {
 		p.maxTS = ev.TS
 	}
@@ -255,6 +276,33 @@ func (p *Partition) errType(r *rollout, t []byte) int {
 	id := len(r.errNames)
 	r.errNames = append(r.errNames, string(t))
 	r.errIDs[string(t)] = id
+	return id
+}
+
+func (p *Partition) tool(r *rollout, name []byte) uint16 {
+	if id, ok := r.toolIDs[string(name)]; ok {
+		return id
+	}
+	if len(r.toolIDs) >= p.opts.MaxTools-1 {
+		return 0
+	}
+	id := uint16(len(r.toolIDs) + 1)
+	r.toolIDs[string(name)] = id
+	return id
+}
+
+func (p *Partition) bigram(r *rollout, from, to []byte) int {
+	a, b := p.tool(r, from), p.tool(r, to)
+	key := uint32(a)<<16 | uint32(b)
+	if id, ok := r.bigIDs[key]; ok {
+		return id
+	}
+	if a == 0 || b == 0 || len(r.bigNames) >= p.opts.MaxBigrams {
+		return 0
+	}
+	id := len(r.bigNames)
+	r.bigNames = append(r.bigNames, string(from)+"→"+string(to))
+	r.bigIDs[key] = id
 	return id
 }
 
@@ -367,6 +415,7 @@ func (p *Partition) emit(r *rollout, w *openWin) {
 			Watermark:  p.watermark,
 			Series:     series,
 			ErrorTypes: r.errNames[:len(r.errNames):len(r.errNames)],
+			Bigrams:    r.bigNames[:len(r.bigNames):len(r.bigNames)],
 		})
 	}
 }
