@@ -166,6 +166,11 @@ func TestErrorRegressionRollsBack(t *testing.T) {
 	if last.Action != schemas.ActionRollback || last.Weight != 0 {
 		t.Fatalf("last command %+v; want rollback at weight 0", last)
 	}
+	for i, c := range cmds {
+		if c.Seq != uint64(i+1) {
+			t.Fatalf("command %d (%s) has seq %d; want %d (no gaps)", i, c.Action, c.Seq, i+1)
+		}
+	}
 }
 
 func TestLatencyRegressionRollsBack(t *testing.T) {

@@ -960,22 +960,24 @@ func (j *Judge) command(v Verdict) *schemas.Command {
 	if err != nil {
 		panic("BUG: evidence does not encode: " + err.Error())
 	}
-	step := j.step
-	seq := uint64(step + 1)
-	if v.Action == schemas.ActionPromote || v.Action == schemas.ActionRollback {
-		// Final commands come after every set_weight a rollout can send.
-		step = len(j.spec.Steps)
-		seq = uint64(j.judgedSteps() + 1)
+	// seq counts the commands of the rollout: the set_weight of step i is
+	// i+1, and the final command (promote, rollback, hold) follows the last
+	// set_weight sent, so the sequence has no gap. The id of a final command
+	// does not depend on the step it was decided in: a replay that reaches
+	// the same end at another step is still the same decision.
+	idStep, seq := j.step, uint64(j.step+1)
+	if v.Action == schemas.ActionPromote || v.Action == schemas.ActionRollback || v.Action == schemas.ActionHold {
+		idStep, seq = -1, uint64(j.step+2)
 	}
 	return &schemas.Command{
-		CommandID:    schemas.CommandID(j.spec.Rollout, j.spec.Baseline, j.spec.Canary, v.Action, step, v.Weight),
+		CommandID:    schemas.CommandID(j.spec.Rollout, j.spec.Baseline, j.spec.Canary, v.Action, idStep, v.Weight),
 		Seq:          seq,
 		Rollout:      j.spec.Rollout,
 		Baseline:     j.spec.Baseline,
 		Canary:       j.spec.Canary,
 		Action:       v.Action,
 		Weight:       v.Weight,
-		Step:         step,
+		Step:         j.step,
 		Reason:       v.Reason,
 		Evidence:     ev,
 		DecidedAt:    v.At,

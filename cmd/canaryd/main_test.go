@@ -1,0 +1,50 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	var out bytes.Buffer
+	if err := validateCmd([]string{"../../deploy/rollouts"}, &out); err != nil {
+		t.Fatalf("validate deploy/rollouts: %v", err)
+	}
+	if !strings.Contains(out.String(), "support-agent") || !strings.Contains(out.String(), ": ok") {
+		t.Fatalf("validate output %q", out.String())
+	}
+}
+
+// TestBadSpecRefusedAtStart: canaryd run refuses a bad spec before it
+// touches Kafka, naming the file, the line and the field.
+func TestBadSpecRefusedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "bad.yaml")
+	spec := "rollout: r\nbaseline: v1\ncanary: v2\nsteps:\n  - weight: 5\n  - weight: 500\n"
+	if err := os.WriteFile(f, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := runCmd(t.Context(), []string{"--brokers", "127.0.0.1:1", "--specs", f, "--http", ""})
+	if err == nil {
+		t.Fatal("run with a bad spec: no error")
+	}
+	for _, want := range []string{"bad.yaml:6", "steps.1.weight", "500 is outside 1..100"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if err := validateCmd([]string{f}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "steps.1.weight") {
+		t.Errorf("validate: %v", err)
+	}
+}
+
+func TestRunNeedsBrokersAndSpecs(t *testing.T) {
+	t.Setenv("CANARYD_BROKERS", "")
+	t.Setenv("CANARYD_SPECS", "")
+	if err := runCmd(t.Context(), nil); err == nil || !strings.Contains(err.Error(), "--brokers") {
+		t.Fatalf("run without brokers: %v", err)
+	}
+}
