@@ -1,0 +1,54 @@
+package detector
+
+import (
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+)
+
+// logZDirect is the O(k) reference: log-sum-exp over the whole support.
+func logZDirect(nb, nc, k, lo, hi uint64, lt float64) float64 {
+	m := math.Inf(-1)
+	var ws []float64
+	for y := lo; y <= hi; y++ {
+		w := logChoose(nc, y) + logChoose(nb, k-y) + float64(y)*lt
+		ws = append(ws, w)
+		m = max(m, w)
+	}
+	s := 0.0
+	for _, w := range ws {
+		s += math.Exp(w - m)
+	}
+	return m + math.Log(s)
+}
+
+func TestLogZMatchesDirectSum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		nb := uint64(1 + rng.IntN(5000))
+		nc := uint64(1 + rng.IntN(500))
+		k := uint64(1 + rng.IntN(int(nb+nc-1)))
+		lo := uint64(0)
+		if k > nb {
+			lo = k - nb
+		}
+		hi := min(k, nc)
+		lt := (rng.Float64()*2 - 1) * 3
+		got, want := logZ(nb, nc, k, lo, hi, lt), logZDirect(nb, nc, k, lo, hi, lt)
+		if math.Abs(got-want) > 1e-9*max(1, math.Abs(want)) {
+			t.Fatalf("logZ(nb=%d nc=%d k=%d θ=e^%.3f) = %.12g; direct sum %.12g", nb, nc, k, lt, got, want)
+		}
+	}
+}
+
+func BenchmarkConditionalObserve(b *testing.B) {
+	for _, k := range []uint64{20, 1000, 20000} {
+		b.Run("k="+strconv.FormatUint(k, 10), func(b *testing.B) {
+			var c Conditional
+			for range b.N {
+				c.Observe(10*k, 9*k/10, 2*k, 2*k/10)
+			}
+		})
+	}
+}
