@@ -443,3 +443,43 @@ func TestEvalScoreDropRollsBack(t *testing.T) {
 		t.Fatalf("verdict %s (%s); want an evaluation-score rollback", v.Action, v.Reason)
 	}
 }
+
+// TestIncidentsWithoutDenominator: crash events carry no request count; the
+// canary's share of crashes against its share of traffic rolls it back.
+func TestIncidentsWithoutDenominator(t *testing.T) {
+	s := testSpec()
+	s.Metrics.Incidents.Names = []string{"crash"}
+	s.Metrics.SRM.Disabled = true
+	rng := rand.New(rand.NewPCG(12, 1))
+	j := NewJudge(s)
+	start := time.Unix(1_700_000_000, 0)
+	var v Verdict
+	for i := range 300 {
+		c := simWindow(rng, start.Add(time.Duration(i)*10*time.Second), 10*time.Second,
+			arm{version: "v1", perWindow: 1800, errRate: 0.01, latMedian: 200, latSigma: 0.5},
+			arm{version: "v2", perWindow: 200, errRate: 0.01, latMedian: 200, latSigma: 0.5})
+		// Crashes: Poisson-ish, 1 per 1000 requests on the baseline, 5 on the canary.
+		for _, a := range []struct {
+			v    string
+			n    int
+			rate float64
+		}{{"v1", 1800, 0.001}, {"v2", 200, 0.005}} {
+			agg := window.NewAgg()
+			for range binom(rng, uint64(a.n), a.rate) {
+				agg.Add(&schemas.Event{Kind: schemas.KindOther}, 0)
+			}
+			if agg.Count > 0 {
+				c.Series = append(c.Series, window.Series{Version: a.v, Segment: window.Segment{Kind: schemas.KindOther, Name: "crash"}, Agg: agg})
+			}
+		}
+		j.Observe(c)
+		v, _ = j.Decide(c.Watermark)
+		if j.Final() != "" {
+			break
+		}
+	}
+	t.Logf("%s", v.Reason)
+	if v.Action != schemas.ActionRollback || !strings.Contains(v.Reason, "incidents") {
+		t.Fatalf("verdict %s (%s); want an incidents rollback", v.Action, v.Reason)
+	}
+}

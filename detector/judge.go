@@ -55,7 +55,7 @@ const minBaselineForThreshold = 100
 var rollbackWeights = map[string]float64{
 	"error_rate": 3, "latency_p95": 2, "latency_p50": 1, "latency_p99": 1, "session_failure": 1,
 	"tokens": 1, "cost": 1, "context_use": 1, "tool_mix": 1, "error_types": 1,
-	"tool_sequence": 1, "tool_calls": 1, "loops": 1, "eval_score": 1, "hallucination": 1,
+	"tool_sequence": 1, "tool_calls": 1, "loops": 1, "eval_score": 1, "hallucination": 1, "incidents": 1,
 	"slo_error_rate": 1, "slo_latency_p95": 1,
 }
 
@@ -113,6 +113,7 @@ type Judge struct {
 	means           []*meanPair
 	toolMix, errMix Categorical
 	bigrams         Categorical
+	incidents       Conditional // incident counts against request counts
 	srm             SRM
 	sloErr, sloLat  Bernoulli
 
@@ -210,6 +211,7 @@ func (j *Judge) Observe(c window.Closed) {
 		llmC       = window.NewAgg()
 		unitsB     uint64
 		unitsC     uint64
+		incB, incC uint64
 	)
 	for _, s := range c.Series {
 		switch {
@@ -229,6 +231,13 @@ func (j *Judge) Observe(c window.Closed) {
 			}
 			continue
 		case !IsRequest(s.Segment.Kind):
+			continue
+		case j.isIncident(s.Segment):
+			if s.Version == bv {
+				incB += s.Agg.Count
+			} else if s.Version == cv {
+				incC += s.Agg.Count
+			}
 			continue
 		}
 		mergeInto(j.total, s.Version, s.Agg)
@@ -314,6 +323,13 @@ func (j *Judge) Observe(c window.Closed) {
 			rt.ni.Observe(nb, xb, nc, xc)
 		}
 	}
+	// Incidents against traffic: given a window's incidents, the canary's
+	// share of them follows its share of requests when it is no worse. A
+	// window with more incidents than requests in an arm cannot be read
+	// this way and is skipped.
+	if j.incidentsOn() && incB <= unitsB && incC <= unitsC {
+		j.incidents.Observe(unitsB, incB, unitsC, incC)
+	}
 	if !j.spec.Metrics.ToolSequence.Disabled && len(sessB.Bigrams)+len(sessC.Bigrams) > 1 {
 		n := max(len(sessB.Bigrams), len(sessC.Bigrams))
 		names := make([]string, n)
@@ -369,6 +385,14 @@ func (j *Judge) Observe(c window.Closed) {
 			ref.Merge(s.Agg)
 		}
 	}
+}
+
+func (j *Judge) incidentsOn() bool {
+	return !j.spec.Metrics.Incidents.Disabled && len(j.spec.Metrics.Incidents.Names) > 0
+}
+
+func (j *Judge) isIncident(seg window.Segment) bool {
+	return seg.Kind == schemas.KindOther && j.incidentsOn() && slices.Contains(j.spec.Metrics.Incidents.Names, seg.Name)
 }
 
 // meanInputs returns (n, sum, sum of squares) of one mean metric from an
@@ -699,6 +723,7 @@ func (j *Judge) enabledRollback() []string {
 		out = append(out, mp.name)
 	}
 	add(!m.ToolSequence.Disabled, "tool_sequence")
+	add(j.incidentsOn(), "incidents")
 	add(!m.ToolMix.Disabled, "tool_mix")
 	add(!m.ErrorTypes.Disabled, "error_types")
 	add(j.spec.SLO.MaxErrorRate > 0, "slo_error_rate")
@@ -830,6 +855,9 @@ func (j *Judge) tests() []TestEvidence {
 	if !m.ToolSequence.Disabled {
 		out = append(out, cat("tool_sequence", &j.bigrams))
 	}
+	if j.incidentsOn() {
+		out = append(out, cond("incidents", "rollback", &j.incidents, j.alphaFor("incidents"), 0))
+	}
 	if !m.ErrorTypes.Disabled {
 		out = append(out, cat("error_types", &j.errMix))
 	}
@@ -860,9 +888,9 @@ func (j *Judge) tests() []TestEvidence {
 func describe(t TestEvidence, s Spec) string {
 	f := func(n Num) float64 { return float64(n) }
 	switch t.Name {
-	case "error_rate", "session_failure", "loops", "hallucination":
+	case "error_rate", "session_failure", "loops", "hallucination", "incidents":
 		what := map[string]string{"error_rate": "error rate", "session_failure": "failed sessions",
-			"loops": "sessions looping on a tool", "hallucination": "hallucinations"}[t.Name]
+			"loops": "sessions looping on a tool", "hallucination": "hallucinations", "incidents": "incidents per request"}[t.Name]
 		if t.Role == "rollback" {
 			return fmt.Sprintf("%s %.2f%% vs %.2f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
 				what, 100*f(t.Canary), 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))

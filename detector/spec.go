@@ -81,6 +81,10 @@ type Metrics struct {
 	// hallucinations.
 	EvalScore     MeanMetric      `yaml:"eval_score"`
 	Hallucination ErrorRateMetric `yaml:"hallucination"`
+	// Incidents are counts without a denominator — events of kind "other"
+	// whose name is listed (crashes, OOM kills, restarts) — compared with
+	// each version's share of the traffic.
+	Incidents IncidentMetric `yaml:"incidents"`
 	// SRM checks the traffic split against the step's weight; when it fires
 	// the experiment is invalid and the verdict is hold.
 	SRM SRMMetric `yaml:"srm"`
@@ -93,6 +97,12 @@ type MeanMetric struct {
 	Margin   float64 `yaml:"margin"`
 	Guard    bool    `yaml:"guard"`
 	Disabled bool    `yaml:"disabled"`
+}
+
+// IncidentMetric names the events counted as incidents.
+type IncidentMetric struct {
+	Names    []string `yaml:"names"`
+	Disabled bool     `yaml:"disabled"`
 }
 
 // Toggle is a test without parameters.
