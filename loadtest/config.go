@@ -38,7 +38,14 @@ type FleetConfig struct {
 	// TLS, SASL, client id, or producer tuning.
 	ClientOpts []kgo.Opt
 
-	// EventsTopic is where events go; default DefaultEventsTopic.
+	// Format is the records' format: FormatJSON (default; one agent event
+	// v1 per record, key = rollout), FormatOTLPProto or FormatOTLPJSON (one
+	// ExportTraceServiceRequest per finished session, key = its trace id in
+	// hex, as the Collector's Kafka exporter writes with
+	// partition_traces_by_id). See the package documentation.
+	Format string
+	// EventsTopic is where records go; default DefaultEventsTopic, or
+	// DefaultOTLPTopic in the OTLP formats.
 	EventsTopic string
 	// ControlTopic is where canaryd's commands are read from, from the start,
 	// without a consumer group; default DefaultControlTopic.
@@ -60,7 +67,9 @@ type FleetConfig struct {
 	Speed float64
 	// Tick is how often Run wakes to write due events; default DefaultTick.
 	Tick time.Duration
-	// MaxEvents stops Run after this many events; 0 means no limit.
+	// MaxEvents stops Run after this many events; 0 means no limit. In the
+	// OTLP formats an event is a span (a request or an agent span) and Run
+	// stops after the record that reaches MaxEvents.
 	MaxEvents int64
 
 	// MaxInFlight bounds the records buffered by the producer the fleet
@@ -84,8 +93,14 @@ type FleetConfig struct {
 }
 
 func (c *FleetConfig) setDefaults() {
+	if c.Format == "" {
+		c.Format = FormatJSON
+	}
 	if c.EventsTopic == "" {
 		c.EventsTopic = DefaultEventsTopic
+		if c.Format != FormatJSON {
+			c.EventsTopic = DefaultOTLPTopic
+		}
 	}
 	if c.ControlTopic == "" {
 		c.ControlTopic = DefaultControlTopic
@@ -125,6 +140,8 @@ func (c *FleetConfig) validate() error {
 	switch {
 	case len(c.Brokers) == 0:
 		return bad("no brokers and no client")
+	case !validFormat(c.Format):
+		return bad("format %q: want %s, %s or %s", c.Format, FormatJSON, FormatOTLPProto, FormatOTLPJSON)
 	case c.EventsTopic == c.ControlTopic:
 		return bad("events and control topic are both %q", c.EventsTopic)
 	case !(c.Speed > 0) || math.IsInf(c.Speed, 0):

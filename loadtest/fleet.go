@@ -26,6 +26,7 @@ type Fleet struct {
 	// sim is driven only by Run's goroutine; its weights are atomics that the
 	// control consumer writes.
 	sim     *sim
+	otlp    bool           // Format is OTLP: one record per session
 	index   map[string]int // rollout name → index in sim.rollouts
 	promise func(*kgo.Record, error)
 	records sync.Pool // *outRecord
@@ -46,17 +47,30 @@ type atomicCounts struct {
 	events, requests, errors, sessions, successes atomic.Int64
 }
 
+func (a *atomicCounts) add(c *Counts) {
+	a.events.Add(c.Events)
+	a.requests.Add(c.Requests)
+	if c.Errors > 0 {
+		a.errors.Add(c.Errors)
+	}
+	if c.Sessions > 0 {
+		a.sessions.Add(c.Sessions)
+	}
+	if c.Successes > 0 {
+		a.successes.Add(c.Successes)
+	}
+}
+
 // outRecord is a pooled record and what the promise needs to count it.
 // Record.Context points back to the outRecord, which is a context.Context by
 // embedding context.Background(), so the promise finds it without a map or
 // an allocation.
 type outRecord struct {
 	context.Context
-	rec     kgo.Record
-	r, ver  int
-	kind    schemas.Kind
-	isErr   bool
-	success bool
+	rec    kgo.Record
+	r, ver int
+	counts Counts   // what the record holds
+	key    [32]byte // OTLP: the trace id in hex, the record's key
 }
 
 // NewFleet validates cfg and returns a Fleet ready to Run. It starts no
@@ -70,11 +84,13 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 	f := &Fleet{
 		cfg:      cfg,
 		sim:      newSim(cfg.Seed, cfg.Rollouts, 0),
+		otlp:     cfg.Format != FormatJSON,
 		index:    make(map[string]int, len(cfg.Rollouts)),
 		produced: make([][2]atomicCounts, len(cfg.Rollouts)),
 		cmds:     make([][]schemas.Command, len(cfg.Rollouts)),
 		seen:     make(map[string]struct{}),
 	}
+	f.sim.keepReqs = f.otlp
 	for i, r := range cfg.Rollouts {
 		f.index[r.Name] = i
 	}
@@ -133,7 +149,8 @@ func (f *Fleet) Produced() map[string]map[string]Counts {
 }
 
 // Failed returns how many records failed to produce, including those still
-// unsent FlushTimeout after Run's context ended.
+// unsent FlushTimeout after Run's context ended. (In the OTLP formats a
+// record is a session.)
 func (f *Fleet) Failed() int64 { return f.failed.Load() }
 
 // Run writes events at the configured rates until ctx is done or MaxEvents
@@ -146,7 +163,8 @@ func (f *Fleet) Failed() int64 { return f.failed.Load() }
 // returns. The consumer reads ControlTopic from the start and applies every
 // command of the fleet's rollouts; Run lets it read the commands already there
 // (for up to CatchUpTimeout) before the first session starts. Sessions in
-// flight when Run stops are abandoned: their agent events are never written.
+// flight when Run stops are abandoned: their agent events are never written
+// (in the OTLP formats, none of their spans are).
 func (f *Fleet) Run(ctx context.Context) (err error) {
 	if !f.started.CompareAndSwap(false, true) {
 		return ErrAlreadyRun
@@ -220,25 +238,34 @@ func (f *Fleet) produce(ctx, pctx context.Context, cl *kgo.Client) error {
 	f.sim.reset(base)
 	tick := time.NewTicker(f.cfg.Tick)
 	defer tick.Stop()
-	var n int64
+	var n, records int64 // events (OTLP: spans) and records produced
 	for {
 		now := base + int64(float64(f.cfg.Clock().Sub(start))*f.cfg.Speed)
 		for f.sim.next(now) {
-			o := f.records.Get().(*outRecord)
-			o.rec = kgo.Record{
-				Topic:   f.cfg.EventsTopic,
-				Key:     f.sim.rollouts[f.sim.cur].key,
-				Value:   schemas.AppendEvent(o.rec.Value[:0], &f.sim.ev),
-				Context: o,
+			s := f.sim
+			if f.otlp && s.done == nil {
+				continue // a request: written with its session
 			}
-			o.r, o.ver, o.kind = f.sim.cur, f.sim.curVer, f.sim.ev.Kind
-			o.isErr, o.success = f.sim.ev.Error, f.sim.ev.OutcomeSuccess
+			o := f.records.Get().(*outRecord)
+			o.rec = kgo.Record{Topic: f.cfg.EventsTopic, Value: o.rec.Value[:0], Context: o}
+			o.r, o.ver = s.cur, s.curVer
+			if f.otlp {
+				ss := s.done
+				o.key = ss.trace
+				o.rec.Key = o.key[:]
+				o.rec.Value = s.appendOTLP(o.rec.Value, ss, f.cfg.Format == FormatOTLPJSON)
+				o.counts = sessionCounts(ss)
+			} else {
+				o.rec.Key = s.rollouts[s.cur].key
+				o.rec.Value = schemas.AppendEvent(o.rec.Value, &s.ev)
+				o.counts = eventCounts(&s.ev)
+			}
+			n += o.counts.Events
 			cl.Produce(pctx, &o.rec, f.promise)
-			n++
-			if n == f.cfg.MaxEvents {
+			if f.cfg.MaxEvents > 0 && n >= f.cfg.MaxEvents {
 				return nil
 			}
-			if n%256 == 0 {
+			if records++; records%256 == 0 {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -263,19 +290,7 @@ func (f *Fleet) produce(ctx, pctx context.Context, cl *kgo.Client) error {
 func (f *Fleet) onProduced(r *kgo.Record, err error) {
 	o := r.Context.(*outRecord)
 	if err == nil {
-		c := &f.produced[o.r][o.ver]
-		c.events.Add(1)
-		if o.kind == schemas.KindAgent {
-			c.sessions.Add(1)
-			if o.success {
-				c.successes.Add(1)
-			}
-		} else {
-			c.requests.Add(1)
-			if o.isErr {
-				c.errors.Add(1)
-			}
-		}
+		f.produced[o.r][o.ver].add(&o.counts)
 	} else {
 		f.failed.Add(1)
 		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {

@@ -30,6 +30,13 @@ type sim struct {
 	curVer  int // 0 baseline, 1 canary
 	spanHex [16]byte
 	counts  [][2]Counts // emitted, per rollout and version
+	// done is the session whose agent event ev is, nil when ev is a request.
+	// Its fields (and reqs) stay valid until the following call.
+	done *session
+
+	// keepReqs makes sessions keep their requests (session.reqs), which the
+	// OTLP formats write as one record per session.
+	keepReqs bool
 }
 
 type simRollout struct {
@@ -53,9 +60,12 @@ type session struct {
 	r        int
 	ver      int
 	prof     *compiledProfile
-	trace    [32]byte
+	trace    [32]byte // hex of traceHi, traceLo
 	sid      [20]byte // "ses-" + 16 hex
-	root     [16]byte // span id of the agent event, parent of every request
+	root     [16]byte // hex of rootID, the span id of the agent event, parent of every request
+	traceHi  uint64
+	traceLo  uint64
+	rootID   uint64
 	start    int64
 	end      int64 // end of the last emitted request
 	steps    int
@@ -67,6 +77,12 @@ type session struct {
 	sumIn    int64
 	sumOut   int64
 	sumCost  float64
+	reqs     []simRequest // emitted requests, when sim.keepReqs
+
+	// The outcome, set when the agent event is emitted.
+	success bool
+	score   float64
+	halluc  bool
 
 	// The next request, when idx <= 2·steps.
 	tool    int // -1 for an LLM call
@@ -76,6 +92,15 @@ type session struct {
 	outTok  int64
 	cost    float64
 	span    uint64
+}
+
+// simRequest is one emitted request of a session, kept for the OTLP formats.
+type simRequest struct {
+	tool       int // -1 for an LLM call
+	start, end int64
+	span       uint64
+	errType    []byte // nil when ok
+	in, out    int64
 }
 
 func newSim(seed int64, rs []Rollout, start int64) *sim {
@@ -172,12 +197,16 @@ func (s *sim) startSession(r int, at int64) {
 		end:     at,
 		steps:   p.minSteps + s.rng.IntN(p.maxSteps-p.minSteps+1),
 		toolIdx: ss.toolIdx[:0],
+		reqs:    ss.reqs[:0],
 	}
-	putHex(ss.trace[:16], s.rng.Uint64())
-	putHex(ss.trace[16:], s.rng.Uint64())
+	ss.traceHi = s.rng.Uint64()
+	ss.traceLo = s.rng.Uint64()
+	putHex(ss.trace[:16], ss.traceHi)
+	putHex(ss.trace[16:], ss.traceLo)
 	copy(ss.sid[:], "ses-")
 	putHex(ss.sid[4:], s.rng.Uint64())
-	putHex(ss.root[:], s.rng.Uint64())
+	ss.rootID = s.rng.Uint64()
+	putHex(ss.root[:], ss.rootID)
 	s.drawRequest(ss)
 	s.push(ss)
 }
@@ -242,6 +271,7 @@ func (s *sim) emit(ss *session) {
 		ev.DeploymentID, ev.Commit = sr.dep, sr.commit
 	}
 	s.cur, s.curVer = ss.r, ss.ver
+	s.done = nil
 	c := &s.counts[ss.r][ss.ver]
 	c.Events++
 
@@ -275,6 +305,10 @@ func (s *sim) emit(ss *session) {
 			ev.Kind = schemas.KindTool
 			ev.Name = p.tools[ss.tool].name
 			ss.toolIdx = append(ss.toolIdx, ss.tool)
+		}
+		if s.keepReqs {
+			ss.reqs = append(ss.reqs, simRequest{tool: ss.tool, start: ss.end, end: ss.t, span: ss.span,
+				errType: ss.errType, in: ev.InputTokens, out: ev.OutputTokens})
 		}
 		ss.end = ss.t
 		ss.idx++
@@ -315,7 +349,10 @@ func (s *sim) emit(ss *session) {
 	if ss.finalErr != nil {
 		ev.Error, ev.ErrorType = true, ss.finalErr
 	}
+	ss.success, ss.score, ss.halluc = success, ev.OutcomeScore, ev.OutcomeHallucinated
+	s.done = ss
 	s.pop()
+	// ss is reused by a later startSession, not before the next call.
 	s.free = append(s.free, ss)
 }
 
