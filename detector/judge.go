@@ -197,6 +197,8 @@ func (j *Judge) Observe(c window.Closed) {
 	j.now = max(j.now, c.Watermark)
 	j.errorTypes = c.ErrorTypes
 	inStep := j.step >= 0 && c.Start >= j.stepStart
+	// Windows of a steady split: see Spec.Settle.
+	settled := j.step >= 0 && c.Start >= j.stepStart+int64(j.spec.Settle)
 	bv, cv := j.spec.Baseline, j.spec.Canary
 	var (
 		toolNames  []string
@@ -330,7 +332,7 @@ func (j *Judge) Observe(c window.Closed) {
 	if j.incidentsOn() && incB <= unitsB && incC <= unitsC {
 		j.incidents.Observe(unitsB, incB, unitsC, incC)
 	}
-	if !j.spec.Metrics.ToolSequence.Disabled && len(sessB.Bigrams)+len(sessC.Bigrams) > 1 {
+	if settled && !j.spec.Metrics.ToolSequence.Disabled && len(sessB.Bigrams)+len(sessC.Bigrams) > 1 {
 		n := max(len(sessB.Bigrams), len(sessC.Bigrams))
 		names := make([]string, n)
 		for i := range names {
@@ -348,10 +350,10 @@ func (j *Judge) Observe(c window.Closed) {
 			mp.ni.Observe(b[0], b[1], b[2], k[0], k[1], k[2])
 		}
 	}
-	if !j.spec.Metrics.ToolMix.Disabled && len(toolNames) > 1 {
+	if settled && !j.spec.Metrics.ToolMix.Disabled && len(toolNames) > 1 {
 		j.toolMix.Observe(toolNames, toolB, toolC)
 	}
-	if !j.spec.Metrics.ErrorTypes.Disabled {
+	if settled && !j.spec.Metrics.ErrorTypes.Disabled {
 		n := max(len(errB), len(errC))
 		errB, errC = pad(errB, n), pad(errC, n)
 		names := make([]string, n)
@@ -366,7 +368,7 @@ func (j *Judge) Observe(c window.Closed) {
 		}
 	}
 	// SRM: sessions are what the router assigns; requests when there are none.
-	if inStep && !j.spec.Metrics.SRM.Disabled && c.Start >= j.stepStart+int64(j.spec.Metrics.SRM.Settle) {
+	if settled && !j.spec.Metrics.SRM.Disabled {
 		if sessB.Count+sessC.Count > 0 {
 			j.srm.Observe(float64(sessB.Count), float64(sessC.Count))
 		} else {

@@ -19,17 +19,24 @@ import (
 // the false-rollback budget and the margins and SLO limits. It is read from
 // YAML (see deploy/rollouts/*.yaml for examples).
 type Spec struct {
-	Rollout      string  `yaml:"rollout"`
-	Baseline     string  `yaml:"baseline"`
-	Canary       string  `yaml:"canary"`
-	Steps        []Step  `yaml:"steps"`
-	Alpha        float64 `yaml:"alpha"`
-	Metrics      Metrics `yaml:"metrics"`
-	SLO          SLO     `yaml:"slo"`
-	DeploymentID string  `yaml:"deployment_id"`
-	Commit       string  `yaml:"commit"`
-	File         string  `yaml:"-"` // where the spec was read from
-	Line         int     `yaml:"-"`
+	Rollout  string  `yaml:"rollout"`
+	Baseline string  `yaml:"baseline"`
+	Canary   string  `yaml:"canary"`
+	Steps    []Step  `yaml:"steps"`
+	Alpha    float64 `yaml:"alpha"`
+	// Settle is how long after each step starts the traffic split is not yet
+	// steady: requests and sessions begun under the previous weight still
+	// end in it, slow ones (timeouts) last. The tests that compare shares
+	// across categories (tool_mix, error_types, tool_sequence) and the SRM
+	// check skip windows that start within it; set it above your slowest
+	// requests. Default 60s.
+	Settle       Duration `yaml:"settle"`
+	Metrics      Metrics  `yaml:"metrics"`
+	SLO          SLO      `yaml:"slo"`
+	DeploymentID string   `yaml:"deployment_id"`
+	Commit       string   `yaml:"commit"`
+	File         string   `yaml:"-"` // where the spec was read from
+	Line         int      `yaml:"-"`
 }
 
 // Step is one traffic step of a rollout.
@@ -113,9 +120,6 @@ type Toggle struct {
 // SRMMetric configures the sample-ratio-mismatch check.
 type SRMMetric struct {
 	Disabled bool `yaml:"disabled"`
-	// Settle is how long after a step starts its units are not yet checked:
-	// sessions begun under the previous weight still end in it. Default 30s.
-	Settle Duration `yaml:"settle"`
 }
 
 // ErrorRateMetric guards the rate of failed units (requests or sessions).
@@ -202,6 +206,7 @@ const (
 	DefaultErrorRateMargin = 1.5
 	DefaultLatencyMargin   = 0.10
 	DefaultMeanMargin      = 0.10
+	DefaultSettle          = 60 * time.Second
 )
 
 // LoadSpecs reads every rollout spec from path: a YAML file (one or more
@@ -414,11 +419,11 @@ func (s *Spec) validate(root *yaml.Node) error {
 			return bad(fmt.Sprintf("relative margin %g must be in (0, 10)", m), "metrics", mm.name, "margin")
 		}
 	}
-	if s.Metrics.SRM.Settle == 0 {
-		s.Metrics.SRM.Settle = Duration(30 * time.Second)
+	if s.Settle == 0 {
+		s.Settle = Duration(DefaultSettle)
 	}
-	if s.Metrics.SRM.Settle < 0 {
-		return bad("negative duration", "metrics", "srm", "settle")
+	if s.Settle < 0 {
+		return bad("negative duration", "settle")
 	}
 	if v := s.SLO.MaxErrorRate; v < 0 || v >= 1 || math.IsNaN(v) {
 		return bad(fmt.Sprintf("%g is outside [0, 1)", v), "slo", "max_error_rate")

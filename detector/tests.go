@@ -24,31 +24,44 @@ type MeanTest struct {
 	Margin float64
 	S      float64 // Σ z_w
 	T      float64 // number of strata
-	// Totals for evidence.
+	// Totals for evidence, and the pooled moments the variances come from.
 	NB, NC     float64
 	SumB, SumC float64
+	SqB, SqC   float64
 	dir        float64 // +1 tests "canary higher", −1 "canary lower"
 }
 
-// minMeanN is the fewest units per arm for a stratum to count.
-const minMeanN = 5
+// minMeanN is the fewest units per arm for a stratum to count, and
+// minPooledN the fewest earlier units per arm before the variance is
+// trusted.
+const (
+	minMeanN   = 5
+	minPooledN = 30
+)
 
 // meanRho is the mixture's prior precision: tuned for effects of about 0.3–1
 // standard errors per window.
 const meanRho = 4.0
 
 // Observe adds a stratum from each arm's count, sum and sum of squares.
+//
+// Each arm's variance comes from the strata before this one (pooled), not
+// from the stratum itself: fixed before the stratum's data, and stable when
+// a stratum holds few units (with a handful of units, a stratum's own
+// variance makes z heavy-tailed and the test anti-conservative).
 func (m *MeanTest) Observe(nb, sb, qb, nc, sc, qc float64) {
+	pnb, pnc := m.NB, m.NC
+	vb, vc := variance(m.NB, m.SumB, m.SqB), variance(m.NC, m.SumC, m.SqC)
 	m.NB += nb
 	m.NC += nc
 	m.SumB += sb
 	m.SumC += sc
-	if nb < minMeanN || nc < minMeanN {
+	m.SqB += qb
+	m.SqC += qc
+	if nb < minMeanN || nc < minMeanN || pnb < minPooledN || pnc < minPooledN {
 		return
 	}
 	mb, mc := sb/nb, sc/nc
-	vb := max((qb-nb*mb*mb)/(nb-1), 0)
-	vc := max((qc-nc*mc*mc)/(nc-1), 0)
 	k := 1 + m.Margin
 	se := math.Sqrt(vc/nc + k*k*vb/nb)
 	if !(se > 0) {
@@ -60,6 +73,14 @@ func (m *MeanTest) Observe(nb, sb, qb, nc, sc, qc float64) {
 	}
 	m.S += dir * (mc - k*mb) / se
 	m.T++
+}
+
+func variance(n, s, q float64) float64 {
+	if n < 2 {
+		return 0
+	}
+	mu := s / n
+	return max((q-n*mu*mu)/(n-1), 0)
 }
 
 // E returns the mixture e-value.

@@ -28,30 +28,38 @@ rollout: support-agent
 baseline: v1.4.0
 canary: v1.5.0
 alpha: 0.05
+settle: 12s
 steps:
-  - {weight: 10, min_duration: 10s, min_canary_events: 500}
-  - {weight: 25, min_duration: 10s, min_canary_events: 500}
-  - {weight: 50, min_duration: 10s, min_canary_events: 500}
+  - {weight: 10, min_duration: 20s, min_canary_events: 500}
+  - {weight: 25, min_duration: 15s, min_canary_events: 500}
+  - {weight: 50, min_duration: 15s, min_canary_events: 500}
   - {weight: 100}
 metrics:
   error_rate: {margin: 2.0}
   latency_p95: {margin: 0.10}
-  srm: {settle: 6s}
+  # The simulated LLM timeouts last 30 s, longer than these steps' settle
+  # time: errors of sessions begun before a weight change would still skew
+  # the error-type mix for 30 s. Production specs keep the default 60 s.
+  error_types: {disabled: true}
 slo: {max_error_rate: 0.05}
 ---
 rollout: billing-agent
 baseline: v2.0.3
 canary: v2.1.0
 alpha: 0.05
+settle: 12s
 steps:
-  - {weight: 10, min_duration: 10s, min_canary_events: 500}
-  - {weight: 25, min_duration: 10s, min_canary_events: 500}
-  - {weight: 50, min_duration: 10s, min_canary_events: 500}
+  - {weight: 10, min_duration: 20s, min_canary_events: 500}
+  - {weight: 25, min_duration: 15s, min_canary_events: 500}
+  - {weight: 50, min_duration: 15s, min_canary_events: 500}
   - {weight: 100}
 metrics:
   error_rate: {margin: 2.0}
   latency_p95: {margin: 0.10}
-  srm: {settle: 6s}
+  # The simulated LLM timeouts last 30 s, longer than these steps' settle
+  # time: errors of sessions begun before a weight change would still skew
+  # the error-type mix for 30 s. Production specs keep the default 60 s.
+  error_types: {disabled: true}
 slo: {max_error_rate: 0.05}
 `
 
@@ -61,6 +69,34 @@ type demoOpts struct {
 	httpAddr string
 	verbose  bool
 	seed     int64
+	fault    string
+	format   string
+}
+
+// demoFault is what is wrong with the bad canary.
+type demoFault struct {
+	describe string
+	apply    func(*loadtest.Profile)
+}
+
+var demoFaults = map[string]demoFault{
+	"errors": {"errors ×3, tool calls 30% slower", func(p *loadtest.Profile) {
+		p.ErrorRateMult = 3
+		p.ToolLatencyMult = 1.3
+	}},
+	"tool-sequence": {"a new prompt that leans on run_sql and rarely searches the docs", func(p *loadtest.Profile) {
+		for i := range p.Tools {
+			switch p.Tools[i].Name {
+			case "search_docs":
+				p.Tools[i].Weight = 1
+			case "run_sql":
+				p.Tools[i].Weight = 6
+			}
+		}
+	}},
+	"cost": {"a longer prompt: +25% tokens, so +25% cost", func(p *loadtest.Profile) {
+		p.TokensMult = 1.25
+	}},
 }
 
 func demoCmd(ctx context.Context, args []string, out io.Writer) error {
@@ -74,8 +110,10 @@ side by side:
 
   support-agent v1.4.0 → v1.5.0   a good canary: same behaviour as its baseline;
                                   canaryd ramps it 10% → 25% → 50% and promotes it
-  billing-agent v2.0.3 → v2.1.0   a bad canary: error rate 1% → 3%, tool calls
-                                  30% slower; canaryd rolls it back
+  billing-agent v2.0.3 → v2.1.0   a bad canary: by default error rate 1% → 3% and
+                                  tool calls 30% slower (--fault errors); or a shifted
+                                  tool-call sequence (--fault tool-sequence); or +25%
+                                  tokens and cost (--fault cost); canaryd rolls it back
 
 The terminal shows each rollout's progress live, and every decision with its
 evidence in one line. The demo exits 0 when both rollouts reached the expected
@@ -91,8 +129,16 @@ Flags:
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:0", "HTTP address of canaryd's API and /metrics (empty: none)")
 	fs.BoolVar(&o.verbose, "v", false, "log canaryd's and the fleet's internals to stderr")
 	fs.Int64Var(&o.seed, "seed", 1, "random seed of the simulated fleet")
+	fs.StringVar(&o.fault, "fault", "errors", "what is wrong with the bad canary: errors, tool-sequence or cost")
+	fs.StringVar(&o.format, "format", "json", "what the fleet writes: json (canaryd's events) or otlp (OTLP protobuf spans, as the OpenTelemetry Collector's Kafka exporter writes them)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if _, ok := demoFaults[o.fault]; !ok {
+		return fmt.Errorf("demo: --fault %q: want errors, tool-sequence or cost", o.fault)
+	}
+	if o.format != "json" && o.format != "otlp" {
+		return fmt.Errorf("demo: --format %q: want json or otlp", o.format)
 	}
 	return runDemo(ctx, o, out)
 }
@@ -133,10 +179,14 @@ func runDemo(ctx context.Context, o demoOpts, out io.Writer) error {
 
 	good := loadtest.DefaultProfile()
 	bad := loadtest.DefaultProfile()
-	bad.ErrorRateMult = 3
-	bad.ToolLatencyMult = 1.3
+	fault := demoFaults[o.fault]
+	fault.apply(&bad)
+	format := loadtest.FormatJSON
+	if o.format == "otlp" {
+		format = loadtest.FormatOTLPProto
+	}
 	fleet, err := loadtest.NewFleet(loadtest.FleetConfig{
-		Brokers: brokers, Seed: o.seed, Logger: log.With("component", "fleet"),
+		Brokers: brokers, Seed: o.seed, Logger: log.With("component", "fleet"), Format: format,
 		Rollouts: []loadtest.Rollout{
 			{Name: "support-agent", Baseline: "v1.4.0", Canary: "v1.5.0", BaselineProfile: good, CanaryProfile: good, Rate: o.rate},
 			{Name: "billing-agent", Baseline: "v2.0.3", Canary: "v2.1.0", BaselineProfile: good, CanaryProfile: bad, Rate: o.rate},
@@ -147,7 +197,8 @@ func runDemo(ctx context.Context, o demoOpts, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "canaryd demo: embedded Kafka at %s, HTTP API at http://%s/v1/rollouts\n", strings.Join(brokers, ","), d.HTTPAddr())
 	fmt.Fprintf(out, "  support-agent v1.4.0 → v1.5.0: good canary (same behaviour)    expect: promote\n")
-	fmt.Fprintf(out, "  billing-agent v2.0.3 → v2.1.0: errors ×3, tool calls 30%% slower  expect: rollback\n\n")
+	fmt.Fprintf(out, "  billing-agent v2.0.3 → v2.1.0: %s  expect: rollback\n", fault.describe)
+	fmt.Fprintf(out, "  events: %s\n\n", map[string]string{"json": "canaryd JSON v1 on agent.events", "otlp": "OTLP protobuf spans on otlp_spans (GenAI conventions), sessions assembled from traces"}[o.format])
 
 	dctx, stopDaemon := context.WithCancel(ctx)
 	fctx, stopFleet := context.WithCancel(ctx)

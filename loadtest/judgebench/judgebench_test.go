@@ -1,0 +1,219 @@
+package judgebench
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestMannWhitneyMatchesKayenta(t *testing.T) {
+	// Kayenta's own MannWhitneySuite case: control 1..4, experiment
+	// 10..40, 95% → interval [6, 39], estimate 22.5.
+	var mw mannWhitney
+	lo, hi, est, ok := mw.interval([]float64{10, 20, 30, 40}, []float64{1, 2, 3, 4}, 0.05)
+	if !ok {
+		t.Fatalf("interval not ok")
+	}
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{{"lower", lo, 6}, {"upper", hi, 39}, {"estimate", est, 22.5}} {
+		if math.Abs(c.got-c.want) > 1e-6 {
+			t.Errorf("%s = %v; want %v", c.name, c.got, c.want)
+		}
+	}
+	// Tiny samples: the interval is clamped to the range of differences,
+	// so a canary above the baseline in every point is "High".
+	lo, hi, _, ok = mw.interval([]float64{5, 6}, []float64{1, 2}, 0.02)
+	if !ok || lo != 3 || hi != 5 {
+		t.Fatalf("2×2 interval [%v, %v] ok=%v; want the clamped [3, 5]", lo, hi, ok)
+	}
+	var k kayentaJudge
+	if !k.fails([]float64{5, 6}, []float64{1, 2}, increase) {
+		t.Fatalf("2 canary points above 2 baseline points: want High (the small-sample clamp)")
+	}
+	if k.fails([]float64{1, 2}, []float64{5, 6}, increase) {
+		t.Fatalf("canary below baseline on an increase-only metric: want pass")
+	}
+}
+
+func TestNormalQuantile(t *testing.T) {
+	for _, c := range []struct{ p, want float64 }{{0.5, 0}, {0.975, 1.959963984540054}, {0.01, -2.326347874040841}, {1e-6, -4.753424308822899}} {
+		if got := normalQuantile(c.p); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("normalQuantile(%v) = %v; want %v", c.p, got, c.want)
+		}
+	}
+}
+
+func TestWilson(t *testing.T) {
+	for _, c := range []struct {
+		k, n   int
+		lo, hi float64
+	}{{0, 1000, 0, 0.00383}, {50, 1000, 0.0381, 0.0653}, {10, 200, 0.0274, 0.0897}} {
+		lo, hi := Wilson(c.k, c.n)
+		if math.Abs(lo-c.lo) > 5e-4 || math.Abs(hi-c.hi) > 5e-4 {
+			t.Errorf("Wilson(%d, %d) = [%.4f, %.4f]; want [%.4f, %.4f]", c.k, c.n, lo, hi, c.lo, c.hi)
+		}
+	}
+}
+
+// TestStream checks the simulated stream against its declared shape.
+func TestStream(t *testing.T) {
+	sc := Filter(Scenarios(), "A/A, 5% canary")[0]
+	sc.Horizon = 600
+	s := newSim(&sc, rand.New(rand.NewPCG(3, 4)))
+	aggs := newAggs()
+	for t2 := range sc.Horizon {
+		s.second(t2, &aggs)
+	}
+	var n [2]uint64
+	var errs, lat uint64
+	for v := range 2 {
+		for g := range numReqSegs {
+			n[v] += aggs[v][g].Count
+			errs += aggs[v][g].Errors
+			lat += aggs[v][g].LatencyCount()
+		}
+	}
+	total := n[0] + n[1]
+	if rate := float64(total) / float64(sc.Horizon); math.Abs(rate-sc.Rate)/sc.Rate > 0.4 {
+		t.Errorf("request rate %.0f/s; want about %.0f (±40%% daily swing)", rate, sc.Rate)
+	}
+	if share := float64(n[1]) / float64(total); share < 0.04 || share > 0.06 {
+		t.Errorf("canary share of requests %.4f; want about 0.05", share)
+	}
+	if er := float64(errs) / float64(total); er < 0.008 || er > 0.012 {
+		t.Errorf("error rate %.4f; want about 0.01", er)
+	}
+	if lat != total {
+		t.Errorf("%d latencies for %d requests", lat, total)
+	}
+	if got := uint64(s.served[len(s.served)-1]); got != n[1] {
+		t.Errorf("served ledger %d; canary requests %d", got, n[1])
+	}
+	if aggs[vBase][segAgent].Count == 0 || len(aggs[vBase][segAgent].Bigrams) < 2 || aggs[vBase][segComplaint].Count == 0 {
+		t.Errorf("sessions %d, bigrams %v, complaints %d: want all present", aggs[vBase][segAgent].Count, aggs[vBase][segAgent].Bigrams, aggs[vBase][segComplaint].Count)
+	}
+}
+
+// TestDeterministic: a run depends only on the seed, scenario and index.
+func TestDeterministic(t *testing.T) {
+	scs := Filter(Scenarios(), "errors ×3, 5%")
+	scs[0].Horizon = 900
+	a, err := Run(scs, Options{Runs: 4, Seed: 7, Parallel: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Run(scs, Options{Runs: 4, Seed: 7, Parallel: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j := range numJudges {
+		x, y := a.Results[0].Judges[j], b.Results[0].Judges[j]
+		if fmt.Sprint(x.DelayReq, x.Rollbacks, x.By) != fmt.Sprint(y.DelayReq, y.Rollbacks, y.By) {
+			t.Fatalf("%s differs between parallelism 1 and 3: %v vs %v", JudgeNames[j], x.DelayReq, y.DelayReq)
+		}
+	}
+}
+
+// TestQuick is the small version of the benchmark: fewer runs and shorter
+// horizons, asserting only what its runs separate clearly. The full
+// benchmark is `go run ./cmd/judgebench` (make bench-detector).
+func TestQuick(t *testing.T) {
+	aaRuns, regRuns := 150, 60
+	if testing.Short() {
+		aaRuns, regRuns = 60, 30
+	}
+	var scs []Scenario
+	for _, name := range []string{"A/A, 5% canary", "A/A, 5%, independent requests", "errors ×3, 5%", "errors ×2 (1%→2%), 5%"} {
+		sc := Filter(Scenarios(), name)[0]
+		sc.Horizon, sc.Runs, sc.OneSecondRuns = 1200, regRuns, 0
+		if sc.Kind == KindAA {
+			sc.Horizon, sc.Runs = 900, aaRuns
+		}
+		scs = append(scs, sc)
+	}
+	rep, err := Run(scs, Options{Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	rep.Markdown(&buf)
+	if testing.Verbose() {
+		os.Stdout.Write(buf.Bytes())
+	}
+	if !strings.Contains(buf.String(), "| canaryd, 10 s windows |") {
+		t.Fatalf("table without canaryd's row:\n%s", buf.String())
+	}
+	byName := map[string]*Result{}
+	for i := range rep.Results {
+		byName[rep.Results[i].Scenario.Name] = &rep.Results[i]
+	}
+	aa, indep := byName["A/A, 5% canary"], byName["A/A, 5%, independent requests"]
+	x3, x2 := byName["errors ×3, 5%"], byName["errors ×2 (1%→2%), 5%"]
+
+	// Where requests are independent, canaryd's false rollbacks stay near
+	// alpha: the upper end of the Wilson interval at most 0.10.
+	cd := indep.Judges[jCanaryd]
+	if _, hi := Wilson(cd.Rollbacks, cd.Runs); hi > 0.10 {
+		t.Errorf("canaryd A/A (independent requests) false rollback %d/%d, upper 95%% %.3f; want ≤ 0.10", cd.Rollbacks, cd.Runs, hi)
+	}
+	// Peeking: a Kayenta-like judge read every minute from the first
+	// minute rolls back identical versions far more often than canaryd.
+	ky, cd := aa.Judges[jKayenta1], aa.Judges[jCanaryd]
+	if kr, cr := frac(ky.Rollbacks, ky.Runs), frac(cd.Rollbacks, cd.Runs); !(kr > cr+0.15) {
+		t.Errorf("A/A false rollback: Kayenta-like every minute %.3f, canaryd %.3f; want Kayenta's clearly higher", kr, cr)
+	}
+	// Errors ×3 at a 5% share are caught within the horizon.
+	if d := frac(x3.Judges[jCanaryd].Detections, x3.Judges[jCanaryd].Runs); d < 0.9 {
+		t.Errorf("canaryd detected errors ×3 in %.2f of runs; want ≥ 0.9", d)
+	}
+	// 1% → 2%: canaryd needs fewer canary requests than a threshold rule
+	// at 2× the baseline's rate (medians over all runs, a run without
+	// detection counting as infinitely late).
+	cdMed, thMed := censoredMedian(&x2.Judges[jCanaryd]), censoredMedian(&x2.Judges[jThr20])
+	if !(cdMed < thMed) {
+		t.Errorf("errors ×2: canaryd median %.0f canary requests (detected %d/%d), threshold 2× %.0f (detected %d/%d); want canaryd lower",
+			cdMed, x2.Judges[jCanaryd].Detections, x2.Judges[jCanaryd].Runs, thMed, x2.Judges[jThr20].Detections, x2.Judges[jThr20].Runs)
+	}
+}
+
+// censoredMedian is the median delay in canary requests over all runs,
+// runs without a detection counting as +Inf.
+func censoredMedian(j *JudgeResult) float64 {
+	d := slices.Clone(j.DelayReq)
+	slices.Sort(d)
+	if i := j.Runs / 2; i < len(d) {
+		return d[i]
+	}
+	return math.Inf(1)
+}
+
+// BenchmarkDetectorSuite runs the quick benchmark (or the scenarios named
+// in JUDGEBENCH_SCENARIOS, "|"-separated) and prints its table once:
+//
+//	go test -run '^$' -bench DetectorSuite -benchtime 1x ./loadtest/judgebench/
+func BenchmarkDetectorSuite(b *testing.B) {
+	b.ReportAllocs()
+	scs := Filter(Scenarios(), os.Getenv("JUDGEBENCH_SCENARIOS"))
+	var rep *Report
+	for b.Loop() {
+		var err error
+		rep, err = Run(scs, Options{Quick: true, Seed: 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, res := range rep.Results {
+		if res.Scenario.TargetMedianReq > 0 {
+			cd := res.Judges[jCanaryd]
+			b.ReportMetric(quantile(cd.DelayReq, 0.5), "req-median:"+strings.ReplaceAll(res.Scenario.Name, " ", "_"))
+		}
+	}
+	rep.Markdown(os.Stdout)
+}

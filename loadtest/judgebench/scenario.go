@@ -1,0 +1,286 @@
+package judgebench
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Kind is what a scenario measures.
+type Kind int
+
+const (
+	// AA: canary and baseline are the same; every rollback is false.
+	KindAA Kind = iota
+	// Regression: the canary regresses at a random onset; a rollback after
+	// the onset is a detection, one before it a false rollback.
+	KindRegression
+	// Margin: the canary is worse by exactly the spec's margin from the
+	// start; every promote is false. canaryd runs a step spec it can promote
+	// on; the interval judges promote when the horizon ends without a rollback.
+	KindMargin
+	// Promote: a good canary (A/A) under canaryd's step spec: how often and
+	// how fast it is promoted.
+	KindPromote
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindAA:
+		return "A/A"
+	case KindRegression:
+		return "regression"
+	case KindMargin:
+		return "at the margin"
+	case KindPromote:
+		return "promotion"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// Regression describes how the canary gets worse. Zero fields leave a
+// metric alone. The effect starts at an onset drawn uniformly from
+// [OnsetMin, OnsetMax] seconds and reaches full size at once (a step) or
+// over RampS seconds (a ramp).
+type Regression struct {
+	OnsetMin, OnsetMax int
+	RampS              int
+	ErrMult            float64 // multiplies every request's error probability
+	LatMult            float64 // multiplies every request's latency
+	TailFrac, TailMS   float64 // adds TailMS to a TailFrac share of requests
+	TokMult            float64 // multiplies LLM input and output tokens
+	SQLShare           float64 // the canary's share of tool calls to run_sql (baseline 0.4)
+	ComplaintMult      float64 // multiplies the chance of a user complaint per session
+}
+
+func (r Regression) active() bool {
+	return r.ErrMult > 0 || r.LatMult > 0 || r.TailFrac > 0 || r.TokMult > 0 || r.SQLShare > 0 || r.ComplaintMult > 0
+}
+
+// Incident raises both versions' error probability by ErrMult for
+// DurationS seconds from a start drawn in [StartMin, StartMax].
+type Incident struct {
+	StartMin, StartMax int
+	DurationS          int
+	ErrMult            float64
+}
+
+// Drift moves both versions alike, linearly in time: error probability ×
+// (1 + ErrPerHour·h) and latency × (1 + LatPerHour·h) after h hours.
+type Drift struct {
+	ErrPerHour float64
+	LatPerHour float64
+}
+
+// Scenario is one simulated stream and what is measured on it.
+type Scenario struct {
+	Name string
+	Kind Kind
+	// Note says what the scenario is for and what is expected of canaryd,
+	// including which of its assumptions break.
+	Note string
+	// Needs describes the kind of canaryd test that can catch this
+	// scenario, and NeedsTests the test names (as in Verdict.Tests) that
+	// would; when canaryd ran none of them, the table says "no test yet".
+	Needs      string
+	NeedsTests []string
+	// TargetMedianReq, when > 0, is the target for canaryd's median
+	// detection delay in canary requests.
+	TargetMedianReq float64
+	// AssumptionBroken marks an A/A scenario where canaryd's false-rollback
+	// guarantee is not expected to hold.
+	AssumptionBroken bool
+
+	Rate  float64 // mean requests per second over both versions
+	Swing float64 // relative amplitude of the daily rate swing
+	// Share is the canary's configured weight in percent (the spec's step);
+	// ActualShare the router's real share of sessions.
+	Share       int
+	ActualShare float64
+	Horizon     int // seconds of event time per run
+
+	Runs      int // full benchmark
+	QuickRuns int // -quick and the tests
+	// OneSecondRuns is how many runs (from the first) also run canaryd on
+	// 1-second windows: 0 none, -1 all. It costs up to ten times the
+	// 10-second judge, so by default only scenarios that end early use it.
+	OneSecondRuns int
+
+	Clustering Clustering
+	Delivery   Delivery
+	Incident   Incident
+	Drift      Drift
+	Regression Regression
+}
+
+// Default stream parameters.
+var (
+	defaultClustering = Clustering{ErrSigma: 0.7, LatSigma: 0.25, MeanSteps: 2.5, GapMean: 2}
+	strongClustering  = Clustering{ErrSigma: 1.5, LatSigma: 0.6, MeanSteps: 8, GapMean: 2}
+	defaultDelivery   = Delivery{OOOProb: 0.10, OOOMaxS: 4, LateProb: 0.01, LateMinS: 5, LateMaxS: 30}
+)
+
+const (
+	defaultRate = 200
+	aaHorizon   = 1800
+	regHorizon  = 1800
+	onsetMin    = 120
+	onsetMax    = 600
+)
+
+// Scenarios returns the benchmark's scenarios, in table order.
+func Scenarios() []Scenario {
+	base := func(name string, k Kind, share int) Scenario {
+		s := Scenario{
+			Name: name, Kind: k, Rate: defaultRate, Swing: 0.4, Share: share, ActualShare: float64(share) / 100,
+			Clustering: defaultClustering, Delivery: defaultDelivery,
+		}
+		switch k {
+		case KindAA:
+			s.Horizon, s.Runs, s.QuickRuns = aaHorizon, 1000, 200
+		case KindRegression:
+			s.Horizon, s.Runs, s.QuickRuns = regHorizon, 200, 60
+			s.Regression.OnsetMin, s.Regression.OnsetMax = onsetMin, onsetMax
+		case KindMargin, KindPromote:
+			s.Horizon, s.Runs, s.QuickRuns = 3600, 200, 60
+		}
+		return s
+	}
+	reg := func(name string, share int, r Regression) Scenario {
+		s := base(name, KindRegression, share)
+		r.OnsetMin, r.OnsetMax = onsetMin, onsetMax
+		s.Regression = r
+		return s
+	}
+	var out []Scenario
+	add := func(s Scenario, f func(*Scenario)) {
+		if f != nil {
+			f(&s)
+		}
+		out = append(out, s)
+	}
+
+	// A/A: false rollbacks.
+	add(base("A/A, 5% canary", KindAA, 5), func(s *Scenario) {
+		s.Note = "Identical versions. Every rollback is false."
+	})
+	add(base("A/A, 1% canary", KindAA, 1), func(s *Scenario) { s.Note = "Identical versions at a 1% split: few canary requests per window." })
+	add(base("A/A, 20% canary", KindAA, 20), func(s *Scenario) { s.Note = "Identical versions at a 20% split." })
+	add(base("A/A, 5%, shared incident", KindAA, 5), func(s *Scenario) {
+		s.Incident = Incident{StartMin: 300, StartMax: 2400, DurationS: 600, ErrMult: 4}
+		s.Note = "Both versions' errors ×4 for 10 minutes. The conditional test is exact under a shared shift; fixed thresholds are not."
+	})
+	add(base("A/A, 5% configured, 6% routed", KindAA, 5), func(s *Scenario) {
+		s.ActualShare = 0.06
+		s.Note = "The router sends 6% when 5% is configured. Comparisons stay valid (the tests condition on each window's totals), " +
+			"but the experiment is not the one declared: canaryd should say hold (sample ratio mismatch); the hold column counts it."
+		s.Needs, s.NeedsTests = "sample ratio mismatch → hold", []string{"srm"}
+	})
+	add(base("A/A, 5%, shared drift", KindAA, 5), func(s *Scenario) {
+		s.Drift = Drift{ErrPerHour: 1.0, LatPerHour: 0.3}
+		s.Note = "Both versions drift: errors +100%/h, latency +30%/h. Thresholds fixed from the baseline's history drift out of place."
+	})
+	add(base("A/A, 5%, independent requests", KindAA, 5), func(s *Scenario) {
+		s.Clustering = Clustering{MeanSteps: defaultClustering.MeanSteps, GapMean: defaultClustering.GapMean}
+		s.Note = "Diagnostic: the default stream without session frailty (requests independent given their segment), " +
+			"to separate the effect of within-session correlation from the tests' own calibration."
+	})
+	add(base("A/A, 5%, strong session clustering", KindAA, 5), func(s *Scenario) {
+		s.Clustering = strongClustering
+		s.AssumptionBroken = true
+		s.Runs = 300
+		s.Note = "Sessions of 17 requests on average whose errors (frailty log-sd 1.5) and latencies (log-sd 0.6) are strongly correlated. " +
+			"ASSUMPTION BROKEN for canaryd's request-level tests: requests are not independent given the window totals, so the " +
+			"conditional e-values are anti-conservative; session-level units (DESIGN.md) would restore validity."
+	})
+
+	// Regressions: errors.
+	add(reg("errors ×1.5, 5%", 5, Regression{ErrMult: 1.5}), nil)
+	add(reg("errors ×2 (1%→2%), 5%", 5, Regression{ErrMult: 2}), func(s *Scenario) {
+		s.Note = "Target: canaryd's median detection ≤ 1,000 canary requests (reference: exact conditional ≈950, Kayenta-like ≈3,000, threshold ≈6,700)."
+		s.TargetMedianReq = 1000
+		s.OneSecondRuns = -1
+	})
+	add(reg("errors ×2 from the start, 5%", 5, Regression{ErrMult: 2}), func(s *Scenario) {
+		s.Regression.OnsetMin, s.Regression.OnsetMax = 0, 0
+		s.Note = "Diagnostic: the same regression with no clean period before it."
+	})
+	add(reg("errors ×2 after 20 min clean, 5%", 5, Regression{ErrMult: 2}), func(s *Scenario) {
+		s.Regression.OnsetMin, s.Regression.OnsetMax = 1200, 1200
+		s.Horizon = 3000
+		s.Note = "Diagnostic: the same regression after 20 minutes of identical versions. The rollback e-values accumulate " +
+			"from the start of the rollout, so clean data before the onset pushes the alternatives' likelihood down and the " +
+			"regression must first climb out of that deficit."
+	})
+	add(reg("errors ×3, 5%", 5, Regression{ErrMult: 3}), nil)
+	add(reg("errors ×5, 5%", 5, Regression{ErrMult: 5}), nil)
+	add(reg("errors ×2, 1%", 1, Regression{ErrMult: 2}), nil)
+	add(reg("errors ×2, 20%", 20, Regression{ErrMult: 2}), nil)
+	add(reg("errors ×3 ramped over 10 min, 5%", 5, Regression{ErrMult: 3, RampS: 600}), nil)
+	add(reg("errors ×2, 5%, during a shared incident", 5, Regression{ErrMult: 2}), func(s *Scenario) {
+		s.Incident = Incident{StartMin: 300, StartMax: 900, DurationS: 600, ErrMult: 4}
+		s.Note = "A real ×2 regression while both versions' errors are ×4 for 10 minutes."
+	})
+
+	// Regressions: latency.
+	add(reg("latency +10%, 5%", 5, Regression{LatMult: 1.10}), func(s *Scenario) {
+		s.Note = "Target: canaryd's median detection ≤ 2,700 canary requests."
+		s.TargetMedianReq = 2700
+	})
+	add(reg("latency +25%, 5%", 5, Regression{LatMult: 1.25}), func(s *Scenario) {
+		s.Note = "Target: canaryd's median detection ≤ 600 canary requests."
+		s.TargetMedianReq = 600
+	})
+	add(reg("latency +25% ramped over 10 min, 5%", 5, Regression{LatMult: 1.25, RampS: 600}), nil)
+	add(reg("latency tail: +4 s on 2% of requests, 5%", 5, Regression{TailFrac: 0.02, TailMS: 4000}), func(s *Scenario) {
+		s.Note = "p95 barely moves; p99 moves a lot."
+		s.Needs, s.NeedsTests = "latency p99", []string{"latency_p99"}
+	})
+
+	// Regressions that need tests canaryd does not have yet.
+	for _, m := range []float64{1.05, 1.10, 1.20} {
+		add(reg(fmt.Sprintf("tokens +%.0f%%, 5%%", 100*(m-1)), 5, Regression{TokMult: m}), func(s *Scenario) {
+			s.Needs, s.NeedsTests = "means (tokens, cost) confidence sequence", []string{"tokens", "cost"}
+		})
+	}
+	add(reg("tool mix: run_sql 40%→55% of tool calls, 5%", 5, Regression{SQLShare: 0.55}), func(s *Scenario) {
+		s.Needs, s.NeedsTests = "categorical (tool names, bigrams)", []string{"tool_mix", "tool_sequence"}
+	})
+	add(reg("complaints ×2 (a count without denominator), 5%", 5, Regression{ComplaintMult: 2}), func(s *Scenario) {
+		s.Note = "user_complaint events (kind other, 3% of sessions in the baseline, declared as incidents in canaryd's spec): " +
+			"no request total to divide by, only each version's share of the traffic."
+		s.Needs = "counts against the traffic split"
+		s.NeedsTests = []string{"incidents"}
+	})
+
+	// At the margin: false promotes.
+	add(base("errors at the margin (odds ×1.5 from the start), 5%", KindMargin, 5), func(s *Scenario) {
+		s.Regression = Regression{ErrMult: 1.5 / (1 + 0.5*0.01)} // odds ×1.5 at a 1% baseline rate
+		s.Note = "The canary's error odds are exactly the margin (1.5): a promote is false. Interval judges promote when the horizon ends without a rollback."
+	})
+	add(base("latency at the margin (+10% from the start), 5%", KindMargin, 5), func(s *Scenario) {
+		s.Regression = Regression{LatMult: 1.10}
+		s.Note = "The canary's p95 is exactly the margin (+10%): a promote is false."
+	})
+	add(base("good canary under a step spec, 5%", KindPromote, 5), func(s *Scenario) {
+		s.Note = "A/A with canaryd's step spec (one 5% step, ≥10 min and ≥2,000 canary requests, then 100%): promote rate and time to promote."
+	})
+	return out
+}
+
+// Filter returns the scenarios whose names contain any of the
+// "|"-separated, case-insensitive terms (all when terms is empty).
+func Filter(all []Scenario, terms string) []Scenario {
+	if strings.TrimSpace(terms) == "" {
+		return all
+	}
+	var out []Scenario
+	for _, s := range all {
+		for _, t := range strings.Split(terms, "|") {
+			if t = strings.TrimSpace(t); t != "" && strings.Contains(strings.ToLower(s.Name), strings.ToLower(t)) {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out
+}
