@@ -165,7 +165,15 @@ pick_port() {
 }
 
 # random_cluster_id prints a Kafka Uuid: 16 random bytes, URL-safe base64, no padding.
-random_cluster_id() { head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
+# It never starts with '-': kafka-storage format would read it as an option.
+random_cluster_id() {
+	local id
+	while :; do
+		id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+		[[ $id == -* ]] || break
+	done
+	printf '%s' "$id"
+}
 
 # running_pid prints the pid of DIR's broker if it runs.
 running_pid() {

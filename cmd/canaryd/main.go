@@ -109,6 +109,9 @@ Flags:
 	httpAddr := fs.String("http", env("CANARYD_HTTP", ":8080"), "HTTP address for /metrics, /healthz, /v1/rollouts [CANARYD_HTTP]")
 	width := fs.Duration("window", envDuration("CANARYD_WINDOW", 10*time.Second), "event-time window width [CANARYD_WINDOW]")
 	lateness := fs.Duration("lateness", envDuration("CANARYD_LATENESS", 5*time.Second), "allowed lateness behind the newest event time [CANARYD_LATENESS]")
+	// A crashed instance's partitions wait this long for another instance;
+	// Kafka bounds it with group.min.session.timeout.ms (default 6s).
+	sessionTimeout := fs.Duration("session-timeout", envDuration("CANARYD_SESSION_TIMEOUT", 45*time.Second), "consumer group session timeout: how long before a crashed instance's partitions go to the others [CANARYD_SESSION_TIMEOUT]")
 	noCreate := fs.Bool("no-create-topics", env("CANARYD_NO_CREATE_TOPICS", "") != "", "do not create missing topics [CANARYD_NO_CREATE_TOPICS]")
 	signKeyFile := fs.String("sign-key-file", env("CANARYD_SIGN_KEY_FILE", ""), "file with the HMAC key that signs commands [CANARYD_SIGN_KEY_FILE]")
 	useTLS := fs.Bool("tls", env("CANARYD_TLS", "") != "", "connect to Kafka with TLS [CANARYD_TLS]")
@@ -132,6 +135,8 @@ Flags:
 	if err != nil {
 		return err
 	}
+	// A group option: the clients without a group (producer, control reader) ignore it.
+	kopts = append(kopts, kgo.SessionTimeout(*sessionTimeout))
 	var signKey []byte
 	if *signKeyFile != "" {
 		if signKey, err = os.ReadFile(*signKeyFile); err != nil {

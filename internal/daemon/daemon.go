@@ -18,12 +18,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/inferensys/canaryd/detector"
@@ -164,25 +168,40 @@ func (d *Daemon) readyErr() error {
 // Run creates missing topics, reads back the commands already sent, then
 // consumes until ctx is done. It starts the HTTP server's goroutine and the
 // consumer's partition goroutines and waits for all of them before returning.
+// It returns at once when starting fails.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.producer.Close()
-	d.ctx = ctx
+	// Commands decided while the partitions are flushed at shutdown, after
+	// ctx has ended, must still go out: sends get a context that ends
+	// sendGrace after ctx does (bounding retries against an absent broker),
+	// or when Run returns.
+	sendCtx, cancelSends := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSends()
+	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(sendGrace, cancelSends) })
+	defer stopGrace()
+	d.ctx = sendCtx
+	// The server stops with ctx, or as soon as starting fails: Run must not
+	// wait for a signal to report a start error.
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
 	var wg sync.WaitGroup
 	var serveErr error
 	if d.server != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveErr = d.server.Serve(ctx)
+			serveErr = d.server.Serve(serveCtx)
 		}()
 	}
 	err := d.start(ctx)
 	if err == nil {
 		d.ready.Store(true)
 		err = d.consumer.Run(ctx)
+		d.logTotals()
 	} else {
 		d.consumer.Client().Close()
 	}
+	stopServing()
 	wg.Wait()
 	if err == nil && ctx.Err() == nil {
 		err = serveErr
@@ -190,18 +209,47 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
-func (d *Daemon) start(ctx context.Context) error {
-	if !d.cfg.NoCreateTopics {
-		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := sink.EnsureTopics(tctx, d.producer, sink.Topics(d.cfg.EventsTopic, d.cfg.ControlTopic, d.cfg.DLQTopic, d.cfg.Partitions))
-		cancel()
-		if err != nil {
-			return err
+// sendGrace is how long commands decided at shutdown may take to send.
+const sendGrace = 10 * time.Second
+
+// logTotals logs each rollout's per-version totals once the consumer has
+// stopped (its windows flushed): with the other instances' logs, what was
+// judged can be checked against what was produced.
+func (d *Daemon) logTotals() {
+	for _, st := range d.Statuses() {
+		if st.Windows == 0 {
+			continue // not judged here
+		}
+		for _, a := range st.Totals {
+			d.cfg.Logger.Info("final totals", "rollout", st.Rollout, "version", a.Version, "requests", a.Requests, "errors", a.Errors,
+				"sessions", a.Sessions, "windows", st.Windows, "final", st.Final)
 		}
 	}
-	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	n, err := d.control.Load(lctx, append([]kgo.Opt{kgo.SeedBrokers(d.cfg.Brokers...)}, d.cfg.KgoOpts...)...)
+}
+
+func (d *Daemon) start(ctx context.Context) error {
+	topics := sink.Topics(d.cfg.EventsTopic, d.cfg.ControlTopic, d.cfg.DLQTopic, d.cfg.Partitions)
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	var err error
+	if d.cfg.NoCreateTopics {
+		err = checkTopics(tctx, d.producer, topics)
+	} else {
+		err = sink.EnsureTopics(tctx, d.producer, topics)
+	}
 	cancel()
+	if err != nil {
+		return err
+	}
+	// A topic just created is in the metadata before its leader serves it:
+	// reading the control topic then fails with a retriable error
+	// (UNKNOWN_TOPIC_OR_PARTITION, seen on a freshly started broker).
+	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	n, err := d.loadControl(lctx)
+	for err != nil && kerr.IsRetriable(err) && lctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		n, err = d.loadControl(lctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -215,6 +263,36 @@ func (d *Daemon) start(ctx context.Context) error {
 	d.cfg.Logger.Info("canaryd started", "brokers", d.cfg.Brokers, "events", d.cfg.EventsTopic, "control", d.cfg.ControlTopic,
 		"rollouts", len(d.judges), "commands_found", n)
 	return nil
+}
+
+// checkTopics returns an error naming each missing topic and the command
+// that creates it. Without it, NoCreateTopics on a missing control topic
+// failed only after reading it for 60 s, with a bare
+// UNKNOWN_TOPIC_OR_PARTITION that named no topic, and a missing events
+// topic was waited for silently.
+func checkTopics(ctx context.Context, cl *kgo.Client, specs []sink.TopicSpec) error {
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	// A metadata request of kadm never asks the broker to auto-create.
+	md, err := kadm.NewClient(cl).ListTopics(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("list topics: %w", err)
+	}
+	var errs []error
+	for _, s := range specs {
+		if t, ok := md[s.Name]; ok && t.Err == nil {
+			continue
+		}
+		var flags strings.Builder
+		for _, k := range slices.Sorted(maps.Keys(s.Configs)) {
+			fmt.Fprintf(&flags, " --config %s=%s", k, *s.Configs[k])
+		}
+		errs = append(errs, fmt.Errorf("topic %s (%s) does not exist and topic creation is off (--no-create-topics); create it: kafka-topics.sh --create --topic %s --partitions %d%s",
+			s.Name, s.Purpose, s.Name, s.Partitions, flags.String()))
+	}
+	return errors.Join(errs...)
 }
 
 // onClosed runs on partition goroutines.
@@ -238,8 +316,13 @@ func (d *Daemon) onClosed(c window.Closed) {
 	v, cmd := j.Decide(c.Watermark)
 	sent := false
 	if cmd != nil {
-		sent = d.send(cmd)
-		ms.GetOrCreateCounter(fmt.Sprintf(`canaryd_verdicts_total{rollout=%q,action=%q}`, c.Rollout, v.Action)).Inc()
+		var resumed bool
+		sent, resumed = d.send(j, cmd)
+		if resumed {
+			v = j.Status().Verdict
+		} else {
+			ms.GetOrCreateCounter(fmt.Sprintf(`canaryd_verdicts_total{rollout=%q,action=%q}`, c.Rollout, v.Action)).Inc()
+		}
 	}
 	d.exportVerdict(v)
 	if d.cfg.OnVerdict != nil {
@@ -249,22 +332,52 @@ func (d *Daemon) onClosed(c window.Closed) {
 
 // send delivers a command, retrying until it is on the control topic or the
 // daemon stops: a decision is never dropped because the broker was away.
-func (d *Daemon) send(cmd *schemas.Command) bool {
+//
+// Each attempt first reads the control topic back. Judges do not move with
+// partitions: when a rebalance gives this instance a rollout that another
+// instance judged meanwhile, this judge is behind the commands already sent,
+// and its decision would reuse a command_id with different content (its own
+// set_weight 20% after the other's set_weight 50%), or walk the rollout back.
+// If the topic holds a command for the same versions at cmd's seq or later,
+// cmd is not sent and the judge resumes from that command, as at start
+// (resumed is then true). Called with d.mu held.
+func (d *Daemon) send(j *detector.Judge, cmd *schemas.Command) (sent, resumed bool) {
 	for {
-		sent, err := d.control.Send(d.ctx, cmd)
+		lctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+		_, err := d.loadControl(lctx)
+		cancel()
+		if err == nil {
+			if last := d.control.Last(cmd.Rollout); last != nil && last.Baseline == cmd.Baseline && last.Canary == cmd.Canary && last.Seq >= cmd.Seq {
+				if last.CommandID == cmd.CommandID {
+					return false, false // this very decision was sent before
+				}
+				resumed = j.Restore(last)
+				d.cfg.Logger.Info("rollout judged elsewhere meanwhile: resumed from the control topic", "rollout", cmd.Rollout,
+					"decided", cmd.Action, "seq", cmd.Seq, "found", last.Action, "found_seq", last.Seq, "resumed", resumed)
+				return false, resumed
+			}
+			sent, err = d.control.Send(d.ctx, cmd)
+		}
 		if err == nil {
 			if sent {
 				d.cfg.Logger.Info("command sent", "rollout", cmd.Rollout, "action", cmd.Action, "weight", cmd.Weight, "seq", cmd.Seq, "id", cmd.CommandID, "reason", cmd.Reason)
 			}
-			return sent
+			return sent, false
 		}
 		if d.ctx.Err() != nil {
 			d.cfg.Logger.Error("command not sent: stopping", "rollout", cmd.Rollout, "id", cmd.CommandID, "err", err)
-			return false
+			return false, false
 		}
 		d.cfg.Logger.Error("sending command failed; retrying", "rollout", cmd.Rollout, "err", err)
 		time.Sleep(time.Second)
 	}
+}
+
+// loadControl reads the control topic to its end into d.control, with a
+// client of its own (no stale metadata), and returns how many commands it
+// read.
+func (d *Daemon) loadControl(ctx context.Context) (int, error) {
+	return d.control.Load(ctx, append([]kgo.Opt{kgo.SeedBrokers(d.cfg.Brokers...)}, d.cfg.KgoOpts...)...)
 }
 
 func (d *Daemon) exportVerdict(v detector.Verdict) {
