@@ -112,6 +112,9 @@ Flags:
 	// A crashed instance's partitions wait this long for another instance;
 	// Kafka bounds it with group.min.session.timeout.ms (default 6s).
 	sessionTimeout := fs.Duration("session-timeout", envDuration("CANARYD_SESSION_TIMEOUT", 45*time.Second), "consumer group session timeout: how long before a crashed instance's partitions go to the others [CANARYD_SESSION_TIMEOUT]")
+	otlpSpans := fs.String("otlp-spans-topic", env("CANARYD_OTLP_SPANS_TOPIC", ""), "also consume OTLP spans from this topic (the Collector's Kafka exporter, e.g. otlp_spans) [CANARYD_OTLP_SPANS_TOPIC]")
+	otlpLogs := fs.String("otlp-logs-topic", env("CANARYD_OTLP_LOGS_TOPIC", ""), "also consume OTLP evaluation log events from this topic (e.g. otlp_logs) [CANARYD_OTLP_LOGS_TOPIC]")
+	otlpEnc := fs.String("otlp-encoding", env("CANARYD_OTLP_ENCODING", "otlp_proto"), "encoding of the OTLP topics: otlp_proto or otlp_json [CANARYD_OTLP_ENCODING]")
 	noCreate := fs.Bool("no-create-topics", env("CANARYD_NO_CREATE_TOPICS", "") != "", "do not create missing topics [CANARYD_NO_CREATE_TOPICS]")
 	signKeyFile := fs.String("sign-key-file", env("CANARYD_SIGN_KEY_FILE", ""), "file with the HMAC key that signs commands [CANARYD_SIGN_KEY_FILE]")
 	useTLS := fs.Bool("tls", env("CANARYD_TLS", "") != "", "connect to Kafka with TLS [CANARYD_TLS]")
@@ -151,7 +154,7 @@ Flags:
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	d, err := daemon.New(daemon.Config{
 		Brokers: strings.Split(*brokers, ","), EventsTopic: *events, ControlTopic: *control, DLQTopic: *dlq,
-		Group: *group, NoCreateTopics: *noCreate, Specs: ss, HTTPAddr: *httpAddr,
+		Group: *group, NoCreateTopics: *noCreate, OTLPSpansTopic: *otlpSpans, OTLPLogsTopic: *otlpLogs, OTLPEncoding: *otlpEnc, Specs: ss, HTTPAddr: *httpAddr,
 		Window: window.Options{Width: *width, Lateness: *lateness}, SignKey: signKey, KgoOpts: kopts, Logger: log,
 	})
 	if err != nil {

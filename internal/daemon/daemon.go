@@ -48,6 +48,14 @@ type Config struct {
 	Partitions int32
 	// NoCreateTopics: do not create missing topics (fail with what to create).
 	NoCreateTopics bool
+	// OTLPSpansTopic, when set, is consumed as well: OTLP spans as the
+	// OpenTelemetry Collector's Kafka exporter writes them (encoding
+	// OTLPEncoding, default otlp_proto), mapped to agent events, sessions
+	// assembled from traces. OTLPLogsTopic likewise for evaluation log
+	// events. canaryd does not create these topics: the exporter's are used.
+	OTLPSpansTopic string
+	OTLPLogsTopic  string
+	OTLPEncoding   string
 	Specs          []detector.Spec
 	// HTTPAddr to serve on; empty means no HTTP server.
 	HTTPAddr string
@@ -130,8 +138,26 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d.control = sink.NewControl(d.producer, cfg.ControlTopic, cfg.SignKey, cfg.Metrics, cfg.Logger)
 	d.dlq = sink.NewDLQ(d.producer, cfg.DLQTopic, cfg.Metrics)
+	topics := map[string]stream.NewDecoder{cfg.EventsTopic: stream.JSONDecoder}
+	if cfg.OTLPSpansTopic != "" || cfg.OTLPLogsTopic != "" {
+		ocfg := stream.DefaultOTLPConfig()
+		ocfg.Encoding, ocfg.Metrics = cfg.OTLPEncoding, cfg.Metrics
+		if ocfg.Encoding == "" {
+			ocfg.Encoding = stream.EncodingOTLPProto
+		}
+		if err := ocfg.Validate(); err != nil {
+			d.producer.Close()
+			return nil, err
+		}
+		if cfg.OTLPSpansTopic != "" {
+			topics[cfg.OTLPSpansTopic] = stream.Sessions(stream.OTLPTraces(ocfg), stream.SessionConfig{Metrics: cfg.Metrics})
+		}
+		if cfg.OTLPLogsTopic != "" {
+			topics[cfg.OTLPLogsTopic] = stream.OTLPLogs(ocfg)
+		}
+	}
 	d.consumer, err = stream.New(stream.Options{
-		Brokers: cfg.Brokers, Topics: map[string]stream.NewDecoder{cfg.EventsTopic: stream.JSONDecoder}, Group: cfg.Group,
+		Brokers: cfg.Brokers, Topics: topics, Group: cfg.Group,
 		Window: cfg.Window, OnClosed: d.onClosed, DeadLetters: d.dlq.Send,
 		Metrics: cfg.Metrics, Logger: cfg.Logger, KgoOpts: cfg.KgoOpts,
 	})

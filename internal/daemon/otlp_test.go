@@ -1,0 +1,100 @@
+package daemon_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/inferensys/canaryd/detector"
+	"github.com/inferensys/canaryd/internal/daemon"
+	"github.com/inferensys/canaryd/internal/kafkatest"
+	"github.com/inferensys/canaryd/loadtest"
+	"github.com/inferensys/canaryd/schemas"
+	"github.com/inferensys/canaryd/window"
+)
+
+// TestOTLPLoop: the fleet writes OTLP protobuf spans (one record per
+// session, as the Collector's exporter batches them); canaryd maps them,
+// assembles sessions from traces and judges: the bad canary is rolled back.
+func TestOTLPLoop(t *testing.T) {
+	for _, kind := range kafkatest.Kinds() {
+		t.Run(kind, func(t *testing.T) {
+			brokers := kafkatest.Brokers(t, kind)
+			tp := newTopics(t)
+			spans := tp.events + ".otlp"
+			kafkatest.CreateTopics(t, brokers, 3, spans)
+			ss, err := detector.ParseSpecs("test.yaml", []byte(loopSpecs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ms := metrics.NewSet()
+			d, err := daemon.New(daemon.Config{
+				Brokers: brokers, EventsTopic: tp.events, ControlTopic: tp.control, DLQTopic: tp.dlq,
+				OTLPSpansTopic: spans, Group: tp.events + ".group", Partitions: 3, Specs: ss, HTTPAddr: "127.0.0.1:0",
+				Window:  window.Options{Width: time.Second, Lateness: 8 * time.Second},
+				Metrics: ms,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("daemon.Run: %v", err)
+				}
+			}()
+			waitReady(t, d)
+
+			good := loadtest.DefaultProfile()
+			bad := loadtest.DefaultProfile()
+			bad.ErrorRateMult = 4
+			fleet, err := loadtest.NewFleet(loadtest.FleetConfig{
+				Brokers: brokers, EventsTopic: spans, ControlTopic: tp.control, Seed: 3, Format: loadtest.FormatOTLPProto,
+				Rollouts: []loadtest.Rollout{
+					{Name: "good", Baseline: "v1", Canary: "v2", BaselineProfile: good, CanaryProfile: good, Rate: 200},
+					{Name: "bad", Baseline: "v1", Canary: "v2", BaselineProfile: good, CanaryProfile: bad, Rate: 200},
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fctx, stopFleet := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				if err := fleet.Run(fctx); err != nil {
+					t.Errorf("fleet: %v", err)
+				}
+			})
+			defer func() { stopFleet(); wg.Wait() }()
+
+			cmds := readCommands(t, brokers, tp.control, 120*time.Second, func(m map[string][]schemas.Command) bool {
+				return finalOf(m["bad"]) != "" && len(m["good"]) > 0
+			})
+			if got := finalOf(cmds["bad"]); got != schemas.ActionRollback {
+				t.Fatalf("bad rollout ended %q; want rollback (commands %v)", got, cmds["bad"])
+			}
+			t.Logf("bad: %s", cmds["bad"][len(cmds["bad"])-1].Reason)
+			if len(cmds["good"]) == 0 || cmds["good"][0].Action != schemas.ActionSetWeight {
+				t.Fatalf("good rollout commands %v; want a set_weight first", cmds["good"])
+			}
+			st, _ := d.Status("good")
+			var reqs, sessions uint64
+			for _, a := range st.Totals {
+				reqs += a.Requests
+				sessions += a.Sessions
+			}
+			if reqs == 0 || sessions == 0 {
+				t.Fatalf("good rollout judged %d requests and %d sessions from spans; want both > 0", reqs, sessions)
+			}
+			if n := ms.GetOrCreateCounter("canaryd_sessions_assembled_total").Get(); n == 0 {
+				t.Fatalf("no session assembled from traces")
+			}
+		})
+	}
+}
