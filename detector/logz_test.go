@@ -52,3 +52,46 @@ func BenchmarkConditionalObserve(b *testing.B) {
 		})
 	}
 }
+
+// TestBoundsBisectionMatchesScan: the bisection finds the same bounds as a
+// scan of the whole grid.
+func TestBoundsBisectionMatchesScan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 200 {
+		var c Conditional
+		or := math.Exp((rng.Float64()*2 - 1) * 1.5)
+		for range 1 + rng.IntN(30) {
+			nb, nc := uint64(500+rng.IntN(2000)), uint64(50+rng.IntN(500))
+			pb := 0.02
+			pc := or * pb / (1 - pb + or*pb)
+			c.Observe(nb, binomial(rng, nb, pb), nc, binomial(rng, nc, pc))
+		}
+		lo, hi := c.Bounds(0.05)
+		slo, shi := 0.0, math.Inf(1)
+		for i := gridLen - 1; i >= 0; i-- {
+			if c.mix(i, true) >= 20 {
+				slo = gridTheta(i)
+				break
+			}
+		}
+		for i := 0; i < gridLen; i++ {
+			if c.mix(i, false) >= 20 {
+				shi = gridTheta(i)
+				break
+			}
+		}
+		if lo != slo || hi != shi {
+			t.Fatalf("bisection bounds [%v, %v]; scan [%v, %v]", lo, hi, slo, shi)
+		}
+	}
+}
+
+func binomial(rng *rand.Rand, n uint64, p float64) uint64 {
+	var x uint64
+	for range n {
+		if rng.Float64() < p {
+			x++
+		}
+	}
+	return x
+}

@@ -171,7 +171,9 @@ func BenchmarkStateMemory(b *testing.B) {
 				if i+1 == 2_000_000 {
 					warm = rss
 				}
-				peak = max(peak, rss)
+				if i+1 >= 2_000_000 {
+					peak = max(peak, rss)
+				}
 				b.Logf("after %2dM events: RSS %.1f MB, open windows %d", (i+1)/1_000_000, rss, p.OpenWindows())
 			}
 		}
