@@ -134,9 +134,7 @@ func newSim(seed int64, rs []Rollout, start int64) *sim {
 
 // reset drops in-flight sessions and restarts arrivals at start.
 func (s *sim) reset(start int64) {
-	for _, ss := range s.heap {
-		s.free = append(s.free, ss)
-	}
+	s.free = append(s.free, s.heap...)
 	s.heap = s.heap[:0]
 	for i := range s.rollouts {
 		s.rollouts[i].nextArrival = start + s.gap(i)

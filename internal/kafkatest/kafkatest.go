@@ -368,13 +368,15 @@ func apiVersionGuess(brokers []string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	for _, v := range vs.Sorted() {
-		if v.Err != nil {
-			return "", fmt.Errorf("broker %d: %w", v.NodeID, v.Err)
-		}
+	sorted := vs.Sorted()
+	if len(sorted) == 0 {
+		return "", errors.New("metadata lists no broker")
+	}
+	if v := sorted[0]; v.Err != nil {
+		return "", fmt.Errorf("broker %d: %w", v.NodeID, v.Err)
+	} else {
 		return v.VersionGuess(), nil
 	}
-	return "", errors.New("metadata lists no broker")
 }
 
 // Topic returns a topic name for t that no other test uses: t's name made
