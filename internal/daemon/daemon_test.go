@@ -51,18 +51,24 @@ func newTopics(t *testing.T) topics {
 	return topics{events: base + ".events", control: base + ".control", dlq: base + ".dlq"}
 }
 
-func startDaemon(t *testing.T, brokers []string, tp topics, specs string, ms *metrics.Set) *daemon.Daemon {
+// startDaemon runs a daemon on the test's topics until the test ends;
+// tweaks adjust its config first.
+func startDaemon(t *testing.T, brokers []string, tp topics, specs string, ms *metrics.Set, tweaks ...func(*daemon.Config)) *daemon.Daemon {
 	t.Helper()
 	ss, err := detector.ParseSpecs("test.yaml", []byte(specs))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := daemon.New(daemon.Config{
+	cfg := daemon.Config{
 		Brokers: brokers, EventsTopic: tp.events, ControlTopic: tp.control, DLQTopic: tp.dlq,
 		Group: tp.events + ".group", Partitions: 3, Specs: ss, HTTPAddr: "127.0.0.1:0",
 		Window:  window.Options{Width: time.Second, Lateness: 500 * time.Millisecond},
 		Metrics: ms,
-	})
+	}
+	for _, f := range tweaks {
+		f(&cfg)
+	}
+	d, err := daemon.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

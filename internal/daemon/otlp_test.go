@@ -8,12 +8,10 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
-	"github.com/inferensys/canaryd/detector"
 	"github.com/inferensys/canaryd/internal/daemon"
 	"github.com/inferensys/canaryd/internal/kafkatest"
 	"github.com/inferensys/canaryd/loadtest"
 	"github.com/inferensys/canaryd/schemas"
-	"github.com/inferensys/canaryd/window"
 )
 
 // TestOTLPLoop: the fleet writes OTLP protobuf spans (one record per
@@ -26,30 +24,11 @@ func TestOTLPLoop(t *testing.T) {
 			tp := newTopics(t)
 			spans := tp.events + ".otlp"
 			kafkatest.CreateTopics(t, brokers, 3, spans)
-			ss, err := detector.ParseSpecs("test.yaml", []byte(loopSpecs))
-			if err != nil {
-				t.Fatal(err)
-			}
 			ms := metrics.NewSet()
-			d, err := daemon.New(daemon.Config{
-				Brokers: brokers, EventsTopic: tp.events, ControlTopic: tp.control, DLQTopic: tp.dlq,
-				OTLPSpansTopic: spans, Group: tp.events + ".group", Partitions: 3, Specs: ss, HTTPAddr: "127.0.0.1:0",
-				Window:  window.Options{Width: time.Second, Lateness: 8 * time.Second},
-				Metrics: ms,
+			d := startDaemon(t, brokers, tp, loopSpecs, ms, func(c *daemon.Config) {
+				c.OTLPSpansTopic = spans
+				c.Window.Lateness = 8 * time.Second // a session's spans arrive together when it ends
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- d.Run(ctx) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("daemon.Run: %v", err)
-				}
-			}()
-			waitReady(t, d)
 
 			good := loadtest.DefaultProfile()
 			bad := loadtest.DefaultProfile()
