@@ -1,0 +1,258 @@
+package window
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// CheckpointVersion is the version of the checkpoint envelope and body
+// (checkpoint.md). A fixture of each released version is kept under
+// testdata/ and loaded by a test.
+const CheckpointVersion = 1
+
+// Checkpoint is one Kafka partition's durable state.
+type Checkpoint struct {
+	// Next is the offset after the last record counted in Snapshot: on
+	// recovery, consumption resumes there.
+	Next  int64
+	Epoch int32 // leader epoch of the last record
+	// Commit is the offset committed to Kafka after this checkpoint: the
+	// smallest offset still only in an open window. A group offset above it
+	// means another consumer went on from here, and the checkpoint is stale.
+	Commit   int64
+	SavedAt  int64  // wall clock, unix ns
+	Snapshot []byte // Partition.Snapshot: Arrow IPC stream
+}
+
+// Store keeps checkpoints in Badger. Each Save is one transaction: the
+// partition's checkpoint and the side entries (the detector's state) are
+// durable together or not at all. Safe for concurrent use.
+//
+// Keys: "ck/p/<topic>/<partition>" for partitions, "ck/s/<name>" for side
+// entries. Values: the envelope of checkpoint.md (magic, version, CRC-32C).
+type Store struct {
+	db     *badger.DB
+	logger *slog.Logger
+
+	stop chan struct{}
+	wg   sync.WaitGroup // the value-log GC goroutine
+}
+
+// Envelope magics.
+var (
+	magicPartition = [4]byte{'C', 'D', 'C', 'P'}
+	magicSide      = [4]byte{'C', 'D', 'C', 'S'}
+)
+
+const envelopeLen = 4 + 2 + 2 + 4 // magic, version, reserved, crc32c
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// OpenStore opens (creating) the Badger database in dir and starts one
+// goroutine that garbage-collects its value log; Close stops it.
+func OpenStore(dir string, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	// Small caches: canaryd reads checkpoints only at start. Sync writes: a
+	// checkpoint whose offsets get committed must survive a power loss.
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{logger}).
+		WithSyncWrites(true).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithValueThreshold(1 << 10).
+		WithNumCompactors(2)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open checkpoint store %s: %w", dir, err)
+	}
+	s := &Store{db: db, logger: logger, stop: make(chan struct{})}
+	s.wg.Add(1)
+	go s.gcLoop()
+	return s, nil
+}
+
+// Close stops the GC goroutine and closes the database.
+func (s *Store) Close() error {
+	close(s.stop)
+	s.wg.Wait()
+	return s.db.Close()
+}
+
+// gcLoop reclaims value-log space: every checkpoint overwrites the previous
+// one, so old values pile up otherwise.
+func (s *Store) gcLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+func partKey(topic string, p int32) []byte {
+	return []byte("ck/p/" + topic + "/" + strconv.Itoa(int(p)))
+}
+
+const sidePrefix = "ck/s/"
+
+func seal(magic [4]byte, body []byte) []byte {
+	out := make([]byte, envelopeLen, envelopeLen+len(body))
+	copy(out, magic[:])
+	binary.LittleEndian.PutUint16(out[4:], CheckpointVersion)
+	out = append(out, body...)
+	binary.LittleEndian.PutUint32(out[8:], crc32.Checksum(out[envelopeLen:], castagnoli))
+	return out
+}
+
+func open(magic [4]byte, v []byte) ([]byte, error) {
+	if len(v) < envelopeLen || [4]byte(v[:4]) != magic {
+		return nil, fmt.Errorf("%w: bad envelope", ErrCorrupt)
+	}
+	if ver := binary.LittleEndian.Uint16(v[4:]); ver != CheckpointVersion {
+		return nil, fmt.Errorf("%w: checkpoint version %d, this canaryd reads %d", ErrCorrupt, ver, CheckpointVersion)
+	}
+	if got, want := crc32.Checksum(v[envelopeLen:], castagnoli), binary.LittleEndian.Uint32(v[8:]); got != want {
+		return nil, fmt.Errorf("%w: checksum %08x, want %08x", ErrCorrupt, got, want)
+	}
+	return v[envelopeLen:], nil
+}
+
+// EncodeCheckpoint returns ck in the checkpoint format (envelope + body).
+func EncodeCheckpoint(ck Checkpoint) []byte {
+	body := make([]byte, 0, 32+len(ck.Snapshot))
+	body = binary.LittleEndian.AppendUint64(body, uint64(ck.Next))
+	body = binary.LittleEndian.AppendUint32(body, uint32(ck.Epoch))
+	body = binary.LittleEndian.AppendUint64(body, uint64(ck.Commit))
+	body = binary.LittleEndian.AppendUint64(body, uint64(ck.SavedAt))
+	body = append(body, ck.Snapshot...)
+	return seal(magicPartition, body)
+}
+
+// DecodeCheckpoint parses EncodeCheckpoint's output, checking its checksum.
+func DecodeCheckpoint(v []byte) (Checkpoint, error) {
+	body, err := open(magicPartition, v)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	if len(body) < 28 {
+		return Checkpoint{}, fmt.Errorf("%w: checkpoint body of %d bytes", ErrCorrupt, len(body))
+	}
+	return Checkpoint{
+		Next:     int64(binary.LittleEndian.Uint64(body)),
+		Epoch:    int32(binary.LittleEndian.Uint32(body[8:])),
+		Commit:   int64(binary.LittleEndian.Uint64(body[12:])),
+		SavedAt:  int64(binary.LittleEndian.Uint64(body[20:])),
+		Snapshot: body[28:],
+	}, nil
+}
+
+// Save writes a partition's checkpoint and the side entries in one
+// transaction, synced to disk before it returns.
+func (s *Store) Save(topic string, p int32, ck Checkpoint, side map[string][]byte) error {
+	return s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(partKey(topic, p), EncodeCheckpoint(ck)); err != nil {
+			return err
+		}
+		for k, v := range side {
+			if err := txn.Set([]byte(sidePrefix+k), seal(magicSide, v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ErrNoCheckpoint is returned by Load for a partition never checkpointed.
+var ErrNoCheckpoint = errors.New("no checkpoint")
+
+// Load returns a partition's checkpoint: ErrNoCheckpoint when there is none,
+// an error wrapping ErrCorrupt when it fails its checksum or does not parse.
+func (s *Store) Load(topic string, p int32) (Checkpoint, error) {
+	var ck Checkpoint
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(partKey(topic, p))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNoCheckpoint
+		}
+		if err != nil {
+			return err
+		}
+		v, err := it.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		ck, err = DecodeCheckpoint(v)
+		return err
+	})
+	return ck, err
+}
+
+// Delete removes a partition's checkpoint (after it was found stale or
+// corrupt, so that it is not tried again).
+func (s *Store) Delete(topic string, p int32) error {
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(partKey(topic, p)) })
+}
+
+// Side returns every side entry whose checksum holds, and the keys of those
+// that failed it.
+func (s *Store) Side() (map[string][]byte, []string, error) {
+	out := map[string][]byte{}
+	var bad []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(sidePrefix), PrefetchValues: true, PrefetchSize: 16})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := strings.TrimPrefix(string(it.Item().Key()), sidePrefix)
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			body, err := open(magicSide, v)
+			if err != nil {
+				bad = append(bad, k)
+				continue
+			}
+			out[k] = body
+		}
+		return nil
+	})
+	return out, bad, err
+}
+
+// RawSet writes a raw value under a partition's key: for tests that corrupt
+// a checkpoint.
+func (s *Store) RawSet(topic string, p int32, v []byte) error {
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(partKey(topic, p), v) })
+}
+
+// badgerLogger sends Badger's logs to slog: errors and warnings only.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Infof(string, ...any)  {}
+func (b badgerLogger) Debugf(string, ...any) {}

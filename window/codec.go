@@ -1,0 +1,143 @@
+package window
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// aggCodecVersion is the version of Agg's binary encoding (see AppendBinary).
+const aggCodecVersion = 1
+
+// ErrCorrupt reports state bytes that do not decode.
+var ErrCorrupt = errors.New("corrupt state")
+
+// aggFloats and aggUints list Agg's fixed-width fields in encoding order.
+// The columnar table (columnar.go) uses the same lists for its columns, so
+// a field added to Agg is added here once and reaches every format.
+func aggFloats(a *Agg) [12]*float64 {
+	return [...]*float64{&a.InputTokens, &a.OutputTokens, &a.Tokens2, &a.CostUSD, &a.CostUSD2,
+		&a.ContextTokens, &a.ContextUse, &a.ContextUse2, &a.ScoreSum, &a.Score2, &a.ToolCalls, &a.ToolCalls2}
+}
+
+// floatNames and uintNames are the column names of aggFloats and aggUints.
+var (
+	floatNames = [...]string{"input_tokens", "output_tokens", "tokens_sq", "cost_usd", "cost_usd_sq",
+		"context_tokens", "context_use", "context_use_sq", "score_sum", "score_sq", "tool_calls", "tool_calls_sq"}
+	uintNames = [...]string{"count", "errors", "failed", "cost_n", "context_n", "successes", "failures",
+		"hallucinations", "halluc_n", "score_n", "loops"}
+)
+
+func aggUints(a *Agg) [11]*uint64 {
+	return [...]*uint64{&a.Count, &a.Errors, &a.Failed, &a.CostN, &a.ContextN, &a.Successes, &a.Failures,
+		&a.Hallucination, &a.HallucN, &a.ScoreN, &a.Loops}
+}
+
+// AppendBinary appends a's encoding to dst: a version byte, the counters as
+// uvarints, the sums as IEEE-754 bits (exact), the error-type and bigram
+// counts, and the latency sketch in DDSketch's own encoding without its
+// mapping (every sketch uses Mapping).
+func (a *Agg) AppendBinary(dst []byte) []byte {
+	dst = append(dst, aggCodecVersion)
+	for _, p := range aggUints(a) {
+		dst = binary.AppendUvarint(dst, *p)
+	}
+	for _, p := range aggFloats(a) {
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(*p))
+	}
+	dst = appendCounts(dst, a.ErrorTypes)
+	dst = appendCounts(dst, a.Bigrams)
+	var sk []byte
+	if a.Latency != nil {
+		a.Latency.Encode(&sk, true)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(sk)))
+	return append(dst, sk...)
+}
+
+func appendCounts(dst []byte, c []uint64) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(c)))
+	for _, v := range c {
+		dst = binary.AppendUvarint(dst, v)
+	}
+	return dst
+}
+
+// MarshalBinary implements encoding.BinaryMarshaler.
+func (a *Agg) MarshalBinary() ([]byte, error) { return a.AppendBinary(nil), nil }
+
+// UnmarshalBinary implements encoding.BinaryUnmarshaler.
+func (a *Agg) UnmarshalBinary(b []byte) error {
+	rest, err := a.decode(b)
+	if err == nil && len(rest) != 0 {
+		err = fmt.Errorf("%w: %d trailing bytes after an aggregate", ErrCorrupt, len(rest))
+	}
+	return err
+}
+
+// decode reads one aggregate from b and returns the bytes after it.
+func (a *Agg) decode(b []byte) ([]byte, error) {
+	*a = Agg{Latency: NewSketch()}
+	if len(b) == 0 || b[0] != aggCodecVersion {
+		return nil, fmt.Errorf("%w: aggregate encoding version %v, want %d", ErrCorrupt, b[:min(1, len(b))], aggCodecVersion)
+	}
+	b = b[1:]
+	var ok bool
+	for _, p := range aggUints(a) {
+		if *p, b, ok = uvarint(b); !ok {
+			return nil, fmt.Errorf("%w: truncated aggregate", ErrCorrupt)
+		}
+	}
+	for _, p := range aggFloats(a) {
+		if len(b) < 8 {
+			return nil, fmt.Errorf("%w: truncated aggregate", ErrCorrupt)
+		}
+		*p = math.Float64frombits(binary.LittleEndian.Uint64(b))
+		b = b[8:]
+	}
+	if a.ErrorTypes, b, ok = decodeCounts(b); !ok {
+		return nil, fmt.Errorf("%w: bad error-type counts", ErrCorrupt)
+	}
+	if a.Bigrams, b, ok = decodeCounts(b); !ok {
+		return nil, fmt.Errorf("%w: bad bigram counts", ErrCorrupt)
+	}
+	n, b, ok := uvarint(b)
+	if !ok || n > uint64(len(b)) {
+		return nil, fmt.Errorf("%w: bad sketch length", ErrCorrupt)
+	}
+	if n > 0 {
+		if err := a.Latency.DecodeAndMergeWith(b[:n]); err != nil {
+			return nil, fmt.Errorf("%w: sketch: %v", ErrCorrupt, err)
+		}
+	}
+	return b[n:], nil
+}
+
+func uvarint(b []byte) (uint64, []byte, bool) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 {
+		return 0, nil, false
+	}
+	return v, b[n:], true
+}
+
+// maxCounts bounds a decoded count list (caps are far below it).
+const maxCounts = 1 << 16
+
+func decodeCounts(b []byte) ([]uint64, []byte, bool) {
+	n, b, ok := uvarint(b)
+	if !ok || n > maxCounts {
+		return nil, nil, false
+	}
+	if n == 0 {
+		return nil, b, true
+	}
+	c := make([]uint64, n)
+	for i := range c {
+		if c[i], b, ok = uvarint(b); !ok {
+			return nil, nil, false
+		}
+	}
+	return c, b, true
+}
