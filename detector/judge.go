@@ -125,6 +125,13 @@ type Judge struct {
 	errorTypes []string
 
 	last Verdict
+
+	specHash [32]byte
+	// seen maps a source partition (topic/partition) to the end of the
+	// newest window observed from it: a window replayed after a restart (it
+	// starts before that end) is not counted twice.
+	seen  map[string]int64
+	dirty bool // observed a window since the state was last checkpointed
 }
 
 // NewJudge returns the judge of a validated spec.
@@ -136,6 +143,8 @@ func NewJudge(spec Spec) *Judge {
 		total:    map[string]*window.Agg{},
 		phase:    map[string]*window.Agg{},
 		sessions: map[string]*window.Agg{},
+		seen:     map[string]int64{},
+		specHash: specHash(spec),
 	}
 	m := &j.spec.Metrics
 	for _, q := range []struct {
@@ -191,8 +200,17 @@ func IsRequest(k schemas.Kind) bool {
 func IsSession(k schemas.Kind) bool { return k == schemas.KindAgent || k == schemas.KindTask }
 
 // Observe folds one closed window in. Windows should arrive in order of
-// their start per partition; each (window, segment) is one stratum.
-func (j *Judge) Observe(c window.Closed) {
+// their start per partition; each (window, segment) is one stratum. A window
+// that starts before the end of one already observed from the same source
+// partition is a replay (after a restart from an older checkpoint or from
+// the committed offsets): it is ignored, and Observe returns false.
+func (j *Judge) Observe(c window.Closed) bool {
+	k := seenKey(c)
+	if c.Start < j.seen[k] {
+		return false
+	}
+	j.seen[k] = c.End
+	j.dirty = true
 	j.windows++
 	j.now = max(j.now, c.Watermark)
 	j.errorTypes = c.ErrorTypes
@@ -387,6 +405,7 @@ func (j *Judge) Observe(c window.Closed) {
 			ref.Merge(s.Agg)
 		}
 	}
+	return true
 }
 
 func (j *Judge) incidentsOn() bool {
@@ -793,7 +812,10 @@ func (j *Judge) tests() []TestEvidence {
 		lo, hi := c.Bounds(alpha)
 		t.Lower, t.Upper = Num(lo), Num(hi)
 		if role == "rollback" {
-			t.EValue = Num(c.EUpper(1))
+			// A mixture over when the rise began as well as its size
+			// (Conditional.ERise): clean traffic before a regression
+			// does not delay its detection.
+			t.EValue = Num(c.ERise())
 		} else {
 			t.Margin = Num(margin)
 			t.EValue = Num(c.ELower(margin))

@@ -42,6 +42,8 @@ type Options struct {
 	MaxTools int
 	// MaxBigrams per rollout; further bigrams count as "_other". Default 64.
 	MaxBigrams int
+	// Source names the partition's stream (its topic) in Closed.Source.
+	Source string
 	// Emit receives every closed window, in window order per rollout, on the
 	// goroutine that calls Advance. It takes ownership of the Aggs.
 	Emit func(Closed)
@@ -102,7 +104,9 @@ type Series struct {
 
 // Closed is one closed window of one rollout in one partition.
 type Closed struct {
-	Rollout    string
+	Rollout string
+	// Source (the topic) and Partition name where the window was counted.
+	Source     string
 	Partition  int32
 	Start, End int64 // event time, unix ns; End = Start + Width
 	// Watermark of the partition when the window closed: the event time up
@@ -409,6 +413,7 @@ func (p *Partition) emit(r *rollout, w *openWin) {
 	if p.opts.Emit != nil {
 		p.opts.Emit(Closed{
 			Rollout:    r.name,
+			Source:     p.opts.Source,
 			Partition:  p.id,
 			Start:      w.start,
 			End:        w.start + p.width,

@@ -1,0 +1,232 @@
+package detector
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/inferensys/canaryd/schemas"
+	"github.com/inferensys/canaryd/window"
+)
+
+// StateVersion is the version of MarshalState's encoding. A state of another
+// version, or of another spec, is not restored.
+const StateVersion = 1
+
+// ErrStateMismatch: the state was written for another spec or version.
+var ErrStateMismatch = errors.New("judge state does not match")
+
+// judgeState mirrors every field of Judge that observing windows changes,
+// with exported fields for gob. A field added to Judge or to one of its
+// tests must be added here too: TestJudgeStateRoundTrip fails otherwise
+// (it compares verdicts after a restore with an uninterrupted judge's).
+type judgeState struct {
+	Version   int
+	SpecHash  [32]byte
+	Step      int
+	StepStart int64
+	Final     string
+	Now       int64
+	Windows   int
+
+	RbErr, StepErr, Incidents condState
+	Rates                     [][2]condState // j.rates order (fixed by the spec)
+	Lat                       [][2]condState
+	Means                     [][2]meanState
+	ToolMix, ErrMix, Bigrams  catState
+	SRM                       SRM
+	SloErr, SloLat            Bernoulli
+
+	BaseLat                []segAgg
+	Total, Phase, Sessions map[string]*window.Agg
+	ErrorTypes             []string
+	Last                   []byte // JSON of the last Verdict (NaN-safe)
+	Seen                   map[string]int64
+}
+
+type condState struct {
+	LogL           []float64
+	Strata         int
+	NB, XB, NC, XC uint64
+}
+
+type meanState struct {
+	Margin, S, T, NB, NC, SumB, SumC, SqB, SqC, Dir float64
+}
+
+type catState struct {
+	Order []string
+	Cats  []condState
+}
+
+type segAgg struct {
+	Kind uint8
+	Name string
+	Agg  *window.Agg
+}
+
+func (c *Conditional) state() condState {
+	return condState{LogL: c.logL[:], Strata: c.strata, NB: c.NB, XB: c.XB, NC: c.NC, XC: c.XC}
+}
+
+func (c *Conditional) setState(s condState) error {
+	if len(s.LogL) != gridLen {
+		return fmt.Errorf("%w: grid of %d points, want %d", ErrStateMismatch, len(s.LogL), gridLen)
+	}
+	copy(c.logL[:], s.LogL)
+	c.strata, c.NB, c.XB, c.NC, c.XC = s.Strata, s.NB, s.XB, s.NC, s.XC
+	return nil
+}
+
+func (m *MeanTest) state() meanState {
+	return meanState{m.Margin, m.S, m.T, m.NB, m.NC, m.SumB, m.SumC, m.SqB, m.SqC, m.dir}
+}
+
+func (m *MeanTest) setState(s meanState) {
+	*m = MeanTest{Margin: s.Margin, S: s.S, T: s.T, NB: s.NB, NC: s.NC, SumB: s.SumB, SumC: s.SumC, SqB: s.SqB, SqC: s.SqC, dir: s.Dir}
+}
+
+func (c *Categorical) state() catState {
+	s := catState{Order: c.order}
+	for _, n := range c.order {
+		s.Cats = append(s.Cats, c.cats[n].state())
+	}
+	return s
+}
+
+func (c *Categorical) setState(s catState) error {
+	if len(s.Order) != len(s.Cats) {
+		return fmt.Errorf("%w: categorical with %d names and %d tests", ErrStateMismatch, len(s.Order), len(s.Cats))
+	}
+	*c = Categorical{}
+	if len(s.Order) == 0 {
+		return nil
+	}
+	c.cats = make(map[string]*Conditional, len(s.Order))
+	c.order = s.Order
+	for i, n := range s.Order {
+		t := &Conditional{}
+		if err := t.setState(s.Cats[i]); err != nil {
+			return err
+		}
+		c.cats[n] = t
+	}
+	return nil
+}
+
+// specHash identifies a spec: state is restored only into the spec it was
+// gathered under (steps, margins and alpha shape every test).
+func specHash(s Spec) [32]byte {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic("BUG: spec does not marshal: " + err.Error())
+	}
+	return sha256.Sum256(b)
+}
+
+// MarshalState encodes the judge's whole sequential state: restoring it with
+// UnmarshalState into a judge of the same spec, then observing the same
+// windows, yields the same verdicts and commands as a judge that never
+// stopped.
+func (j *Judge) MarshalState() ([]byte, error) {
+	last, err := json.Marshal(j.last)
+	if err != nil {
+		return nil, err
+	}
+	st := judgeState{
+		Version: StateVersion, SpecHash: j.specHash, Step: j.step, StepStart: j.stepStart, Final: string(j.final),
+		Now: j.now, Windows: j.windows,
+		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(),
+		ToolMix: j.toolMix.state(), ErrMix: j.errMix.state(), Bigrams: j.bigrams.state(),
+		SRM: j.srm, SloErr: j.sloErr, SloLat: j.sloLat,
+		Total: j.total, Phase: j.phase, Sessions: j.sessions, ErrorTypes: j.errorTypes,
+		Last: last, Seen: j.seen,
+	}
+	for _, r := range j.rates {
+		st.Rates = append(st.Rates, [2]condState{r.rb.state(), r.ni.state()})
+	}
+	for _, q := range j.lat {
+		st.Lat = append(st.Lat, [2]condState{q.rb.state(), q.ni.state()})
+	}
+	for _, m := range j.means {
+		st.Means = append(st.Means, [2]meanState{m.rb.state(), m.ni.state()})
+	}
+	for seg, a := range j.baseLat {
+		st.BaseLat = append(st.BaseLat, segAgg{Kind: uint8(seg.Kind), Name: seg.Name, Agg: a})
+	}
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(&st); err != nil {
+		return nil, fmt.Errorf("encode judge state: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// UnmarshalState replaces the judge's state with one MarshalState wrote. It
+// fails, leaving the judge unchanged, when the state does not decode or was
+// written for another spec (ErrStateMismatch).
+func (j *Judge) UnmarshalState(b []byte) error {
+	var st judgeState
+	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&st); err != nil {
+		return fmt.Errorf("decode judge state: %w", err)
+	}
+	if st.Version != StateVersion {
+		return fmt.Errorf("%w: version %d, this canaryd reads %d", ErrStateMismatch, st.Version, StateVersion)
+	}
+	if st.SpecHash != j.specHash {
+		return fmt.Errorf("%w: the spec of rollout %s changed since the state was saved", ErrStateMismatch, j.spec.Rollout)
+	}
+	if len(st.Rates) != len(j.rates) || len(st.Lat) != len(j.lat) || len(st.Means) != len(j.means) {
+		return fmt.Errorf("%w: test counts differ", ErrStateMismatch)
+	}
+	n := NewJudge(j.spec) // fill a fresh judge: j stays as it was on error
+	n.step, n.stepStart, n.final, n.now, n.windows = st.Step, st.StepStart, schemas.Action(st.Final), st.Now, st.Windows
+	errs := []error{n.rbErr.setState(st.RbErr), n.stepErr.setState(st.StepErr), n.incidents.setState(st.Incidents),
+		n.toolMix.setState(st.ToolMix), n.errMix.setState(st.ErrMix), n.bigrams.setState(st.Bigrams)}
+	for i, r := range n.rates {
+		errs = append(errs, r.rb.setState(st.Rates[i][0]), r.ni.setState(st.Rates[i][1]))
+	}
+	for i, q := range n.lat {
+		errs = append(errs, q.rb.setState(st.Lat[i][0]), q.ni.setState(st.Lat[i][1]))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for i, m := range n.means {
+		m.rb.setState(st.Means[i][0])
+		m.ni.setState(st.Means[i][1])
+	}
+	n.srm, n.sloErr, n.sloLat = st.SRM, st.SloErr, st.SloLat
+	for _, s := range st.BaseLat {
+		n.baseLat[window.Segment{Kind: schemas.Kind(s.Kind), Name: s.Name}] = s.Agg
+	}
+	for dst, src := range map[*map[string]*window.Agg]map[string]*window.Agg{&n.total: st.Total, &n.phase: st.Phase, &n.sessions: st.Sessions} {
+		if src != nil {
+			*dst = src
+		}
+	}
+	n.errorTypes = st.ErrorTypes
+	if err := json.Unmarshal(st.Last, &n.last); err != nil {
+		return fmt.Errorf("decode judge state: last verdict: %w", err)
+	}
+	if st.Seen != nil {
+		n.seen = st.Seen
+	}
+	*j = *n
+	return nil
+}
+
+// seenKey names the source partition of a closed window.
+func seenKey(c window.Closed) string {
+	return c.Source + "/" + strconv.Itoa(int(c.Partition))
+}
+
+// Dirty reports whether the judge observed a window since the last
+// ClearDirty: whether its state needs checkpointing.
+func (j *Judge) Dirty() bool { return j.dirty }
+
+// ClearDirty marks the state as checkpointed.
+func (j *Judge) ClearDirty() { j.dirty = false }
