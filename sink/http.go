@@ -1,12 +1,15 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -22,7 +25,18 @@ type StatusSource interface {
 	Status(rollout string) (detector.Status, bool)
 }
 
-// Server serves /metrics, /healthz, /readyz and /v1/rollouts[/{id}].
+// WindowSource is what the Arrow export reads a rollout's windows from.
+type WindowSource interface {
+	// WriteWindows writes the rollout's windows as an Arrow IPC stream and
+	// reports false for an unknown rollout.
+	WriteWindows(w io.Writer, rollout string) (bool, error)
+}
+
+// ArrowStreamType is the media type of the Arrow export.
+const ArrowStreamType = "application/vnd.apache.arrow.stream"
+
+// Server serves /metrics, /healthz, /readyz, /v1/rollouts[/{id}] and, when
+// the source is a WindowSource, /v1/rollouts/{id}/windows (Arrow IPC).
 type Server struct {
 	srv *http.Server
 	ln  net.Listener
@@ -90,6 +104,25 @@ func Handler(src StatusSource, ms *metrics.Set, ready func() error) http.Handler
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
+	if ws, ok := src.(WindowSource); ok {
+		// The rollout's closed windows, one row per series-window, as an
+		// Arrow IPC stream (window/columnar.md): pyarrow.ipc.open_stream
+		// reads it.
+		mux.HandleFunc("GET /v1/rollouts/{id}/windows", func(w http.ResponseWriter, r *http.Request) {
+			var buf bytes.Buffer
+			found, err := ws.WriteWindows(&buf, r.PathValue("id"))
+			switch {
+			case err != nil:
+				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			case !found:
+				writeJSON(w, http.StatusNotFound, map[string]string{"error": "no rollout " + r.PathValue("id")})
+			default:
+				w.Header().Set("Content-Type", ArrowStreamType)
+				w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+				_, _ = w.Write(buf.Bytes())
+			}
+		})
+	}
 	return mux
 }
 

@@ -13,15 +13,24 @@
 //	canaryd_consumer_lag{topic,partition}       high watermark − next offset
 //	canaryd_partitions_assigned                 partitions owned by this instance
 //	canaryd_fetch_errors_total                  fetch errors (the client retries)
+//	canaryd_checkpoints_total                   checkpoints written
+//	canaryd_checkpoint_errors_total             checkpoints that failed (offsets not committed)
+//	canaryd_checkpoint_healthy                  1 when the last checkpoint succeeded, else 0
+//	canaryd_checkpoint_seconds                  time to write a checkpoint (summary)
+//	canaryd_checkpoint_bytes                    size of the last checkpoint written
+//	canaryd_checkpoint_restores_total{result}   partitions assigned: restored, stale, corrupt, none
+//	canaryd_rollouts_limit_total                events refused: partition at its live-rollout limit
 package stream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -62,6 +71,21 @@ type Options struct {
 	Clock func() time.Time
 	// KgoOpts are extra client options (TLS, SASL, …).
 	KgoOpts []kgo.Opt
+
+	// Checkpoints, when set, makes partition state durable: each partition
+	// goroutine writes its open windows and offsets there every
+	// CheckpointInterval, on revoke and at shutdown, and commits to Kafka
+	// only offsets a checkpoint holds. An assigned partition resumes from its
+	// checkpoint unless the group went past it. Nil: state is in memory only;
+	// windows are flushed on revoke and a restart replays from the commits.
+	Checkpoints *window.Store
+	// CheckpointInterval between a busy partition's checkpoints. Default 5s.
+	CheckpointInterval time.Duration
+	// SideState returns entries to write in the same transaction as a
+	// partition's checkpoint (the detector's state), and a function called
+	// once they are durable. Calls are serialised with the writes, so an
+	// entry never overwrites a newer one. Optional.
+	SideState func() (side map[string][]byte, saved func())
 }
 
 func (o *Options) validate() error {
@@ -86,6 +110,9 @@ func (o *Options) validate() error {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = 5 * time.Second
+	}
 	return nil
 }
 
@@ -99,6 +126,16 @@ type Consumer struct {
 
 	records, late, fetchErrors *metrics.Counter
 	rejected                   sync.Map // reason label → *metrics.Counter
+
+	// ckMu serialises checkpoint writes with the SideState calls that feed
+	// them: see Options.SideState.
+	ckMu                  sync.Mutex
+	checkpoints, ckErrors *metrics.Counter
+	ckHealthy             atomic.Bool
+	ckSeconds             *metrics.Summary
+	ckBytes               atomic.Int64
+	rolloutLimit          *metrics.Counter
+	lastFetchErr          atomic.Int64 // wall clock, unix ns
 }
 
 // New validates opts and creates the Kafka client; it starts no goroutine
@@ -115,6 +152,18 @@ func New(opts Options) (*Consumer, error) {
 	c.records = opts.Metrics.NewCounter("canaryd_records_total")
 	c.late = opts.Metrics.NewCounter("canaryd_events_late_total")
 	c.fetchErrors = opts.Metrics.NewCounter("canaryd_fetch_errors_total")
+	c.checkpoints = opts.Metrics.NewCounter("canaryd_checkpoints_total")
+	c.ckErrors = opts.Metrics.NewCounter("canaryd_checkpoint_errors_total")
+	c.ckSeconds = opts.Metrics.NewSummary("canaryd_checkpoint_seconds")
+	c.rolloutLimit = opts.Metrics.NewCounter("canaryd_rollouts_limit_total")
+	c.ckHealthy.Store(true)
+	opts.Metrics.NewGauge("canaryd_checkpoint_healthy", func() float64 {
+		if c.ckHealthy.Load() {
+			return 1
+		}
+		return 0
+	})
+	opts.Metrics.NewGauge("canaryd_checkpoint_bytes", func() float64 { return float64(c.ckBytes.Load()) })
 	opts.Metrics.NewGauge("canaryd_partitions_assigned", func() float64 {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -129,6 +178,7 @@ func New(opts Options) (*Consumer, error) {
 		kgo.OnPartitionsAssigned(c.assigned),
 		kgo.OnPartitionsRevoked(c.revoked),
 		kgo.OnPartitionsLost(c.lost),
+		kgo.AdjustFetchOffsetsFn(c.adjustOffsets),
 		kgo.FetchMaxPartitionBytes(4 << 20),
 		kgo.ClientID("canaryd"),
 	}, opts.KgoOpts...)
@@ -155,6 +205,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		fetches.EachError(func(t string, p int32, err error) {
 			c.fetchErrors.Inc()
+			c.lastFetchErr.Store(c.opts.Clock().UnixNano())
 			c.opts.Logger.Warn("fetch error", "topic", t, "partition", p, "err", err)
 		})
 		// Hand each partition's records to its goroutine and poll again at
@@ -174,7 +225,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	// Shutdown, in order: stop partition goroutines (they flush their windows
 	// and mark their offsets), commit what was marked, then leave the group.
-	c.stopAll(c.allParts(), true)
+	c.stopAll(c.allParts(), stopRevoke)
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.cl.CommitMarkedOffsets(cctx); err != nil {
@@ -209,6 +260,7 @@ func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[strin
 				continue
 			}
 			pc := c.newPart(topic, p)
+			pc.loadCheckpoint()
 			c.parts[k] = pc
 			go pc.run()
 		}
@@ -216,8 +268,46 @@ func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	c.opts.Logger.Info("partitions assigned", "partitions", assigned)
 }
 
+// adjustOffsets runs after the group's committed offsets of newly assigned
+// partitions are fetched and before fetching starts: a partition whose
+// checkpoint is at least as new as the group's commit resumes at the
+// checkpoint's offset, with its open windows; otherwise (the group went
+// past it: another instance consumed the partition meanwhile) the
+// checkpoint is stale and consumption starts at the commit.
+func (c *Consumer) adjustOffsets(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for topic, ps := range offsets {
+		for p, o := range ps {
+			pc := c.parts[tp{topic, p}]
+			if pc == nil || pc.pending == nil {
+				continue
+			}
+			ck, part := pc.pending, pc.pendingPart
+			pc.pending, pc.pendingPart = nil, nil
+			committed := o.EpochOffset().Offset
+			if committed >= 0 && committed > ck.Commit {
+				c.restoreCounter("stale").Inc()
+				c.opts.Logger.Warn("checkpoint stale: the group committed past it; replaying from the commit",
+					"topic", topic, "partition", p, "checkpoint_commit", ck.Commit, "checkpoint_next", ck.Next, "group_commit", committed)
+				continue
+			}
+			c.restoreCounter("restored").Inc()
+			ps[p] = kgo.NewOffset().At(ck.Next).WithEpoch(-1)
+			pc.resume <- resumeState{part: part, next: ck.Next, epoch: ck.Epoch}
+			c.opts.Logger.Info("partition resumes from its checkpoint", "topic", topic, "partition", p, "offset", ck.Next,
+				"group_commit", committed, "open_windows", part.OpenWindows(), "saved", time.Unix(0, ck.SavedAt).UTC())
+		}
+	}
+	return offsets, nil
+}
+
+func (c *Consumer) restoreCounter(result string) *metrics.Counter {
+	return c.opts.Metrics.GetOrCreateCounter(`canaryd_checkpoint_restores_total{result="` + result + `"}`)
+}
+
 func (c *Consumer) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
-	c.stopAll(revoked, true)
+	c.stopAll(revoked, stopRevoke)
 	if err := cl.CommitMarkedOffsets(ctx); err != nil {
 		c.opts.Logger.Warn("commit on revoke failed", "err", err)
 	}
@@ -226,13 +316,22 @@ func (c *Consumer) revoked(ctx context.Context, cl *kgo.Client, revoked map[stri
 
 func (c *Consumer) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	// Lost partitions may already be someone else's: do not flush half
-	// windows into the detector as if they were complete; the new owner
-	// replays from the last commit.
-	c.stopAll(lost, false)
+	// windows into the detector as if they were complete, and commit
+	// nothing. With checkpoints, the state is saved (not committed): if the
+	// partition comes back and nobody went past it, it resumes from there.
+	c.stopAll(lost, stopLost)
 	c.opts.Logger.Warn("partitions lost", "partitions", lost)
 }
 
-func (c *Consumer) stopAll(tps map[string][]int32, flush bool) {
+// How a partition goroutine stops.
+type stopMode int
+
+const (
+	stopRevoke stopMode = iota // revoke or shutdown: save (flush without checkpoints) and mark
+	stopLost                   // lost: save a checkpoint if there are checkpoints; mark nothing
+)
+
+func (c *Consumer) stopAll(tps map[string][]int32, mode stopMode) {
 	var stopped []*partConsumer
 	c.mu.Lock()
 	for topic, ps := range tps {
@@ -245,7 +344,7 @@ func (c *Consumer) stopAll(tps map[string][]int32, flush bool) {
 	}
 	c.mu.Unlock()
 	for _, pc := range stopped {
-		pc.flush = flush
+		pc.mode = mode
 		close(pc.work)
 	}
 	for _, pc := range stopped {
@@ -293,28 +392,79 @@ type partConsumer struct {
 	topic string
 	id    int32
 	part  *window.Partition
+	wopts window.Options
 	dec   Decoder
 	emit  func(*schemas.Event)         // pc.add, bound once
 	off   int64                        // offset of the record being decoded
 	err   error                        // first refusal of an event of the record
 	work  chan kgo.FetchTopicPartition // closed on revoke; drained before stop
 	done  chan struct{}
-	flush bool // set before work is closed
+	mode  stopMode // set before work is closed
 
 	next     int64 // offset after the last record processed
 	epoch    int32
 	dead     []DeadLetter
 	lagGauge *metrics.Gauge
+	started  time.Time // wall clock at assignment
+	backlog  bool      // the last batch ended behind the high watermark
+
+	// Checkpoints. pending and pendingPart are the loaded checkpoint until
+	// adjustOffsets decides on it (under c.mu); resume carries the decision
+	// to the goroutine before any record is fetched.
+	pending     *window.Checkpoint
+	pendingPart *window.Partition
+	resume      chan resumeState
+	lastCk      time.Time
+	ckNext      int64 // next at the last checkpoint
+	ckOpen      int   // open windows at the last checkpoint
+	ckBuf       bytes.Buffer
+}
+
+// resumeState is a checkpoint to resume from.
+type resumeState struct {
+	part  *window.Partition
+	next  int64
+	epoch int32
 }
 
 func (c *Consumer) newPart(topic string, id int32) *partConsumer {
 	wopts := c.opts.Window
 	wopts.Emit = c.opts.OnClosed
-	pc := &partConsumer{c: c, topic: topic, id: id, part: window.NewPartition(id, wopts), dec: c.opts.Topics[topic](),
-		work: make(chan kgo.FetchTopicPartition, queueBatches), done: make(chan struct{}), next: -1, epoch: -1}
+	wopts.Source = topic
+	pc := &partConsumer{c: c, topic: topic, id: id, part: window.NewPartition(id, wopts), wopts: wopts, dec: c.opts.Topics[topic](),
+		work: make(chan kgo.FetchTopicPartition, queueBatches), done: make(chan struct{}), next: -1, epoch: -1,
+		resume: make(chan resumeState, 1), started: c.opts.Clock(), ckNext: -1}
 	pc.emit = pc.add
 	pc.lagGauge = c.opts.Metrics.GetOrCreateGauge(`canaryd_consumer_lag{topic="`+topic+`",partition="`+strconv.Itoa(int(id))+`"}`, nil)
 	return pc
+}
+
+// loadCheckpoint reads the partition's checkpoint into pending, for
+// adjustOffsets to decide on. A corrupt one is reported and ignored:
+// recovery then replays from the group's commit, which never runs ahead of
+// a checkpoint that was written.
+func (pc *partConsumer) loadCheckpoint() {
+	c := pc.c
+	if c.opts.Checkpoints == nil {
+		return
+	}
+	ck, err := c.opts.Checkpoints.Load(pc.topic, pc.id)
+	var part *window.Partition
+	if err == nil {
+		part, err = window.RestorePartition(pc.id, pc.wopts, ck.Snapshot)
+	}
+	switch {
+	case errors.Is(err, window.ErrNoCheckpoint):
+		c.restoreCounter("none").Inc()
+	case errors.Is(err, window.ErrCorrupt):
+		c.restoreCounter("corrupt").Inc()
+		c.opts.Logger.Error("checkpoint corrupt: ignored; replaying from the group's committed offset", "topic", pc.topic, "partition", pc.id, "err", err)
+	case err != nil:
+		c.restoreCounter("error").Inc()
+		c.opts.Logger.Error("checkpoint unreadable: ignored; replaying from the group's committed offset", "topic", pc.topic, "partition", pc.id, "err", err)
+	default:
+		pc.pending, pc.pendingPart = &ck, part
+	}
 }
 
 // add counts one decoded event; late events are counted and dropped, other
@@ -323,7 +473,12 @@ func (pc *partConsumer) add(ev *schemas.Event) {
 	if err := pc.part.Add(ev, pc.off); err != nil {
 		if errors.Is(err, window.ErrLate) {
 			pc.c.late.Inc()
-		} else if pc.err == nil {
+			return
+		}
+		if errors.Is(err, window.ErrTooManyRoll) {
+			pc.c.rolloutLimit.Inc()
+		}
+		if pc.err == nil {
 			pc.err = err
 		}
 	}
@@ -340,26 +495,57 @@ func (pc *partConsumer) run() {
 				pc.stop()
 				return
 			}
+			pc.applyResume()
 			pc.process(ftp)
 		case <-tick.C:
+			pc.applyResume()
 			// Quiet partitions still close windows as the wall clock moves.
-			pc.part.SetNow(pc.c.opts.Clock())
+			pc.setNow()
 			pc.part.Advance()
-			pc.mark()
+			pc.save()
 		}
 	}
 }
 
-func (pc *partConsumer) stop() {
-	if pc.flush {
-		pc.part.Flush()
+func (pc *partConsumer) applyResume() {
+	select {
+	case r := <-pc.resume:
+		pc.part, pc.next, pc.epoch = r.part, r.next, r.epoch
+		pc.ckNext, pc.ckOpen = r.next, r.part.OpenWindows()
+		pc.lastCk = pc.c.opts.Clock()
+	default:
 	}
-	pc.mark()
+}
+
+// setNow gives the partition the wall clock, and holds its idle rule while
+// the wall clock says nothing about the stream's progress: while the
+// partition has a backlog, while fetches fail (a broker outage: producers
+// buffer meanwhile), and for Idle after assignment (a restart's backlog).
+func (pc *partConsumer) setNow() {
+	now := pc.c.opts.Clock()
+	pc.part.SetNow(now)
+	idle := pc.part.IdleAfter()
+	hold := pc.backlog || now.Sub(pc.started) < idle || now.UnixNano()-pc.c.lastFetchErr.Load() < int64(idle)
+	pc.part.HoldIdle(hold)
+}
+
+func (pc *partConsumer) stop() {
+	pc.applyResume()
+	if pc.c.opts.Checkpoints == nil {
+		if pc.mode == stopRevoke {
+			pc.part.Flush()
+			pc.mark(pc.part.CommitOffset(pc.next))
+		}
+		return
+	}
+	// With checkpoints, open windows are saved, not flushed: whoever
+	// resumes the partition completes them.
+	pc.checkpoint(pc.mode == stopRevoke)
 }
 
 func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {
 	c := pc.c
-	pc.part.SetNow(c.opts.Clock())
+	pc.setNow()
 	for _, r := range ftp.Records {
 		pc.off, pc.err = r.Offset, nil
 		if err := pc.dec.Decode(r.Value, pc.emit); err != nil {
@@ -392,17 +578,77 @@ func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {
 	}
 	if ftp.HighWatermark > 0 {
 		pc.lagGauge.Set(float64(ftp.HighWatermark - pc.next))
+		pc.backlog = pc.next < ftp.HighWatermark
 	}
-	pc.mark()
+	pc.save()
 }
 
-// mark marks for commit the offset up to which every record has reached the
-// detector (or the DLQ).
-func (pc *partConsumer) mark() {
-	if pc.next < 0 {
+// save marks offsets for commit: at once without checkpoints, or through a
+// checkpoint every CheckpointInterval.
+func (pc *partConsumer) save() {
+	if pc.c.opts.Checkpoints == nil {
+		if pc.next >= 0 {
+			pc.mark(pc.part.CommitOffset(pc.next))
+		}
 		return
 	}
-	off := pc.part.CommitOffset(pc.next)
+	if pc.c.opts.Clock().Sub(pc.lastCk) >= pc.c.opts.CheckpointInterval {
+		pc.checkpoint(true)
+	}
+}
+
+// checkpoint writes the partition's open windows and offsets, with the
+// detector's state, in one transaction; once it is durable, and if mark,
+// the offset it holds is marked for commit. A failed write is counted and
+// logged, and nothing is marked: the committed offset stays behind what no
+// checkpoint holds, and judging goes on from memory.
+func (pc *partConsumer) checkpoint(mark bool) {
+	c := pc.c
+	pc.lastCk = c.opts.Clock()
+	if pc.next < 0 || pc.next == pc.ckNext && pc.part.OpenWindows() == pc.ckOpen {
+		return // nothing consumed, or nothing changed since the last one
+	}
+	start := time.Now()
+	pc.ckBuf.Reset()
+	if err := pc.part.Snapshot(&pc.ckBuf); err != nil {
+		panic("BUG: snapshot of a partition failed: " + err.Error())
+	}
+	commit := pc.part.CommitOffset(pc.next)
+	ck := window.Checkpoint{Next: pc.next, Epoch: pc.epoch, Commit: commit, SavedAt: pc.lastCk.UnixNano(), Snapshot: pc.ckBuf.Bytes()}
+	c.ckMu.Lock()
+	var side map[string][]byte
+	var saved func()
+	if c.opts.SideState != nil {
+		side, saved = c.opts.SideState()
+	}
+	err := c.opts.Checkpoints.Save(pc.topic, pc.id, ck, side)
+	if err == nil && saved != nil {
+		saved()
+	}
+	c.ckMu.Unlock()
+	if err != nil {
+		c.ckErrors.Inc()
+		if c.ckHealthy.Swap(false) {
+			c.opts.Logger.Error("checkpoint failed: judging goes on from memory; offsets are not committed until a checkpoint succeeds",
+				"topic", pc.topic, "partition", pc.id, "err", err)
+		}
+		return
+	}
+	if !c.ckHealthy.Swap(true) {
+		c.opts.Logger.Info("checkpoints succeed again", "topic", pc.topic, "partition", pc.id)
+	}
+	c.checkpoints.Inc()
+	c.ckSeconds.UpdateDuration(start)
+	c.ckBytes.Store(int64(pc.ckBuf.Len()))
+	pc.ckNext, pc.ckOpen = pc.next, pc.part.OpenWindows()
+	if mark {
+		pc.mark(commit)
+	}
+}
+
+// mark marks off for commit: every record before it has reached the
+// detector (or the DLQ), or is in a checkpoint.
+func (pc *partConsumer) mark(off int64) {
 	pc.c.cl.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{
 		pc.topic: {pc.id: {Epoch: pc.epoch, Offset: off}},
 	})

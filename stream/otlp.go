@@ -25,6 +25,8 @@ import (
 //	canaryd_otlp_skipped_total{signal,reason}         spans/log records not emitted: a value out of range
 //	canaryd_otlp_ignored_total{signal}                spans (GenAIOnly) / log records (not evaluation results) not mapped
 //	canaryd_otlp_unattributed_total{signal,field}     events emitted under OTLPConfig.Unknown (field rollout|version)
+//	canaryd_otlp_trace_joins_total{result}            logs with OTLPConfig.Traces: evaluation records looked up by trace
+//	                                                  (result joined|unknown_trace|no_trace_id)
 
 // OTLP encodings, as the Collector's Kafka exporter names them in its
 // `encoding` setting.
@@ -71,6 +73,19 @@ type OTLPConfig struct {
 	// attribute (counted as ignored) instead of emitting them as kind other.
 	// Default false.
 	GenAIOnly bool
+	// Traces, when set, joins evaluation results to the version they judge
+	// through their trace: OTLPTraces puts the rollout and version of each
+	// trace's spans in it, and OTLPLogs looks up, by the record's trace id,
+	// the records whose version its rules cannot resolve (then rollout and
+	// version both come from the trace). Give the same index to both, one per
+	// process. An evaluation whose trace is not in it stays Unknown. Default
+	// nil: no join.
+	Traces *TraceIndex
+	// TraceFirst (OTLPLogs with Traces) looks the trace up first, and applies
+	// the rules only when the trace is unknown: for evaluators that run as a
+	// service of their own, whose resource names the evaluator's version.
+	// Default false.
+	TraceFirst bool
 	// Metrics receives the decoders' counters; nil means none.
 	Metrics *metrics.Set
 }
@@ -163,7 +178,9 @@ func newOTLP(cfg OTLPConfig, logs bool) NewDecoder {
 		nRollout:  len(cfg.Rollout),
 		nVersion:  len(cfg.Version),
 		unknown:   []byte(cfg.Unknown),
+		traces:    cfg.Traces,
 	}
+	c.traceFirst = logs && cfg.Traces != nil && cfg.TraceFirst
 	c.enc = EncodingOTLPProto
 	if c.json {
 		c.enc = EncodingOTLPJSON
@@ -211,6 +228,11 @@ func newOTLP(cfg OTLPConfig, logs bool) NewDecoder {
 	c.ignored = set.GetOrCreateCounter(`canaryd_otlp_ignored_total{signal="` + signal + `"}`)
 	c.unattributed[0] = set.GetOrCreateCounter(`canaryd_otlp_unattributed_total{signal="` + signal + `",field="rollout"}`)
 	c.unattributed[1] = set.GetOrCreateCounter(`canaryd_otlp_unattributed_total{signal="` + signal + `",field="version"}`)
+	if logs && cfg.Traces != nil {
+		for j := range numJoins {
+			c.joins[j] = set.GetOrCreateCounter(`canaryd_otlp_trace_joins_total{result="` + joinNames[j] + `"}`)
+		}
+	}
 	return func() Decoder { return newOTLPDecoder(c) }
 }
 
@@ -223,12 +245,27 @@ type otlpShared struct {
 	genAIOnly          bool
 	nRollout, nVersion int
 	unknown            []byte
-	keys               keyTable // attribute keys the mapping reads
+	keys               keyTable    // attribute keys the mapping reads
+	traces             *TraceIndex // shared by every decoder of the process; nil: no join
+	traceFirst         bool
 
 	skipped      [numSkips]*metrics.Counter
 	ignored      *metrics.Counter
 	unattributed [2]*metrics.Counter
+	joins        [numJoins]*metrics.Counter
 }
+
+// join is the outcome of looking an evaluation record's trace up.
+type join uint8
+
+const (
+	joinJoined join = iota
+	joinUnknownTrace
+	joinNoTraceID
+	numJoins
+)
+
+var joinNames = [numJoins]string{"joined", "unknown_trace", "no_trace_id"}
 
 // lookup tells what an attribute key means to the mapping.
 func (c *otlpShared) lookup(key []byte) (keyInfo, bool) { return c.keys.lookup(key) }
@@ -529,6 +566,7 @@ type otlpDecoder struct {
 	skipped      [numSkips]int
 	ignored      int
 	unattributed [2]int
+	joins        [numJoins]int
 }
 
 var _ Decoder = (*otlpDecoder)(nil)
@@ -567,7 +605,7 @@ func (d *otlpDecoder) Decode(value []byte, emit func(*schemas.Event)) error {
 	}
 	d.evs = d.evs[:0] // newEvent zeroes what it reuses
 	d.arena = d.arena[:0]
-	d.skipped, d.ignored, d.unattributed = [numSkips]int{}, 0, [2]int{}
+	d.skipped, d.ignored, d.unattributed, d.joins = [numSkips]int{}, 0, [2]int{}, [numJoins]int{}
 	var err error
 	if d.c.json {
 		err = d.jsonRecord(value)
@@ -590,6 +628,14 @@ func (d *otlpDecoder) Decode(value []byte, emit func(*schemas.Event)) error {
 		if n > 0 {
 			d.c.unattributed[i].Add(n)
 		}
+	}
+	for i, n := range d.joins {
+		if n > 0 {
+			d.c.joins[i].Add(n)
+		}
+	}
+	if d.c.traces != nil && !d.c.logs && len(d.evs) > 0 {
+		d.c.traces.putSpans(d.evs, d.c.unknown)
 	}
 	for i := range d.evs {
 		emit(&d.evs[i])
@@ -835,12 +881,17 @@ func eqFold(b []byte, w string) bool {
 
 // finish resolves rollout and version and bounds the kept strings.
 func (d *otlpDecoder) finish(ev *schemas.Event, t *attrTab) skip {
-	ev.Rollout = d.resolve(t.r, t.rHas, d.res.r, d.res.rHas)
+	if joined := d.c.traceFirst && d.joinTrace(ev); !joined {
+		ev.Rollout = d.resolve(t.r, t.rHas, d.res.r, d.res.rHas)
+		ev.Version = d.resolve(t.v, t.vHas, d.res.v, d.res.vHas)
+		if ev.Version == nil && d.c.logs && d.c.traces != nil && !d.c.traceFirst {
+			d.joinTrace(ev)
+		}
+	}
 	if ev.Rollout == nil {
 		ev.Rollout = d.c.unknown
 		d.unattributed[0]++
 	}
-	ev.Version = d.resolve(t.v, t.vHas, d.res.v, d.res.vHas)
 	if ev.Version == nil {
 		ev.Version = d.c.unknown
 		d.unattributed[1]++
@@ -852,6 +903,23 @@ func (d *otlpDecoder) finish(ev *schemas.Event, t *attrTab) skip {
 		}
 	}
 	return noSkip
+}
+
+// joinTrace sets ev's rollout and version from the trace index, by its
+// trace id, and counts the outcome. It reports whether the trace was found.
+func (d *otlpDecoder) joinTrace(ev *schemas.Event) bool {
+	if len(ev.TraceID) == 0 {
+		d.joins[joinNoTraceID]++
+		return false
+	}
+	r, v, ok := d.c.traces.Lookup(ev.TraceID)
+	if !ok {
+		d.joins[joinUnknownTrace]++
+		return false
+	}
+	ev.Rollout, ev.Version = r, v
+	d.joins[joinJoined]++
+	return true
 }
 
 // resolve applies one rule list: for each rule in order, the item's value,

@@ -140,6 +140,7 @@ type Partition struct {
 	watermark int64
 	idleSince int64 // wall time at which maxTS last moved
 	idleMaxTS int64
+	idleHold  bool // HoldIdle: the idle rule is suspended
 
 	rollouts map[string]*rollout
 	order    []*rollout // in creation order, for deterministic emission
@@ -180,6 +181,15 @@ func NewPartition(id int32, opts Options) *Partition {
 // SetNow sets the wall clock used for the future limit and idleness; call it
 // once per batch.
 func (p *Partition) SetNow(now time.Time) { p.now = now.UnixNano() }
+
+// HoldIdle suspends the idle rule while hold is true, and restarts its
+// clock when the hold ends: the caller holds it while the wall clock says
+// nothing about the stream (a backlog to read, a broker that does not answer),
+// so that a stall does not close windows whose events are still coming.
+func (p *Partition) HoldIdle(hold bool) { p.idleHold = hold }
+
+// IdleAfter returns the Idle option in effect (defaults applied).
+func (p *Partition) IdleAfter() time.Duration { return p.opts.Idle }
 
 // Watermark returns the event time below which every window is closed.
 func (p *Partition) Watermark() int64 { return p.watermark }
@@ -349,7 +359,7 @@ func (p *Partition) CommitOffset(next int64) int64 {
 // clock when the partition has been idle — and emits every window that it
 // closes. Call it after each batch.
 func (p *Partition) Advance() {
-	if p.maxTS != p.idleMaxTS {
+	if p.maxTS != p.idleMaxTS || p.idleHold {
 		p.idleMaxTS = p.maxTS
 		p.idleSince = p.now
 	}

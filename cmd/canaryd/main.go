@@ -25,6 +25,7 @@ import (
 
 	"github.com/inferensys/canaryd/detector"
 	"github.com/inferensys/canaryd/internal/daemon"
+	"github.com/inferensys/canaryd/stream"
 	"github.com/inferensys/canaryd/window"
 )
 
@@ -115,11 +116,15 @@ Flags:
 	otlpSpans := fs.String("otlp-spans-topic", env("CANARYD_OTLP_SPANS_TOPIC", ""), "also consume OTLP spans from this topic (the Collector's Kafka exporter, e.g. otlp_spans) [CANARYD_OTLP_SPANS_TOPIC]")
 	otlpLogs := fs.String("otlp-logs-topic", env("CANARYD_OTLP_LOGS_TOPIC", ""), "also consume OTLP evaluation log events from this topic (e.g. otlp_logs) [CANARYD_OTLP_LOGS_TOPIC]")
 	otlpEnc := fs.String("otlp-encoding", env("CANARYD_OTLP_ENCODING", "otlp_proto"), "encoding of the OTLP topics: otlp_proto or otlp_json [CANARYD_OTLP_ENCODING]")
+	modelsFile := fs.String("models", env("CANARYD_MODELS", ""), "model table YAML: context limits and prices per model, to fill in context use and cost (see deploy/models.yaml) [CANARYD_MODELS]")
 	noCreate := fs.Bool("no-create-topics", env("CANARYD_NO_CREATE_TOPICS", "") != "", "do not create missing topics [CANARYD_NO_CREATE_TOPICS]")
 	signKeyFile := fs.String("sign-key-file", env("CANARYD_SIGN_KEY_FILE", ""), "file with the HMAC key that signs commands [CANARYD_SIGN_KEY_FILE]")
 	useTLS := fs.Bool("tls", env("CANARYD_TLS", "") != "", "connect to Kafka with TLS [CANARYD_TLS]")
 	saslMech := fs.String("sasl-mechanism", env("CANARYD_SASL_MECHANISM", ""), "SASL mechanism: plain, scram-sha-256 or scram-sha-512 [CANARYD_SASL_MECHANISM]")
 	saslUser := fs.String("sasl-user", env("CANARYD_SASL_USER", ""), "SASL user [CANARYD_SASL_USER]")
+	stateDir := fs.String("state-dir", env("CANARYD_STATE_DIR", ""), "directory of the Badger checkpoints (window state, offsets, judge state); empty: state in memory only, a restart replays from the committed offsets and loses the judges' evidence [CANARYD_STATE_DIR]")
+	ckInterval := fs.Duration("checkpoint-interval", envDuration("CANARYD_CHECKPOINT_INTERVAL", 5*time.Second), "time between a partition's checkpoints; offsets are committed only with a checkpoint [CANARYD_CHECKPOINT_INTERVAL]")
+	historyWindows := fs.Int("history-windows", 360, "closed windows per rollout kept for the Arrow export (older ones are folded into one row per series)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -133,6 +138,12 @@ Flags:
 	ss, err := detector.LoadSpecs(*specs)
 	if err != nil {
 		return err
+	}
+	var models *stream.ModelTable
+	if *modelsFile != "" {
+		if models, err = stream.LoadModelTable(*modelsFile); err != nil {
+			return err
+		}
 	}
 	kopts, err := securityOpts(*useTLS, *saslMech, *saslUser, os.Getenv("CANARYD_SASL_PASSWORD"))
 	if err != nil {
@@ -154,7 +165,8 @@ Flags:
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	d, err := daemon.New(daemon.Config{
 		Brokers: strings.Split(*brokers, ","), EventsTopic: *events, ControlTopic: *control, DLQTopic: *dlq,
-		Group: *group, NoCreateTopics: *noCreate, OTLPSpansTopic: *otlpSpans, OTLPLogsTopic: *otlpLogs, OTLPEncoding: *otlpEnc, Specs: ss, HTTPAddr: *httpAddr,
+		Group: *group, NoCreateTopics: *noCreate, OTLPSpansTopic: *otlpSpans, OTLPLogsTopic: *otlpLogs, OTLPEncoding: *otlpEnc, Specs: ss, Models: models, HTTPAddr: *httpAddr,
+		StateDir: *stateDir, CheckpointInterval: *ckInterval, HistoryWindows: *historyWindows,
 		Window: window.Options{Width: *width, Lateness: *lateness}, SignKey: signKey, KgoOpts: kopts, Logger: log,
 	})
 	if err != nil {

@@ -11,6 +11,16 @@
 //	canaryd_rollout_step{rollout}, canaryd_rollout_weight{rollout}
 //	canaryd_verdicts_total{rollout,action}           decisions other than continue
 //	canaryd_unjudged_windows_total                   windows of rollouts with no spec
+//	canaryd_replayed_windows_total                   windows judged before (a replay after a restart): ignored
+//	canaryd_judge_restores_total{result}             judge states at start: restored, mismatch (spec changed), corrupt
+//
+// Per tool and per model (kind tool or llm; judged rollouts only; see agentmetrics.go):
+//
+//	canaryd_agent_calls_total{rollout,version,kind,name}              calls in closed windows
+//	canaryd_agent_errors_total{rollout,version,kind,name,error_type}  failed calls by error type
+//	canaryd_agent_latency_ms{rollout,version,kind,name,quantile}      p50/p95/p99 of the last closed window
+//	canaryd_agent_tokens_total{rollout,version,kind,name,direction}   llm: input/output tokens
+//	canaryd_agent_cost_usd_total{rollout,version,kind,name}           llm: cost of the calls that carry one
 package daemon
 
 import (
@@ -57,6 +67,20 @@ type Config struct {
 	OTLPLogsTopic  string
 	OTLPEncoding   string
 	Specs          []detector.Spec
+	// Models, when set, fills in the context limit and the cost of llm
+	// events whose model it lists and whose source sent none (events and
+	// OTLP spans topics; see stream.Enrich). Load it with
+	// stream.LoadModelTable.
+	Models *stream.ModelTable
+	// StateDir holds the Badger checkpoints (window state, offsets and the
+	// judges' state). Empty: state is in memory only, and a restart replays
+	// from the committed offsets with the judges' evidence lost.
+	StateDir string
+	// CheckpointInterval: see stream.Options. Default 5s.
+	CheckpointInterval time.Duration
+	// HistoryWindows is how many closed windows per rollout are kept for the
+	// Arrow export; older ones are folded into one row per series. Default 360.
+	HistoryWindows int
 	// HTTPAddr to serve on; empty means no HTTP server.
 	HTTPAddr string
 	Window   window.Options
@@ -108,9 +132,13 @@ type Daemon struct {
 	dlq      *sink.DLQ
 	server   *sink.Server
 
-	mu     sync.Mutex // guards judges and every Judge in it
-	judges map[string]*detector.Judge
-	ctx    context.Context // Run's context, for sends from callbacks
+	store    *window.Store // nil without StateDir
+	mu       sync.Mutex    // guards judges and every Judge in it, saved, history
+	judges   map[string]*detector.Judge
+	saved    map[string]int // windows each judge had observed at its last checkpoint
+	history  map[string]*history
+	replayed *metrics.Counter
+	ctx      context.Context // Run's context, for sends from callbacks
 
 	ready    atomic.Bool
 	unjudged *metrics.Counter
@@ -122,11 +150,12 @@ func New(cfg Config) (*Daemon, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, judges: map[string]*detector.Judge{}}
+	d := &Daemon{cfg: cfg, judges: map[string]*detector.Judge{}, saved: map[string]int{}, history: map[string]*history{}}
 	for _, s := range cfg.Specs {
 		d.judges[s.Rollout] = detector.NewJudge(s)
 	}
 	d.unjudged = cfg.Metrics.NewCounter("canaryd_unjudged_windows_total")
+	d.replayed = cfg.Metrics.NewCounter("canaryd_replayed_windows_total")
 	var err error
 	d.producer, err = kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -138,7 +167,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d.control = sink.NewControl(d.producer, cfg.ControlTopic, cfg.SignKey, cfg.Metrics, cfg.Logger)
 	d.dlq = sink.NewDLQ(d.producer, cfg.DLQTopic, cfg.Metrics)
-	topics := map[string]stream.NewDecoder{cfg.EventsTopic: stream.JSONDecoder}
+	topics := map[string]stream.NewDecoder{cfg.EventsTopic: stream.Enrich(stream.JSONDecoder, cfg.Models, cfg.Metrics)}
 	if cfg.OTLPSpansTopic != "" || cfg.OTLPLogsTopic != "" {
 		ocfg := stream.DefaultOTLPConfig()
 		ocfg.Encoding, ocfg.Metrics = cfg.OTLPEncoding, cfg.Metrics
@@ -149,20 +178,34 @@ func New(cfg Config) (*Daemon, error) {
 			d.producer.Close()
 			return nil, err
 		}
+		if cfg.OTLPSpansTopic != "" && cfg.OTLPLogsTopic != "" {
+			// Evaluation records name their trace, often not their version:
+			// the spans decoders index each trace's version for the logs ones.
+			ocfg.Traces = stream.NewTraceIndex(stream.DefaultTraceIndexCapacity, cfg.Metrics)
+		}
 		if cfg.OTLPSpansTopic != "" {
-			topics[cfg.OTLPSpansTopic] = stream.Sessions(stream.OTLPTraces(ocfg), stream.SessionConfig{Metrics: cfg.Metrics})
+			// Enrich before Sessions: agent events sum their llm spans' costs.
+			topics[cfg.OTLPSpansTopic] = stream.Sessions(stream.Enrich(stream.OTLPTraces(ocfg), cfg.Models, cfg.Metrics), stream.SessionConfig{Metrics: cfg.Metrics})
 		}
 		if cfg.OTLPLogsTopic != "" {
 			topics[cfg.OTLPLogsTopic] = stream.OTLPLogs(ocfg)
+		}
+	}
+	if cfg.StateDir != "" {
+		if d.store, err = window.OpenStore(cfg.StateDir, cfg.Logger); err != nil {
+			d.producer.Close()
+			return nil, err
 		}
 	}
 	d.consumer, err = stream.New(stream.Options{
 		Brokers: cfg.Brokers, Topics: topics, Group: cfg.Group,
 		Window: cfg.Window, OnClosed: d.onClosed, DeadLetters: d.dlq.Send,
 		Metrics: cfg.Metrics, Logger: cfg.Logger, KgoOpts: cfg.KgoOpts,
+		Checkpoints: d.store, CheckpointInterval: cfg.CheckpointInterval, SideState: d.sideState,
 	})
 	if err != nil {
 		d.producer.Close()
+		d.closeStore()
 		return nil, err
 	}
 	if cfg.HTTPAddr != "" {
@@ -170,6 +213,7 @@ func New(cfg Config) (*Daemon, error) {
 		if err != nil {
 			d.producer.Close()
 			d.consumer.Client().Close()
+			d.closeStore()
 			return nil, err
 		}
 	}
@@ -197,6 +241,7 @@ func (d *Daemon) readyErr() error {
 // It returns at once when starting fails.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.producer.Close()
+	defer d.closeStore()
 	// Commands decided while the partitions are flushed at shutdown, after
 	// ctx has ended, must still go out: sends get a context that ends
 	// sendGrace after ctx does (bounding retries against an absent broker),
@@ -279,8 +324,16 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	restored := d.restoreJudges()
 	d.mu.Lock()
 	for id, j := range d.judges {
+		// A judge restored from its checkpoint replays the windows after it
+		// and re-decides what it decided then (same command ids, not sent
+		// twice); jumping to the control topic's newest command first would
+		// judge those windows in the wrong step.
+		if restored[id] {
+			continue
+		}
 		if last := d.control.Last(id); last != nil && j.Restore(last) {
 			d.cfg.Logger.Info("rollout resumed from the control topic", "rollout", id, "action", last.Action, "step", last.Step, "seq", last.Seq)
 		}
@@ -330,6 +383,11 @@ func (d *Daemon) onClosed(c window.Closed) {
 		d.unjudged.Inc()
 		return
 	}
+	if !j.Observe(c) {
+		d.replayed.Inc()
+		return
+	}
+	d.historyOf(c.Rollout).add(c)
 	ms := d.cfg.Metrics
 	for _, s := range c.Series {
 		if !detector.IsRequest(s.Segment.Kind) {
@@ -338,7 +396,7 @@ func (d *Daemon) onClosed(c window.Closed) {
 		ms.GetOrCreateCounter(fmt.Sprintf(`canaryd_requests_total{rollout=%q,version=%q}`, c.Rollout, s.Version)).Add(int(s.Agg.Count))
 		ms.GetOrCreateCounter(fmt.Sprintf(`canaryd_errors_total{rollout=%q,version=%q}`, c.Rollout, s.Version)).Add(int(s.Agg.Errors))
 	}
-	j.Observe(c)
+	exportAgentSeries(d.cfg.Metrics, c)
 	v, cmd := j.Decide(c.Watermark)
 	sent := false
 	if cmd != nil {
