@@ -1056,10 +1056,23 @@ func (d *otlpDecoder) jattrs(t *attrTab, field string) {
 func (d *otlpDecoder) janyValue() anyVal {
 	s := &d.js
 	var v anyVal
-	if !s.open('{', "attribute.value") {
+	n := 0
+	// Fast path: {"stringValue":"…"}, most attribute values as pdata writes
+	// them. Further members go through the loop below.
+	if s.at(`{"stringValue":"`) {
+		s.i += len(`{"stringValue":`)
+		str, _ := d.jstr("attribute.value")
+		if s.err != nil {
+			return v
+		}
+		v, n = anyVal{t: vStr, s: str}, 1
+		if s.peek() == '}' {
+			s.i++
+			return v
+		}
+	} else if !s.open('{', "attribute.value") {
 		return v
 	}
-	n := 0
 	for s.more('}', &n) {
 		key, ok := d.jkey()
 		if !ok {
