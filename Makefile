@@ -23,15 +23,16 @@ build:
 	go build -o bin/canaryd ./cmd/canaryd
 
 ## test: unit tests + integration tests against kfake and a real Apache Kafka
+## (pyarrow, which reads the Arrow export in a test, goes into a cached venv)
 test:
-	$(call with_kafka,go test -count=1 -timeout 20m $(GO_TEST_PKGS))
+	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -count=1 -timeout 20m $(GO_TEST_PKGS))
 
 test-race:
-	$(call with_kafka,go test -race -count=1 -timeout 30m $(GO_TEST_PKGS))
+	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -race -count=1 -timeout 30m $(GO_TEST_PKGS))
 
 ## test-short: no real broker (kfake only), short statistical tests
 test-short:
-	CANARYD_KAFKA=kfake go test -short -count=1 $(GO_TEST_PKGS)
+	CANARYD_PYTHON=$$(scripts/pydeps.sh) CANARYD_KAFKA=kfake go test -short -count=1 $(GO_TEST_PKGS)
 
 ## demo: embedded broker + simulated fleet + canaryd; exits 0 when the good
 ## canary is promoted and the bad one rolled back

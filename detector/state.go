@@ -52,6 +52,7 @@ type condState struct {
 	LogL           []float64
 	Strata         int
 	NB, XB, NC, XC uint64
+	Rise           riseState // change-point components (conditional.go)
 }
 
 type meanState struct {
@@ -70,7 +71,7 @@ type segAgg struct {
 }
 
 func (c *Conditional) state() condState {
-	return condState{LogL: c.logL[:], Strata: c.strata, NB: c.NB, XB: c.XB, NC: c.NC, XC: c.XC}
+	return condState{LogL: c.logL[:], Strata: c.strata, NB: c.NB, XB: c.XB, NC: c.NC, XC: c.XC, Rise: c.riseState()}
 }
 
 func (c *Conditional) setState(s condState) error {
@@ -79,7 +80,7 @@ func (c *Conditional) setState(s condState) error {
 	}
 	copy(c.logL[:], s.LogL)
 	c.strata, c.NB, c.XB, c.NC, c.XC = s.Strata, s.NB, s.XB, s.NC, s.XC
-	return nil
+	return c.setRiseState(s.Rise)
 }
 
 func (m *MeanTest) state() meanState {
@@ -121,6 +122,7 @@ func (c *Categorical) setState(s catState) error {
 // specHash identifies a spec: state is restored only into the spec it was
 // gathered under (steps, margins and alpha shape every test).
 func specHash(s Spec) [32]byte {
+	s.File, s.Line = "", 0 // where it was read from is not what it says
 	b, err := json.Marshal(s)
 	if err != nil {
 		panic("BUG: spec does not marshal: " + err.Error())
@@ -224,9 +226,20 @@ func seenKey(c window.Closed) string {
 	return c.Source + "/" + strconv.Itoa(int(c.Partition))
 }
 
-// Dirty reports whether the judge observed a window since the last
-// ClearDirty: whether its state needs checkpointing.
-func (j *Judge) Dirty() bool { return j.dirty }
+// Observed returns how many windows the judge has observed: its state needs
+// checkpointing when this moved since the last checkpoint.
+func (j *Judge) Observed() int { return j.windows }
 
-// ClearDirty marks the state as checkpointed.
-func (j *Judge) ClearDirty() { j.dirty = false }
+// Digest returns a fingerprint of a version's whole-rollout aggregates (the
+// request and the session ones: counts, sums and latency sketches, bit for
+// bit): two judges with equal digests judged exactly the same events.
+func (j *Judge) Digest(version string) string {
+	h := sha256.New()
+	for _, m := range []map[string]*window.Agg{j.total, j.sessions} {
+		if a := m[version]; a != nil {
+			h.Write(a.AppendBinary(nil))
+		}
+		h.Write([]byte{0})
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)[:12])
+}

@@ -111,6 +111,13 @@ func (c *Control) Last(rollout string) *schemas.Command {
 	return c.last[rollout]
 }
 
+// Sent reports whether a command with this id was sent or found on the topic.
+func (c *Control) Sent(commandID string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sent[commandID]
+}
+
 // Send writes cmd and waits until the broker has it. A command whose id was
 // already sent is skipped (returns false).
 func (c *Control) Send(ctx context.Context, cmd *schemas.Command) (bool, error) {

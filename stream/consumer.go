@@ -294,7 +294,7 @@ func (c *Consumer) adjustOffsets(_ context.Context, offsets map[string]map[int32
 			}
 			c.restoreCounter("restored").Inc()
 			ps[p] = kgo.NewOffset().At(ck.Next).WithEpoch(-1)
-			pc.resume <- resumeState{part: part, next: ck.Next, epoch: ck.Epoch}
+			pc.resume <- resumeState{part: part, next: ck.Next, epoch: ck.Epoch, commit: ck.Commit}
 			c.opts.Logger.Info("partition resumes from its checkpoint", "topic", topic, "partition", p, "offset", ck.Next,
 				"group_commit", committed, "open_windows", part.OpenWindows(), "saved", time.Unix(0, ck.SavedAt).UTC())
 		}
@@ -422,9 +422,10 @@ type partConsumer struct {
 
 // resumeState is a checkpoint to resume from.
 type resumeState struct {
-	part  *window.Partition
-	next  int64
-	epoch int32
+	part   *window.Partition
+	next   int64
+	epoch  int32
+	commit int64 // the checkpoint's commit offset
 }
 
 func (c *Consumer) newPart(topic string, id int32) *partConsumer {
@@ -513,6 +514,10 @@ func (pc *partConsumer) applyResume() {
 		pc.part, pc.next, pc.epoch = r.part, r.next, r.epoch
 		pc.ckNext, pc.ckOpen = r.next, r.part.OpenWindows()
 		pc.lastCk = pc.c.opts.Clock()
+		// The checkpoint is durable: its commit may be committed now. A
+		// crash between a checkpoint and its commit would otherwise leave
+		// the group's offset behind until new records arrive.
+		pc.mark(r.commit)
 	default:
 	}
 }

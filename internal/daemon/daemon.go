@@ -293,9 +293,21 @@ func (d *Daemon) logTotals() {
 		}
 		for _, a := range st.Totals {
 			d.cfg.Logger.Info("final totals", "rollout", st.Rollout, "version", a.Version, "requests", a.Requests, "errors", a.Errors,
-				"sessions", a.Sessions, "windows", st.Windows, "final", st.Final)
+				"sessions", a.Sessions, "windows", st.Windows, "final", st.Final, "digest", d.digest(st.Rollout, a.Version))
 		}
 	}
+}
+
+// digest returns a fingerprint of a version's whole-rollout aggregates
+// (counts, sums and latency sketch, bit for bit), for checking that two runs
+// judged exactly the same events.
+func (d *Daemon) digest(rollout, version string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if j := d.judges[rollout]; j != nil {
+		return j.Digest(version)
+	}
+	return ""
 }
 
 func (d *Daemon) start(ctx context.Context) error {
@@ -430,6 +442,12 @@ func (d *Daemon) send(j *detector.Judge, cmd *schemas.Command) (sent, resumed bo
 		lctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 		_, err := d.loadControl(lctx)
 		cancel()
+		if err == nil && d.control.Sent(cmd.CommandID) {
+			// This very decision was sent before: a judge replaying windows
+			// after a restart from its checkpoint re-decides what it decided
+			// then, with the same id. It goes on in step with the topic.
+			return false, false
+		}
 		if err == nil {
 			if last := d.control.Last(cmd.Rollout); last != nil && last.Baseline == cmd.Baseline && last.Canary == cmd.Canary && last.Seq >= cmd.Seq {
 				if last.CommandID == cmd.CommandID {

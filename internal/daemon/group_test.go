@@ -413,6 +413,16 @@ type process struct {
 	cmd  *exec.Cmd
 	addr string // HTTP
 	logs sync.WaitGroup
+
+	mu  sync.Mutex
+	log []string // stderr lines
+}
+
+// lines returns the lines the process logged so far.
+func (p *process) lines() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.log)
 }
 
 // startProcess runs bin with args and the specs in a file (--specs), logs
@@ -437,6 +447,9 @@ func startProcess(t *testing.T, name, bin, specs string, args ...string) *proces
 		for sc.Scan() {
 			line := sc.Text()
 			t.Log(name + ": " + line)
+			p.mu.Lock()
+			p.log = append(p.log, line)
+			p.mu.Unlock()
 			if strings.Contains(line, `msg="serving HTTP"`) {
 				if _, a, ok := strings.Cut(line, " addr="); ok {
 					addr <- a

@@ -1,0 +1,296 @@
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/inferensys/canaryd/internal/kafkatest"
+	"github.com/inferensys/canaryd/schemas"
+)
+
+// crashEvents is the size of TestCrashRecovery's stream (the issue asks for
+// at least 1M); CANARYD_CRASH_EVENTS overrides it for quicker local runs.
+func crashEvents() int {
+	if n, err := strconv.Atoi(os.Getenv("CANARYD_CRASH_EVENTS")); err == nil && n > 0 {
+		return n
+	}
+	return 1_000_000
+}
+
+// crashRollouts: a good canary (promoted), a bad one (errors ×3, latency
+// ×1.3: rolled back) and one with a token rise, one per partition.
+var crashRollouts = []struct {
+	name             string
+	errMult, latMult float64
+	tokMult          float64
+	partition        int32
+}{
+	{"crash-good", 1, 1, 1, 0},
+	{"crash-bad", 3, 1.3, 1, 1},
+	{"crash-tokens", 1, 1, 1.25, 2},
+}
+
+func crashSpecs() string {
+	var b strings.Builder
+	for _, r := range crashRollouts {
+		fmt.Fprintf(&b, `---
+rollout: %s
+baseline: v1
+canary: v2
+alpha: 0.01
+steps:
+  - {weight: 20, min_duration: 10m, min_canary_events: 2000}
+  - {weight: 100}
+`, r.name)
+	}
+	return b.String()
+}
+
+// produceCrashStream writes n events (JSON) in a fixed, seeded order to
+// topic: the three rollouts round robin, each on its own partition, 20% of
+// each to the canary, event times 10 ms apart from t0. Then, on each
+// partition, one event of an unjudged rollout an hour later closes every
+// window. It returns the end offset of each partition.
+func produceCrashStream(t *testing.T, brokers []string, topic string, n int, t0 time.Time) map[int32]int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	rng := rand.New(rand.NewPCG(42, 7))
+	var (
+		mu     sync.Mutex
+		failed error
+	)
+	done := func(_ *kgo.Record, err error) {
+		if err != nil {
+			mu.Lock()
+			failed = err
+			mu.Unlock()
+		}
+	}
+	tools := []string{"search", "fetch", "calc", "crm_lookup"}
+	ctx := context.Background()
+	start := time.Now()
+	var ev schemas.Event
+	for i := range n {
+		r := crashRollouts[i%len(crashRollouts)]
+		ev.Reset()
+		ev.Rollout = []byte(r.name)
+		ev.Version, ev.TS = []byte("v1"), t0.Add(time.Duration(i)*10*time.Millisecond).UnixNano()
+		errMult, latMult, tokMult := 1.0, 1.0, 1.0
+		if rng.IntN(5) == 0 {
+			ev.Version, errMult, latMult, tokMult = []byte("v2"), r.errMult, r.latMult, r.tokMult
+		}
+		ev.SessionID = []byte("s" + strconv.Itoa(i/7))
+		switch x := rng.IntN(10); {
+		case x < 5:
+			ev.Kind, ev.Name = schemas.KindTool, []byte(tools[rng.IntN(len(tools))])
+			ev.HasDuration, ev.DurationMS = true, 120*latMult*(0.5+rng.ExpFloat64())
+			if rng.Float64() < 0.01*errMult {
+				ev.Error, ev.ErrorType = true, []byte([]string{"timeout", "rate_limit"}[rng.IntN(2)])
+			}
+		case x < 9:
+			ev.Kind, ev.Name = schemas.KindLLM, []byte("gpt-4o")
+			ev.HasDuration, ev.DurationMS = true, 900*latMult*(0.5+rng.ExpFloat64())
+			ev.InputTokens, ev.OutputTokens = int64(tokMult*float64(500+rng.IntN(1500))), int64(50+rng.IntN(300))
+			ev.HasCost, ev.CostUSD = true, float64(ev.InputTokens)*2.5e-6+float64(ev.OutputTokens)*1e-5
+			if rng.Float64() < 0.005*errMult {
+				ev.Error, ev.ErrorType = true, []byte("context_length_exceeded")
+			}
+		default:
+			ev.Kind, ev.Name = schemas.KindAgent, []byte("support")
+			for range 1 + rng.IntN(4) {
+				ev.ToolCalls = append(ev.ToolCalls, []byte(tools[rng.IntN(len(tools))]))
+			}
+			ev.HasDuration, ev.DurationMS = true, 3000*latMult*(0.5+rng.ExpFloat64())
+			ev.HasOutcome, ev.HasOutcomeSuccess, ev.OutcomeSuccess = true, true, rng.Float64() > 0.05*errMult
+		}
+		cl.Produce(ctx, &kgo.Record{Topic: topic, Partition: r.partition, Key: ev.Rollout, Value: schemas.AppendEvent(nil, &ev)}, done)
+	}
+	end := t0.Add(time.Duration(n)*10*time.Millisecond + time.Hour)
+	for _, r := range crashRollouts {
+		ev.Reset()
+		ev.Rollout, ev.Version, ev.Kind, ev.Name, ev.TS = []byte("crash-end"), []byte("v1"), schemas.KindOther, []byte("end"), end.UnixNano()
+		cl.Produce(ctx, &kgo.Record{Topic: topic, Partition: r.partition, Value: schemas.AppendEvent(nil, &ev)}, done)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if failed != nil {
+		t.Fatalf("producing the crash stream: %v", failed)
+	}
+	t.Logf("produced %d events in %v", n+len(crashRollouts), time.Since(start).Round(time.Millisecond))
+	ends := map[int32]int64{}
+	for p, off := range listEnds(t, cl, topic) {
+		ends[p] = off
+	}
+	return ends
+}
+
+// listEnds returns the end offset of each partition of topic.
+func listEnds(t *testing.T, cl *kgo.Client, topic string) map[int32]int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out
+}
+
+// finalTotals parses the "final totals" lines a canaryd logged at exit:
+// rollout/version → the line's counts, windows, final action and digest.
+func finalTotals(lines []string) map[string]string {
+	out := map[string]string{}
+	for _, l := range lines {
+		if !strings.Contains(l, `msg="final totals"`) {
+			continue
+		}
+		f := map[string]string{}
+		for _, kv := range strings.Fields(l) {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				f[k] = v
+			}
+		}
+		out[f["rollout"]+"/"+f["version"]] = fmt.Sprintf("requests=%s errors=%s sessions=%s windows=%s final=%s digest=%s",
+			f["requests"], f["errors"], f["sessions"], f["windows"], f["final"], f["digest"])
+	}
+	return out
+}
+
+// TestCrashRecovery replays a fixed stream of a million events twice: once
+// with one uninterrupted canaryd, once killing canaryd with SIGKILL at six
+// random moments and restarting it each time on the same state directory.
+// The killed run must end exactly where the uninterrupted one did: the same
+// per-version totals, windows and aggregate digests (counts, sums and the
+// latency sketches, bit for bit), and the same commands — none twice, none
+// missing, seq gap-free.
+func TestCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: a million events, six SIGKILLs")
+	}
+	bin := buildCanaryd(t)
+	for _, kind := range kafkatest.Kinds() {
+		t.Run(kind, func(t *testing.T) {
+			brokers := kafkatest.Brokers(t, kind)
+			tp := newTopics(t)
+			kafkatest.CreateTopics(t, brokers, int32(len(crashRollouts)), tp.events)
+			n := crashEvents()
+			t0 := time.Now().Add(-time.Duration(n)*10*time.Millisecond - 3*time.Hour).Truncate(10 * time.Second)
+			ends := produceCrashStream(t, brokers, tp.events, n, t0)
+			run := func(name string, stateDir string) []string {
+				return []string{"run", "--brokers", strings.Join(brokers, ","), "--events-topic", tp.events,
+					"--control-topic", tp.events + "." + name + ".control", "--dlq-topic", tp.events + "." + name + ".dlq",
+					"--group", tp.events + "." + name, "--http", "127.0.0.1:0", "--state-dir", stateDir,
+					"--session-timeout", "6s", "--checkpoint-interval", "200ms"}
+			}
+			// done: every event counted, every window but the closing event's
+			// judged and checkpointed (the commit stops at that open window).
+			done := func(group string) func() bool {
+				return func() bool {
+					c := committedOffsets(t, brokers, group, tp.events)
+					for p, end := range ends {
+						if c[p] != end-1 {
+							return false
+						}
+					}
+					return true
+				}
+			}
+
+			// The reference: one uninterrupted run.
+			refStart := time.Now()
+			ref := startProcess(t, "ref", bin, crashSpecs(), run("ref", t.TempDir())...)
+			waitFor(t, 5*time.Minute, "the reference run done", done(tp.events+".ref"))
+			refLines := ref.terminate(t)
+			want := finalTotals(refLines)
+			t.Logf("reference run: %v", time.Since(refStart).Round(time.Millisecond))
+
+			// The crashing run.
+			dir := t.TempDir()
+			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+			const kills = 6
+			for k := range kills {
+				p := startProcess(t, fmt.Sprintf("crash%d", k), bin, crashSpecs(), run("crash", dir)...)
+				// A random moment while it consumes: after 20k–(n/4) records.
+				at := 20_000 + rng.IntN(max(n/4, 40_000))
+				waitFor(t, 3*time.Minute, "records consumed before the kill", func() bool {
+					return sumMetric(p.get(t, "/metrics"), "canaryd_records_total") >= float64(at)
+				})
+				p.kill(t)
+				t.Logf("kill %d: SIGKILL after ≥%d records of this run", k+1, at)
+			}
+			last := startProcess(t, "crash-last", bin, crashSpecs(), run("crash", dir)...)
+			waitFor(t, 5*time.Minute, "the crashing run done", done(tp.events+".crash"))
+			got := finalTotals(last.terminate(t))
+
+			if len(want) != 2*len(crashRollouts) {
+				t.Fatalf("the reference logged %d totals: %v; want %d", len(want), want, 2*len(crashRollouts))
+			}
+			for _, k := range slices.Sorted(mapKeys(want)) {
+				t.Logf("%s: %s", k, want[k])
+				if got[k] != want[k] {
+					t.Errorf("%s after %d kills:\n  got  %s\n  want %s", k, kills, got[k], want[k])
+				}
+			}
+			refCmds, refDups := checkOnce(t, readAllControl(t, brokers, tp.events+".ref.control"))
+			crashCmds, crashDups := checkOnce(t, readAllControl(t, brokers, tp.events+".crash.control"))
+			if refDups+crashDups != 0 {
+				t.Errorf("duplicate commands: %d in the reference, %d in the crashing run", refDups, crashDups)
+			}
+			for _, r := range crashRollouts {
+				w, g := describeCmds(refCmds[r.name]), describeCmds(crashCmds[r.name])
+				t.Logf("%s commands: %s", r.name, w)
+				if len(refCmds[r.name]) == 0 || !isFinal(refCmds[r.name][len(refCmds[r.name])-1]) {
+					t.Errorf("%s: the reference did not end the rollout: %s", r.name, w)
+				}
+				if g != w || !slices.EqualFunc(refCmds[r.name], crashCmds[r.name], func(a, b schemas.Command) bool { return a.CommandID == b.CommandID }) {
+					t.Errorf("%s: commands after %d kills %s; want %s (same ids)", r.name, kills, g, w)
+				}
+			}
+		})
+	}
+}
+
+func mapKeys(m map[string]string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// terminate stops the process with SIGTERM, waits for it, and returns its
+// log lines.
+func (p *process) terminate(t *testing.T) []string {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	_ = p.cmd.Wait()
+	p.logs.Wait()
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("canaryd exited %d after SIGTERM", code)
+	}
+	return p.lines()
+}
