@@ -18,6 +18,7 @@ import (
 
 	"github.com/inferensys/canaryd/internal/kafkatest"
 	"github.com/inferensys/canaryd/schemas"
+	"github.com/inferensys/canaryd/window"
 )
 
 // crashEvents is the size of TestCrashRecovery's stream (the issue asks for
@@ -179,7 +180,9 @@ func finalTotals(lines []string) map[string]string {
 // TestCrashRecovery replays a fixed stream of a million events twice: once
 // with one uninterrupted canaryd, once killing canaryd with SIGKILL at six
 // random moments and restarting it each time on the same state directory.
-// The killed run must end exactly where the uninterrupted one did: the same
+// After the third kill, one partition's checkpoint is truncated: the next
+// run must report it and replay that partition from the group's commit. The
+// killed run must end exactly where the uninterrupted one did: the same
 // per-version totals, windows and aggregate digests (counts, sums and the
 // latency sketches, bit for bit), and the same commands — none twice, none
 // missing, seq gap-free.
@@ -235,8 +238,14 @@ func TestCrashRecovery(t *testing.T) {
 				waitFor(t, 3*time.Minute, "records consumed before the kill", func() bool {
 					return sumMetric(p.get(t, "/metrics"), "canaryd_records_total") >= float64(at)
 				})
+				if k == 3 && !slices.ContainsFunc(p.lines(), func(l string) bool { return strings.Contains(l, "checkpoint corrupt") }) {
+					t.Errorf("run %d did not report the checkpoint corrupted before it", k)
+				}
 				p.kill(t)
 				t.Logf("kill %d: SIGKILL after ≥%d records of this run", k+1, at)
+				if k == 2 {
+					corruptCheckpoint(t, dir, tp.events, crashRollouts[1].partition)
+				}
 			}
 			last := startProcess(t, "crash-last", bin, crashSpecs(), run("crash", dir)...)
 			waitFor(t, 5*time.Minute, "the crashing run done", done(tp.events+".crash"))
@@ -268,6 +277,27 @@ func TestCrashRecovery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// corruptCheckpoint truncates a partition's checkpoint in the Badger store
+// of a stopped canaryd: the next run must detect it (checksum), report it and
+// replay that partition from the group's committed offset.
+func corruptCheckpoint(t *testing.T, dir, topic string, p int32) {
+	t.Helper()
+	s, err := window.OpenStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ck, err := s.Load(topic, p)
+	if err != nil {
+		t.Fatalf("checkpoint of partition %d before corrupting it: %v", p, err)
+	}
+	raw := window.EncodeCheckpoint(ck)
+	if err := s.RawSet(topic, p, raw[:len(raw)*2/3]); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("truncated partition %d's checkpoint (offset %d) from %d to %d bytes", p, ck.Next, len(raw), len(raw)*2/3)
 }
 
 func mapKeys(m map[string]string) func(func(string) bool) {
