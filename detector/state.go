@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/inferensys/canaryd/schemas"
@@ -242,4 +243,15 @@ func (j *Judge) Digest(version string) string {
 		h.Write([]byte{0})
 	}
 	return fmt.Sprintf("%x", h.Sum(nil)[:12])
+}
+
+// Sources returns the source partitions ("topic/partition") the judge has
+// observed windows from, sorted.
+func (j *Judge) Sources() []string {
+	out := make([]string, 0, len(j.seen))
+	for k := range j.seen {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -86,6 +86,21 @@ type Options struct {
 	// once they are durable. Calls are serialised with the writes, so an
 	// entry never overwrites a newer one. Optional.
 	SideState func() (side map[string][]byte, saved func())
+
+	// Handover, when set with Checkpoints, carries partitions between
+	// instances: a partition revoked (rebalance, shutdown) is published with
+	// HandoverSide's entries for its rollouts, and a newly assigned partition
+	// continues from the published checkpoint when it is newer than the
+	// local one; OnHandover then receives its side entries. Optional.
+	Handover     Handover
+	HandoverSide func(rollouts []string) map[string][]byte
+	OnHandover   func(topic string, partition int32, side map[string][]byte)
+}
+
+// Handover publishes and fetches partition checkpoints (sink.StateTopic).
+type Handover interface {
+	Publish(ctx context.Context, topic string, partition int32, value []byte) error
+	Fetch(ctx context.Context, topic string, partitions []int32) (map[int32][]byte, error)
 }
 
 func (o *Options) validate() error {
@@ -250,22 +265,77 @@ func (c *Consumer) allParts() map[string][]int32 {
 	return out
 }
 
-func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	var fresh []*partConsumer
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for topic, ps := range assigned {
 		for _, p := range ps {
-			k := tp{topic, p}
-			if c.parts[k] != nil {
-				continue
+			if c.parts[tp{topic, p}] == nil {
+				fresh = append(fresh, c.newPart(topic, p))
 			}
-			pc := c.newPart(topic, p)
-			pc.loadCheckpoint()
-			c.parts[k] = pc
-			go pc.run()
 		}
 	}
+	c.mu.Unlock()
+	// Checkpoints are read before the partitions are registered (and c.mu
+	// taken again): the poll loop is not held up meanwhile.
+	for _, pc := range fresh {
+		pc.loadCheckpoint()
+	}
+	c.fetchHandovers(ctx, fresh)
+	c.mu.Lock()
+	for _, pc := range fresh {
+		c.parts[tp{pc.topic, pc.id}] = pc
+		go pc.run()
+	}
+	c.mu.Unlock()
 	c.opts.Logger.Info("partitions assigned", "partitions", assigned)
+}
+
+// fetchHandovers reads the published checkpoints of newly assigned
+// partitions and keeps each one that is newer (further in the partition)
+// than the local checkpoint, for adjustOffsets to decide on.
+func (c *Consumer) fetchHandovers(ctx context.Context, pcs []*partConsumer) {
+	if c.opts.Handover == nil || c.opts.Checkpoints == nil || len(pcs) == 0 {
+		return
+	}
+	byTopic := map[string][]int32{}
+	for _, pc := range pcs {
+		byTopic[pc.topic] = append(byTopic[pc.topic], pc.id)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	got := map[tp][]byte{}
+	for topic, ps := range byTopic {
+		vs, err := c.opts.Handover.Fetch(fctx, topic, ps)
+		if err != nil {
+			c.opts.Logger.Error("reading published checkpoints failed: partitions start from their local checkpoint or the commit", "topic", topic, "err", err)
+			continue
+		}
+		for p, v := range vs {
+			got[tp{topic, p}] = v
+		}
+	}
+	for _, pc := range pcs {
+		v := got[tp{pc.topic, pc.id}]
+		if v == nil {
+			continue
+		}
+		ck, side, err := window.DecodeHandover(v)
+		var part *window.Partition
+		if err == nil {
+			part, err = window.RestorePartition(pc.id, pc.wopts, ck.Snapshot)
+		}
+		if err != nil {
+			c.restoreCounter("handover_corrupt").Inc()
+			c.opts.Logger.Error("published checkpoint corrupt: ignored", "topic", pc.topic, "partition", pc.id, "err", err)
+			continue
+		}
+		if pc.pending != nil && pc.pending.Next >= ck.Next {
+			continue // the local one is as new
+		}
+		pc.pending, pc.pendingPart, pc.pendingSide = &ck, part, side
+		pc.handedOver = true
+	}
 }
 
 // adjustOffsets runs after the group's committed offsets of newly assigned
@@ -283,8 +353,8 @@ func (c *Consumer) adjustOffsets(_ context.Context, offsets map[string]map[int32
 			if pc == nil || pc.pending == nil {
 				continue
 			}
-			ck, part := pc.pending, pc.pendingPart
-			pc.pending, pc.pendingPart = nil, nil
+			ck, part, side, handedOver := pc.pending, pc.pendingPart, pc.pendingSide, pc.handedOver
+			pc.pending, pc.pendingPart, pc.pendingSide = nil, nil, nil
 			committed := o.EpochOffset().Offset
 			if committed >= 0 && committed > ck.Commit {
 				c.restoreCounter("stale").Inc()
@@ -292,10 +362,17 @@ func (c *Consumer) adjustOffsets(_ context.Context, offsets map[string]map[int32
 					"topic", topic, "partition", p, "checkpoint_commit", ck.Commit, "checkpoint_next", ck.Next, "group_commit", committed)
 				continue
 			}
-			c.restoreCounter("restored").Inc()
+			result := "restored"
+			if handedOver {
+				result = "handed_over"
+				if c.opts.OnHandover != nil {
+					c.opts.OnHandover(topic, p, side)
+				}
+			}
+			c.restoreCounter(result).Inc()
 			ps[p] = kgo.NewOffset().At(ck.Next).WithEpoch(-1)
 			pc.resume <- resumeState{part: part, next: ck.Next, epoch: ck.Epoch, commit: ck.Commit}
-			c.opts.Logger.Info("partition resumes from its checkpoint", "topic", topic, "partition", p, "offset", ck.Next,
+			c.opts.Logger.Info("partition resumes from its checkpoint", "topic", topic, "partition", p, "offset", ck.Next, "handed_over", handedOver,
 				"group_commit", committed, "open_windows", part.OpenWindows(), "saved", time.Unix(0, ck.SavedAt).UTC())
 		}
 	}
@@ -413,6 +490,8 @@ type partConsumer struct {
 	// to the goroutine before any record is fetched.
 	pending     *window.Checkpoint
 	pendingPart *window.Partition
+	pendingSide map[string][]byte // side entries of a published checkpoint
+	handedOver  bool              // pending came from the state topic
 	resume      chan resumeState
 	lastCk      time.Time
 	ckNext      int64 // next at the last checkpoint
@@ -546,6 +625,37 @@ func (pc *partConsumer) stop() {
 	// With checkpoints, open windows are saved, not flushed: whoever
 	// resumes the partition completes them.
 	pc.checkpoint(pc.mode == stopRevoke)
+	if pc.mode == stopRevoke {
+		pc.publish()
+	}
+}
+
+// publish hands the partition over: its checkpoint and its rollouts' judge
+// states go to the state topic before the revoke commits, so that the next
+// owner continues from them. A failure is logged: the next owner then
+// replays from the commit.
+func (pc *partConsumer) publish() {
+	c := pc.c
+	if c.opts.Handover == nil || pc.next < 0 {
+		return
+	}
+	var buf bytes.Buffer
+	if err := pc.part.Snapshot(&buf); err != nil {
+		panic("BUG: snapshot of a partition failed: " + err.Error())
+	}
+	ck := window.Checkpoint{Next: pc.next, Epoch: pc.epoch, Commit: pc.part.CommitOffset(pc.next), SavedAt: c.opts.Clock().UnixNano(), Snapshot: buf.Bytes()}
+	var side map[string][]byte
+	if c.opts.HandoverSide != nil {
+		side = c.opts.HandoverSide(pc.part.Rollouts())
+	}
+	v := window.EncodeHandover(ck, side)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.opts.Handover.Publish(ctx, pc.topic, pc.id, v); err != nil {
+		c.opts.Logger.Error("handing the partition over failed: its next owner replays from the commit", "topic", pc.topic, "partition", pc.id, "err", err)
+		return
+	}
+	c.opts.Logger.Info("partition handed over", "topic", pc.topic, "partition", pc.id, "offset", pc.next, "bytes", len(v), "judges", len(side))
 }
 
 func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -256,3 +257,64 @@ func (b badgerLogger) Warningf(f string, a ...any) {
 }
 func (b badgerLogger) Infof(string, ...any)  {}
 func (b badgerLogger) Debugf(string, ...any) {}
+
+var magicHandover = [4]byte{'C', 'D', 'C', 'H'}
+
+// EncodeHandover returns a partition's checkpoint and the side entries that
+// go with it (the state of the judges of its rollouts) as one value, for
+// publishing to the state topic when the partition is revoked: the next
+// owner, on another machine, continues from it. checkpoint.md has the layout.
+func EncodeHandover(ck Checkpoint, side map[string][]byte) []byte {
+	var body []byte
+	body = binary.AppendUvarint(body, uint64(len(side)))
+	keys := make([]string, 0, len(side))
+	for k := range side {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		body = binary.AppendUvarint(body, uint64(len(k)))
+		body = append(body, k...)
+		body = binary.AppendUvarint(body, uint64(len(side[k])))
+		body = append(body, side[k]...)
+	}
+	body = append(body, EncodeCheckpoint(ck)...)
+	return seal(magicHandover, body)
+}
+
+// DecodeHandover parses EncodeHandover's output, checking both checksums.
+func DecodeHandover(v []byte) (Checkpoint, map[string][]byte, error) {
+	b, err := open(magicHandover, v)
+	if err != nil {
+		return Checkpoint{}, nil, err
+	}
+	n, b, ok := uvarint(b)
+	if !ok || n > maxCounts {
+		return Checkpoint{}, nil, fmt.Errorf("%w: handover side entries", ErrCorrupt)
+	}
+	side := make(map[string][]byte, n)
+	for range n {
+		var kl, vl uint64
+		if kl, b, ok = uvarint(b); !ok || kl > uint64(len(b)) {
+			return Checkpoint{}, nil, fmt.Errorf("%w: handover side key", ErrCorrupt)
+		}
+		k := string(b[:kl])
+		b = b[kl:]
+		if vl, b, ok = uvarint(b); !ok || vl > uint64(len(b)) {
+			return Checkpoint{}, nil, fmt.Errorf("%w: handover side value", ErrCorrupt)
+		}
+		side[k] = b[:vl]
+		b = b[vl:]
+	}
+	ck, err := DecodeCheckpoint(b)
+	return ck, side, err
+}
+
+// Rollouts returns the names of the rollouts the partition holds state of.
+func (p *Partition) Rollouts() []string {
+	out := make([]string, len(p.order))
+	for i, r := range p.order {
+		out[i] = r.name
+	}
+	return out
+}

@@ -59,34 +59,14 @@ steps:
 	return b.String()
 }
 
-// produceCrashStream writes n events (JSON) in a fixed, seeded order to
-// topic: the three rollouts round robin, each on its own partition, 20% of
-// each to the canary, event times 10 ms apart from t0. Then, on each
-// partition, one event of an unjudged rollout an hour later closes every
-// window. It returns the end offset of each partition.
-func produceCrashStream(t *testing.T, brokers []string, topic string, n int, t0 time.Time) map[int32]int64 {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+// crashRecords returns n events (JSON) in a fixed, seeded order: the three
+// rollouts round robin, each on its own partition, 20% of each to the
+// canary, event times 10 ms apart from t0; then, on each partition, one event
+// of an unjudged rollout an hour later that closes every window.
+func crashRecords(topic string, n int, t0 time.Time) []*kgo.Record {
 	rng := rand.New(rand.NewPCG(42, 7))
-	var (
-		mu     sync.Mutex
-		failed error
-	)
-	done := func(_ *kgo.Record, err error) {
-		if err != nil {
-			mu.Lock()
-			failed = err
-			mu.Unlock()
-		}
-	}
 	tools := []string{"search", "fetch", "calc", "crm_lookup"}
-	ctx := context.Background()
-	start := time.Now()
+	recs := make([]*kgo.Record, 0, n+len(crashRollouts))
 	var ev schemas.Event
 	for i := range n {
 		r := crashRollouts[i%len(crashRollouts)]
@@ -121,26 +101,57 @@ func produceCrashStream(t *testing.T, brokers []string, topic string, n int, t0 
 			ev.HasDuration, ev.DurationMS = true, 3000*latMult*(0.5+rng.ExpFloat64())
 			ev.HasOutcome, ev.HasOutcomeSuccess, ev.OutcomeSuccess = true, true, rng.Float64() > 0.05*errMult
 		}
-		cl.Produce(ctx, &kgo.Record{Topic: topic, Partition: r.partition, Key: ev.Rollout, Value: schemas.AppendEvent(nil, &ev)}, done)
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: r.partition, Key: ev.Rollout, Value: schemas.AppendEvent(nil, &ev)})
 	}
 	end := t0.Add(time.Duration(n)*10*time.Millisecond + time.Hour)
 	for _, r := range crashRollouts {
 		ev.Reset()
 		ev.Rollout, ev.Version, ev.Kind, ev.Name, ev.TS = []byte("crash-end"), []byte("v1"), schemas.KindOther, []byte("end"), end.UnixNano()
-		cl.Produce(ctx, &kgo.Record{Topic: topic, Partition: r.partition, Value: schemas.AppendEvent(nil, &ev)}, done)
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: r.partition, Value: schemas.AppendEvent(nil, &ev)})
+	}
+	return recs
+}
+
+// produceRecords writes recs (each to its partition) and returns the end
+// offset of each partition of their topic.
+func produceRecords(t *testing.T, brokers []string, recs []*kgo.Record) map[int32]int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var (
+		mu     sync.Mutex
+		failed error
+	)
+	ctx := context.Background()
+	start := time.Now()
+	for _, r := range recs {
+		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				failed = err
+				mu.Unlock()
+			}
+		})
 	}
 	if err := cl.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if failed != nil {
-		t.Fatalf("producing the crash stream: %v", failed)
+		t.Fatalf("producing: %v", failed)
 	}
-	t.Logf("produced %d events in %v", n+len(crashRollouts), time.Since(start).Round(time.Millisecond))
-	ends := map[int32]int64{}
-	for p, off := range listEnds(t, cl, topic) {
-		ends[p] = off
-	}
-	return ends
+	t.Logf("produced %d events in %v", len(recs), time.Since(start).Round(time.Millisecond))
+	return listEnds(t, cl, recs[0].Topic)
+}
+
+// produceCrashStream writes crashRecords and returns the partitions' end
+// offsets.
+func produceCrashStream(t *testing.T, brokers []string, topic string, n int, t0 time.Time) map[int32]int64 {
+	t.Helper()
+	return produceRecords(t, brokers, crashRecords(topic, n, t0))
 }
 
 // listEnds returns the end offset of each partition of topic.

@@ -76,6 +76,9 @@ type Config struct {
 	// judges' state). Empty: state is in memory only, and a restart replays
 	// from the committed offsets with the judges' evidence lost.
 	StateDir string
+	// StateTopic carries checkpoints of revoked partitions to their next
+	// owner (with StateDir). Default canaryd.state.
+	StateTopic string
 	// CheckpointInterval: see stream.Options. Default 5s.
 	CheckpointInterval time.Duration
 	// HistoryWindows is how many closed windows per rollout are kept for the
@@ -111,6 +114,7 @@ func (c *Config) setDefaults() error {
 	def(&c.ControlTopic, "canary.control")
 	def(&c.DLQTopic, "agent.events.dlq")
 	def(&c.Group, "canaryd")
+	def(&c.StateTopic, "canaryd.state")
 	if c.Partitions <= 0 {
 		c.Partitions = 6
 	}
@@ -191,17 +195,20 @@ func New(cfg Config) (*Daemon, error) {
 			topics[cfg.OTLPLogsTopic] = stream.OTLPLogs(ocfg)
 		}
 	}
+	var handover stream.Handover
 	if cfg.StateDir != "" {
 		if d.store, err = window.OpenStore(cfg.StateDir, cfg.Logger); err != nil {
 			d.producer.Close()
 			return nil, err
 		}
+		handover = sink.NewStateTopic(d.producer, cfg.StateTopic, cfg.Group, append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KgoOpts...)...)
 	}
 	d.consumer, err = stream.New(stream.Options{
 		Brokers: cfg.Brokers, Topics: topics, Group: cfg.Group,
 		Window: cfg.Window, OnClosed: d.onClosed, DeadLetters: d.dlq.Send,
 		Metrics: cfg.Metrics, Logger: cfg.Logger, KgoOpts: cfg.KgoOpts,
 		Checkpoints: d.store, CheckpointInterval: cfg.CheckpointInterval, SideState: d.sideState,
+		Handover: handover, HandoverSide: d.handoverSide, OnHandover: d.onHandover,
 	})
 	if err != nil {
 		d.producer.Close()
@@ -293,15 +300,15 @@ func (d *Daemon) logTotals() {
 		}
 		for _, a := range st.Totals {
 			d.cfg.Logger.Info("final totals", "rollout", st.Rollout, "version", a.Version, "requests", a.Requests, "errors", a.Errors,
-				"sessions", a.Sessions, "windows", st.Windows, "final", st.Final, "digest", d.digest(st.Rollout, a.Version))
+				"sessions", a.Sessions, "windows", st.Windows, "final", st.Final, "digest", d.Digest(st.Rollout, a.Version))
 		}
 	}
 }
 
-// digest returns a fingerprint of a version's whole-rollout aggregates
+// Digest returns a fingerprint of a version's whole-rollout aggregates
 // (counts, sums and latency sketch, bit for bit), for checking that two runs
 // judged exactly the same events.
-func (d *Daemon) digest(rollout, version string) string {
+func (d *Daemon) Digest(rollout, version string) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if j := d.judges[rollout]; j != nil {
@@ -312,6 +319,9 @@ func (d *Daemon) digest(rollout, version string) string {
 
 func (d *Daemon) start(ctx context.Context) error {
 	topics := sink.Topics(d.cfg.EventsTopic, d.cfg.ControlTopic, d.cfg.DLQTopic, d.cfg.Partitions)
+	if d.store != nil {
+		topics = append(topics, sink.StateTopicSpec(d.cfg.StateTopic))
+	}
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	var err error
 	if d.cfg.NoCreateTopics {

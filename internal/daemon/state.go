@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/inferensys/canaryd/detector"
@@ -180,4 +181,55 @@ func (d *Daemon) WriteWindows(w io.Writer, rollout string) (bool, error) {
 	}
 	d.mu.Unlock()
 	return true, t.WriteIPC(w, map[string]string{"canaryd.rollout": rollout})
+}
+
+// handoverSide is the stream's Options.HandoverSide: the state of the judges
+// of a revoked partition's rollouts.
+func (d *Daemon) handoverSide(rollouts []string) map[string][]byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	side := map[string][]byte{}
+	for _, id := range rollouts {
+		j := d.judges[id]
+		if j == nil || j.Observed() == 0 {
+			continue
+		}
+		b, err := j.MarshalState()
+		if err != nil {
+			panic("BUG: judge state does not encode: " + err.Error())
+		}
+		side[judgeKeyPrefix+id] = b
+	}
+	return side
+}
+
+// onHandover is the stream's Options.OnHandover: a partition continues here
+// from the checkpoint its previous owner published, and the judges of its
+// rollouts continue from the states published with it. A judge that observed
+// windows of other partitions too (a rollout keyed by trace id, spread over
+// partitions) is not replaced: its state is not this partition's alone.
+func (d *Daemon) onHandover(topic string, p int32, side map[string][]byte) {
+	src := topic + "/" + strconv.Itoa(int(p))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, b := range side {
+		id, ok := strings.CutPrefix(k, judgeKeyPrefix)
+		old := d.judges[id]
+		if !ok || old == nil {
+			continue
+		}
+		n := detector.NewJudge(old.Spec())
+		if err := n.UnmarshalState(b); err != nil {
+			d.cfg.Logger.Warn("handed-over judge state not used", "rollout", id, "err", err)
+			continue
+		}
+		if srcs := n.Sources(); len(srcs) != 1 || srcs[0] != src {
+			d.cfg.Logger.Warn("handed-over judge state not used: the rollout spans partitions", "rollout", id, "sources", srcs)
+			continue
+		}
+		d.judges[id] = n
+		delete(d.saved, id) // checkpoint it with the next one
+		d.cfg.Metrics.GetOrCreateCounter(`canaryd_judge_restores_total{result="handed_over"}`).Inc()
+		d.cfg.Logger.Info("judge continues from the state handed over", "rollout", id, "partition", src, "windows", n.Observed())
+	}
 }
