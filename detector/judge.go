@@ -11,10 +11,13 @@
 // rollback tests by fixed weights, see rollbackWeights):
 //   - error_rate, session_failure: conditional (Fisher noncentral
 //     hypergeometric) mixture e-values on failed units given each stratum's
-//     total, strata = closed window × segment (conditional.go);
+//     total, strata = closed window × segment (conditional.go); the
+//     rollback e-value mixes over the regression's size and over when it
+//     began (Conditional.ERise), so clean traffic before it costs little;
 //   - latency_p50/p95/p99: the same conditional test on exceedances of a
 //     threshold that is predictable — the baseline's quantile in that segment
-//     from earlier windows — counted exactly on the shared sketch buckets;
+//     from earlier windows — counted exactly on the shared sketch buckets,
+//     tempered for requests correlated within a session (latencyDiscount);
 //   - tokens, cost, context_use: asymptotic confidence-sequence tests on
 //     means (tests.go, MeanTest);
 //   - tool_mix, error_types: categorical tests, averaged per-category
@@ -50,14 +53,23 @@ const ActionContinue schemas.Action = "continue"
 const minBaselineForThreshold = 100
 
 // rollbackWeights split the rollout's alpha across the rollback tests that
-// are enabled, in proportion: the error rate and p95 latency, the metrics
-// most releases break, get the largest shares.
+// are enabled, in proportion: the error rate and latency, the metrics most
+// releases break, get the largest shares (with the default tests enabled,
+// error_rate has about 30% of alpha: a test's delay grows with
+// log(1/its alpha), so the others lose little).
 var rollbackWeights = map[string]float64{
-	"error_rate": 3, "latency_p95": 2, "latency_p50": 1, "latency_p99": 1, "session_failure": 1,
+	"error_rate": 8, "latency_p95": 3, "latency_p50": 2, "latency_p99": 1, "session_failure": 1,
 	"tokens": 1, "cost": 1, "context_use": 1, "tool_mix": 1, "error_types": 1,
 	"tool_sequence": 1, "tool_calls": 1, "loops": 1, "eval_score": 1, "hallucination": 1, "incidents": 1,
 	"slo_error_rate": 1, "slo_latency_p95": 1,
 }
+
+// latencyDiscount tempers the latency rollback tests (Conditional.Discount):
+// a session's requests share its latency (same model, same context size,
+// same tools), so the counts above a threshold are overdispersed relative to
+// independent requests; 0.25 keeps the tests valid up to an overdispersion
+// of 1.33.
+const latencyDiscount = 0.25
 
 // rateTest is a conditional test of a session- or outcome-level rate.
 type rateTest struct {
@@ -119,10 +131,11 @@ type Judge struct {
 
 	baseLat map[window.Segment]*window.Agg // baseline latency per segment, for thresholds
 
-	total      map[string]*window.Agg // per version, request segments, whole rollout
-	phase      map[string]*window.Agg // per version, request segments, current step
-	sessions   map[string]*window.Agg // per version, agent/task segments, whole rollout
-	errorTypes []string
+	total       map[string]*window.Agg // per version, request segments, whole rollout
+	phase       map[string]*window.Agg // per version, request segments, current step
+	sessions    map[string]*window.Agg // per version, agent/task segments, whole rollout
+	errorTypes  []string               // names of the totals' ErrorTypes ids (0: "_other")
+	bigramNames []string               // names of the totals' Bigrams ids (0: "_other")
 
 	last Verdict
 
@@ -130,8 +143,7 @@ type Judge struct {
 	// seen maps a source partition (topic/partition) to the end of the
 	// newest window observed from it: a window replayed after a restart (it
 	// starts before that end) is not counted twice.
-	seen  map[string]int64
-	dirty bool // observed a window since the state was last checkpointed
+	seen map[string]int64
 }
 
 // NewJudge returns the judge of a validated spec.
@@ -153,7 +165,7 @@ func NewJudge(spec Spec) *Judge {
 		m    *LatencyMetric
 	}{{"latency_p50", 0.5, &m.LatencyP50}, {"latency_p95", 0.95, &m.Latency}, {"latency_p99", 0.99, &m.LatencyP99}} {
 		if !q.m.Disabled {
-			j.lat = append(j.lat, &quantileTest{name: q.name, q: q.q, spec: q.m})
+			j.lat = append(j.lat, &quantileTest{name: q.name, q: q.q, spec: q.m, rb: Conditional{Discount: latencyDiscount}})
 		}
 	}
 	for _, mm := range []struct {
@@ -210,10 +222,13 @@ func (j *Judge) Observe(c window.Closed) bool {
 		return false
 	}
 	j.seen[k] = c.End
-	j.dirty = true
 	j.windows++
 	j.now = max(j.now, c.Watermark)
-	j.errorTypes = c.ErrorTypes
+	// A window's error-type and bigram ids are its partition's; a partition
+	// rebuilt (a replay from the commit, a move, an eviction) numbers them
+	// anew, so totals are kept in the judge's own numbering, by name.
+	errMap := internNames(&j.errorTypes, c.ErrorTypes)
+	bigMap := internNames(&j.bigramNames, c.Bigrams)
 	inStep := j.step >= 0 && c.Start >= j.stepStart
 	// Windows of a steady split: see Spec.Settle.
 	settled := j.step >= 0 && c.Start >= j.stepStart+int64(j.spec.Settle)
@@ -236,7 +251,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 	for _, s := range c.Series {
 		switch {
 		case IsSession(s.Segment.Kind):
-			mergeInto(j.sessions, s.Version, s.Agg)
+			mergeMapped(j.sessions, s.Version, s.Agg, errMap, bigMap)
 			if s.Version == bv {
 				sessB.Merge(s.Agg)
 			} else if s.Version == cv {
@@ -260,9 +275,9 @@ func (j *Judge) Observe(c window.Closed) bool {
 			}
 			continue
 		}
-		mergeInto(j.total, s.Version, s.Agg)
+		mergeMapped(j.total, s.Version, s.Agg, errMap, bigMap)
 		if inStep {
-			mergeInto(j.phase, s.Version, s.Agg)
+			mergeMapped(j.phase, s.Version, s.Agg, errMap, bigMap)
 		}
 		if s.Version != bv && s.Version != cv {
 			continue
@@ -457,6 +472,61 @@ func findSeries(ss []window.Series, v string, seg window.Segment) *window.Agg {
 		}
 	}
 	return nil
+}
+
+// maxJudgeNames caps the judge's own error-type and bigram numbering; names
+// beyond it count as "_other".
+const maxJudgeNames = 128
+
+// internNames adds names (a window's, index = its id) to the judge's list
+// and returns, for each window id, the judge's id.
+func internNames(list *[]string, names []string) []int {
+	if len(*list) == 0 {
+		*list = append(*list, window.OtherName)
+	}
+	ids := make([]int, len(names))
+	for i, n := range names {
+		if i == 0 || n == window.OtherName {
+			continue // 0: "_other"
+		}
+		id := slices.Index(*list, n)
+		if id < 0 && len(*list) < maxJudgeNames {
+			*list = append(*list, n)
+			id = len(*list) - 1
+		}
+		ids[i] = max(id, 0)
+	}
+	return ids
+}
+
+// mergeMapped merges a into m[v] with its error-type and bigram counts
+// renumbered by errMap and bigMap (window id → judge id).
+func mergeMapped(m map[string]*window.Agg, v string, a *window.Agg, errMap, bigMap []int) {
+	b := *a
+	b.ErrorTypes = remapCounts(a.ErrorTypes, errMap)
+	b.Bigrams = remapCounts(a.Bigrams, bigMap)
+	mergeInto(m, v, &b)
+}
+
+func remapCounts(c []uint64, ids []int) []uint64 {
+	if len(c) == 0 {
+		return nil
+	}
+	n := 0
+	for i := range c {
+		if i < len(ids) {
+			n = max(n, ids[i]+1)
+		}
+	}
+	out := make([]uint64, max(n, 1))
+	for i, v := range c {
+		id := 0
+		if i < len(ids) {
+			id = ids[i]
+		}
+		out[id] += v
+	}
+	return out
 }
 
 func mergeInto(m map[string]*window.Agg, v string, a *window.Agg) {
@@ -788,12 +858,13 @@ func (j *Judge) promoteGuards() int {
 func (j *Judge) startStep(i int, now int64) {
 	j.step = i
 	j.stepStart = now
-	j.stepErr = Conditional{}
+	// Promotion tests read ELower only: no change-point components.
+	j.stepErr = Conditional{noRise: true}
 	for _, rt := range j.rates {
-		rt.ni = Conditional{}
+		rt.ni = Conditional{noRise: true}
 	}
 	for _, lt := range j.lat {
-		lt.ni = Conditional{}
+		lt.ni = Conditional{noRise: true}
 	}
 	for _, mp := range j.means {
 		_, mp.ni = mp.fresh()

@@ -45,6 +45,7 @@ type judgeState struct {
 	BaseLat                []segAgg
 	Total, Phase, Sessions map[string]*window.Agg
 	ErrorTypes             []string
+	BigramNames            []string
 	Last                   []byte // JSON of the last Verdict (NaN-safe)
 	Seen                   map[string]int64
 }
@@ -146,7 +147,7 @@ func (j *Judge) MarshalState() ([]byte, error) {
 		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(),
 		ToolMix: j.toolMix.state(), ErrMix: j.errMix.state(), Bigrams: j.bigrams.state(),
 		SRM: j.srm, SloErr: j.sloErr, SloLat: j.sloLat,
-		Total: j.total, Phase: j.phase, Sessions: j.sessions, ErrorTypes: j.errorTypes,
+		Total: j.total, Phase: j.phase, Sessions: j.sessions, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
 		Last: last, Seen: j.seen,
 	}
 	for _, r := range j.rates {
@@ -211,7 +212,7 @@ func (j *Judge) UnmarshalState(b []byte) error {
 			*dst = src
 		}
 	}
-	n.errorTypes = st.ErrorTypes
+	n.errorTypes, n.bigramNames = st.ErrorTypes, st.BigramNames
 	if err := json.Unmarshal(st.Last, &n.last); err != nil {
 		return fmt.Errorf("decode judge state: last verdict: %w", err)
 	}

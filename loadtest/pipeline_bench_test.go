@@ -214,11 +214,17 @@ func BenchmarkEndToEnd(b *testing.B) {
 			produceN(b, brokers, topic, n)
 			for range b.N {
 				discard := consumeDiscard(b, brokers, topic, n)
-				judged := runCanaryd(b, brokers, topic, n)
+				judged := runCanaryd(b, brokers, topic, n, "")
+				// Checkpoints every 200 ms (the default is 5 s) so that a run of
+				// well under a second writes several: the worst case.
+				ckpt := runCanaryd(b, brokers, topic, n, b.TempDir())
 				b.ReportMetric(discard, "discard-events/s")
 				b.ReportMetric(judged, "canaryd-events/s")
 				b.ReportMetric(judged/discard, "ratio")
-				b.Logf("%s: %d events: consume-and-discard %.0f events/s, canaryd %.0f events/s (%.0f%%)", kind, n, discard, judged, 100*judged/discard)
+				b.ReportMetric(ckpt, "canaryd-ckpt-events/s")
+				b.ReportMetric(ckpt/judged, "ckpt-on/off")
+				b.Logf("%s: %d events: consume-and-discard %.0f events/s, canaryd %.0f events/s (%.0f%%); with checkpoints every 200 ms %.0f events/s (%.0f%% of without)",
+					kind, n, discard, judged, 100*judged/discard, ckpt, 100*ckpt/judged)
 				if kind == kafkatest.KindReal {
 					if kc := kcatRate(b, brokers, topic, n); kc > 0 {
 						b.ReportMetric(kc, "kcat-events/s")
@@ -285,12 +291,15 @@ func consumeDiscard(b *testing.B, brokers []string, topic string, n int) float64
 	return float64(n) / time.Since(start).Seconds()
 }
 
-func runCanaryd(b *testing.B, brokers []string, topic string, n int) float64 {
+// runCanaryd runs canaryd on topic until it consumed n records and returns
+// its events/s; with stateDir set, it checkpoints every 200 ms.
+func runCanaryd(b *testing.B, brokers []string, topic string, n int, stateDir string) float64 {
 	b.Helper()
 	ms := metrics.NewSet()
 	d, err := daemon.New(daemon.Config{Brokers: brokers, EventsTopic: topic, ControlTopic: topic + ".control", DLQTopic: topic + ".dlq",
 		Group: kafkatest.Topic(b), Specs: benchSpecs(), Metrics: ms,
-		Window: window.Options{MaxFuture: 100 * 365 * 24 * time.Hour}})
+		Window:   window.Options{MaxFuture: 100 * 365 * 24 * time.Hour},
+		StateDir: stateDir, StateTopic: topic + ".state", CheckpointInterval: 200 * time.Millisecond})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -322,6 +331,10 @@ func runCanaryd(b *testing.B, brokers []string, topic string, n int) float64 {
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
+	if stateDir != "" {
+		ck := ms.GetOrCreateCounter("canaryd_checkpoints_total").Get()
+		b.Logf("checkpoints written: %d (last %v bytes)", ck, gaugeValue(ms, "canaryd_checkpoint_bytes"))
+	}
 	return float64(n) / el.Seconds()
 }
 
@@ -349,4 +362,15 @@ func kcatRate(b *testing.B, brokers []string, topic string, n int) float64 {
 	}
 	el := time.Since(start)
 	return float64(n) / el.Seconds()
+}
+
+func gaugeValue(ms *metrics.Set, name string) string {
+	var sb strings.Builder
+	ms.WritePrometheus(&sb)
+	for _, l := range strings.Split(sb.String(), "\n") {
+		if strings.HasPrefix(l, name+" ") {
+			return strings.TrimPrefix(l, name+" ")
+		}
+	}
+	return "?"
 }

@@ -20,6 +20,7 @@
 //	canaryd_checkpoint_bytes                    size of the last checkpoint written
 //	canaryd_checkpoint_restores_total{result}   partitions assigned: restored, stale, corrupt, none
 //	canaryd_rollouts_limit_total                events refused: partition at its live-rollout limit
+//	canaryd_live_rollouts{topic,partition}      rollouts with state in a partition (evicted when idle)
 package stream
 
 import (
@@ -478,12 +479,14 @@ type partConsumer struct {
 	done  chan struct{}
 	mode  stopMode // set before work is closed
 
-	next     int64 // offset after the last record processed
-	epoch    int32
-	dead     []DeadLetter
-	lagGauge *metrics.Gauge
-	started  time.Time // wall clock at assignment
-	backlog  bool      // the last batch ended behind the high watermark
+	next        int64 // offset after the last record processed
+	epoch       int32
+	dead        []DeadLetter
+	lagGauge    *metrics.Gauge
+	started     time.Time // wall clock at assignment
+	liveGauge   *metrics.Gauge
+	limitLogged bool // the live-rollout limit was reported
+	backlog     bool // the last batch ended behind the high watermark
 
 	// Checkpoints. pending and pendingPart are the loaded checkpoint until
 	// adjustOffsets decides on it (under c.mu); resume carries the decision
@@ -516,6 +519,7 @@ func (c *Consumer) newPart(topic string, id int32) *partConsumer {
 		resume: make(chan resumeState, 1), started: c.opts.Clock(), ckNext: -1}
 	pc.emit = pc.add
 	pc.lagGauge = c.opts.Metrics.GetOrCreateGauge(`canaryd_consumer_lag{topic="`+topic+`",partition="`+strconv.Itoa(int(id))+`"}`, nil)
+	pc.liveGauge = c.opts.Metrics.GetOrCreateGauge(`canaryd_live_rollouts{topic="`+topic+`",partition="`+strconv.Itoa(int(id))+`"}`, nil)
 	return pc
 }
 
@@ -557,6 +561,11 @@ func (pc *partConsumer) add(ev *schemas.Event) {
 		}
 		if errors.Is(err, window.ErrTooManyRoll) {
 			pc.c.rolloutLimit.Inc()
+			if !pc.limitLogged {
+				pc.limitLogged = true
+				pc.c.opts.Logger.Error("partition at its live-rollout limit: events of new rollouts go to the DLQ until idle rollouts are evicted (raise window MaxRollouts or lower EvictAfter)",
+					"topic", pc.topic, "partition", pc.id, "live", pc.part.LiveRollouts())
+			}
 		}
 		if pc.err == nil {
 			pc.err = err
@@ -691,6 +700,7 @@ func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {
 		clear(pc.dead)
 		pc.dead = pc.dead[:0]
 	}
+	pc.liveGauge.Set(float64(pc.part.LiveRollouts()))
 	if ftp.HighWatermark > 0 {
 		pc.lagGauge.Set(float64(ftp.HighWatermark - pc.next))
 		pc.backlog = pc.next < ftp.HighWatermark

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
 )
 
 // CheckpointVersion is the version of the checkpoint envelope and body
@@ -41,8 +42,13 @@ type Checkpoint struct {
 // Keys: "ck/p/<topic>/<partition>" for partitions, "ck/s/<name>" for side
 // entries. Values: the envelope of checkpoint.md (magic, version, CRC-32C).
 type Store struct {
-	db     *badger.DB
+	dir    string
 	logger *slog.Logger
+
+	mu       sync.Mutex // guards db, openErr, lastOpen
+	db       *badger.DB // nil while the directory cannot be opened
+	openErr  error
+	lastOpen time.Time
 
 	stop chan struct{}
 	wg   sync.WaitGroup // the value-log GC goroutine
@@ -61,35 +67,97 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // OpenStore opens (creating) the Badger database in dir and starts one
 // goroutine that garbage-collects its value log; Close stops it.
 func OpenStore(dir string, logger *slog.Logger) (*Store, error) {
+	s := newStore(dir, logger)
+	db, err := openBadger(dir, s.logger)
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	s.start()
+	return s, nil
+}
+
+// OpenStoreOrDegraded opens the store like OpenStore; when dir cannot be
+// opened (read-only, missing permissions, full), it returns a store that
+// fails every Save with that error, retrying to open dir at most every 5
+// seconds, and loads nothing: the caller judges from memory meanwhile.
+func OpenStoreOrDegraded(dir string, logger *slog.Logger) (*Store, error) {
+	s := newStore(dir, logger)
+	s.db, s.openErr = openBadger(dir, s.logger)
+	s.lastOpen = time.Now()
+	s.start()
+	return s, s.openErr
+}
+
+func newStore(dir string, logger *slog.Logger) *Store {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	return &Store{dir: dir, logger: logger, stop: make(chan struct{})}
+}
+
+func (s *Store) start() {
+	s.wg.Add(1)
+	go s.gcLoop()
+}
+
+// handle returns the open database, retrying to open it when it failed.
+func (s *Store) handle() (*badger.DB, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil && time.Since(s.lastOpen) >= 5*time.Second {
+		s.lastOpen = time.Now()
+		s.db, s.openErr = openBadger(s.dir, s.logger)
+	}
+	return s.db, s.openErr
+}
+
+// ValueLogFileSize is the size of Badger's value-log files, and reserveBytes
+// the free space Save leaves: Badger writes its memtable and value log
+// through memory-mapped files that it extends, and a write into such a file
+// on a full file system kills the process with SIGBUS (measured on a full
+// tmpfs) instead of returning an error. So Save refuses to write unless the
+// directory's file system has room for the value twice over, a new value-log
+// file and a new memtable, with margin.
+const (
+	ValueLogFileSize = 16 << 20
+	memTableSize     = 16 << 20
+	reserveBytes     = 2*ValueLogFileSize + 2*memTableSize
+)
+
+// ErrDiskFull: the checkpoint directory's file system lacks the room a
+// checkpoint needs (see reserveBytes).
+var ErrDiskFull = errors.New("checkpoint directory full")
+
+func openBadger(dir string, logger *slog.Logger) (*badger.DB, error) {
 	// Small caches: canaryd reads checkpoints only at start. Sync writes: a
 	// checkpoint whose offsets get committed must survive a power loss.
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{logger}).
 		WithSyncWrites(true).
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(memTableSize).
 		WithNumMemtables(2).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(4 << 20).
-		WithValueLogFileSize(64 << 20).
+		WithValueLogFileSize(ValueLogFileSize).
 		WithValueThreshold(1 << 10).
 		WithNumCompactors(2)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open checkpoint store %s: %w", dir, err)
 	}
-	s := &Store{db: db, logger: logger, stop: make(chan struct{})}
-	s.wg.Add(1)
-	go s.gcLoop()
-	return s, nil
+	return db, nil
 }
 
 // Close stops the GC goroutine and closes the database.
 func (s *Store) Close() error {
 	close(s.stop)
 	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		return nil
+	}
 	return s.db.Close()
 }
 
@@ -104,7 +172,10 @@ func (s *Store) gcLoop() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			for s.db.RunValueLogGC(0.5) == nil {
+			s.mu.Lock()
+			db := s.db
+			s.mu.Unlock()
+			for db != nil && db.RunValueLogGC(0.5) == nil {
 			}
 		}
 	}
@@ -170,8 +241,20 @@ func DecodeCheckpoint(v []byte) (Checkpoint, error) {
 // Save writes a partition's checkpoint and the side entries in one
 // transaction, synced to disk before it returns.
 func (s *Store) Save(topic string, p int32, ck Checkpoint, side map[string][]byte) error {
-	return s.db.Update(func(txn *badger.Txn) error {
-		if err := txn.Set(partKey(topic, p), EncodeCheckpoint(ck)); err != nil {
+	db, err := s.handle()
+	if err != nil {
+		return err
+	}
+	v := EncodeCheckpoint(ck)
+	need := int64(len(v))
+	for _, b := range side {
+		need += int64(len(b))
+	}
+	if free, err := freeBytes(s.dir); err == nil && free < 2*need+reserveBytes {
+		return fmt.Errorf("%w: %s has %d MB free; a checkpoint of %d kB needs %d MB", ErrDiskFull, s.dir, free>>20, need>>10, (2*need+reserveBytes)>>20)
+	}
+	return db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(partKey(topic, p), v); err != nil {
 			return err
 		}
 		for k, v := range side {
@@ -190,7 +273,11 @@ var ErrNoCheckpoint = errors.New("no checkpoint")
 // an error wrapping ErrCorrupt when it fails its checksum or does not parse.
 func (s *Store) Load(topic string, p int32) (Checkpoint, error) {
 	var ck Checkpoint
-	err := s.db.View(func(txn *badger.Txn) error {
+	db, err := s.handle()
+	if err != nil {
+		return ck, ErrNoCheckpoint
+	}
+	err = db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(partKey(topic, p))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return ErrNoCheckpoint
@@ -211,7 +298,11 @@ func (s *Store) Load(topic string, p int32) (Checkpoint, error) {
 // Delete removes a partition's checkpoint (after it was found stale or
 // corrupt, so that it is not tried again).
 func (s *Store) Delete(topic string, p int32) error {
-	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(partKey(topic, p)) })
+	db, err := s.handle()
+	if err != nil {
+		return err
+	}
+	return db.Update(func(txn *badger.Txn) error { return txn.Delete(partKey(topic, p)) })
 }
 
 // Side returns every side entry whose checksum holds, and the keys of those
@@ -219,7 +310,11 @@ func (s *Store) Delete(topic string, p int32) error {
 func (s *Store) Side() (map[string][]byte, []string, error) {
 	out := map[string][]byte{}
 	var bad []string
-	err := s.db.View(func(txn *badger.Txn) error {
+	db, err := s.handle()
+	if err != nil {
+		return out, nil, nil
+	}
+	err = db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(sidePrefix), PrefetchValues: true, PrefetchSize: 16})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -243,7 +338,11 @@ func (s *Store) Side() (map[string][]byte, []string, error) {
 // RawSet writes a raw value under a partition's key: for tests that corrupt
 // a checkpoint.
 func (s *Store) RawSet(topic string, p int32, v []byte) error {
-	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(partKey(topic, p), v) })
+	db, err := s.handle()
+	if err != nil {
+		return err
+	}
+	return db.Update(func(txn *badger.Txn) error { return txn.Set(partKey(topic, p), v) })
 }
 
 // badgerLogger sends Badger's logs to slog: errors and warnings only.
@@ -317,4 +416,13 @@ func (p *Partition) Rollouts() []string {
 		out[i] = r.name
 	}
 	return out
+}
+
+// freeBytes returns the bytes available to canaryd on dir's file system.
+func freeBytes(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }

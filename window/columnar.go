@@ -280,6 +280,7 @@ type rolloutDicts struct {
 	Tools      []string    `json:"tools"` // tool id i+1
 	Bigrams    []string    `json:"bigrams"`
 	BigramKeys []uint32    `json:"bigram_keys"` // tool id pair of Bigrams[i]; 0 for "_other"
+	LastTS     int64       `json:"last_ts"`     // newest event time (eviction)
 }
 
 // Snapshot writes the partition's open windows and its watermark state as
@@ -289,7 +290,7 @@ func (p *Partition) Snapshot(w io.Writer) error {
 	defer t.Release()
 	meta := partitionMeta{MaxTS: p.maxTS, Watermark: p.watermark}
 	for _, r := range p.order {
-		d := rolloutDicts{Name: r.name, Versions: r.versions, ErrorTypes: r.errNames, Bigrams: r.bigNames,
+		d := rolloutDicts{Name: r.name, Versions: r.versions, ErrorTypes: r.errNames, Bigrams: r.bigNames, LastTS: r.lastTS,
 			Tools: make([]string, len(r.toolIDs)), BigramKeys: make([]uint32, len(r.bigNames))}
 		for _, s := range r.segs {
 			d.Segments = append(d.Segments, [2]string{s.Kind.String(), s.Name})
@@ -339,7 +340,7 @@ func RestorePartition(id int32, opts Options, snap []byte) (*Partition, error) {
 	p.idleMaxTS = pm.MaxTS
 	for _, d := range pm.Rollouts {
 		r := &rollout{name: d.Name, versions: d.Versions, errIDs: map[string]int{}, errNames: d.ErrorTypes,
-			toolIDs: map[string]uint16{}, bigIDs: map[uint32]int{}, bigNames: d.Bigrams}
+			toolIDs: map[string]uint16{}, bigIDs: map[uint32]int{}, bigNames: d.Bigrams, lastTS: d.LastTS}
 		if len(r.errNames) == 0 || len(r.bigNames) == 0 || len(d.BigramKeys) != len(d.Bigrams) {
 			return nil, fmt.Errorf("%w: rollout %q: bad dictionaries", ErrCorrupt, d.Name)
 		}

@@ -26,9 +26,14 @@ type Options struct {
 	// MaxFuture refuses events whose time is this far ahead of the wall
 	// clock: one such event would otherwise close every open window. Default 10m.
 	MaxFuture time.Duration
-	// MaxRollouts per partition; events of further rollouts are refused.
-	// Default 1000.
+	// MaxRollouts per partition; events of further rollouts are refused
+	// (ErrTooManyRoll) until idle ones are evicted. Default 1000.
 	MaxRollouts int
+	// EvictAfter: a rollout whose newest event is this far behind the
+	// watermark (event time) and that has no open window is dropped with its
+	// dictionaries, so that finished rollouts do not hold memory or slots.
+	// Default 1h.
+	EvictAfter time.Duration
 	// MaxVersions per rollout; further versions are folded into "_other".
 	// Default 16.
 	MaxVersions int
@@ -69,6 +74,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxRollouts <= 0 {
 		o.MaxRollouts = 1000
+	}
+	if o.EvictAfter <= 0 {
+		o.EvictAfter = time.Hour
 	}
 	if o.MaxVersions <= 0 {
 		o.MaxVersions = 16
@@ -145,7 +153,7 @@ type Partition struct {
 	rollouts map[string]*rollout
 	order    []*rollout // in creation order, for deterministic emission
 	last     *rollout   // cache: consecutive events mostly share a rollout
-
+	evicted  int
 }
 
 type rollout struct {
@@ -159,6 +167,7 @@ type rollout struct {
 	bigIDs   map[uint32]int    // tool id pair → bigram id (0: "_other")
 	bigNames []string
 	open     []*openWin // ascending start
+	lastTS   int64      // newest event time counted
 }
 
 type openWin struct {
@@ -231,6 +240,7 @@ func (p *Partition) Add(ev *schemas.Event, off int64) error {
 		et = p.errType(r, ev.ErrorType)
 	}
 	a.Add(ev, et)
+	r.lastTS = max(r.lastTS, ev.TS)
 	for i := 1; i < len(ev.ToolCalls); i++ {
 		a.AddBigram(p.bigram(r, ev.ToolCalls[i-1], ev.ToolCalls[i]))
 	}
@@ -384,7 +394,36 @@ func (p *Partition) Advance() {
 			r.open = slices.Delete(r.open, 0, n)
 		}
 	}
+	p.evict()
 }
+
+// evict drops rollouts with no open window whose newest event is EvictAfter
+// behind the watermark. Event time, not wall time, decides: a replay evicts
+// at the same point.
+func (p *Partition) evict() {
+	limit := p.watermark - int64(p.opts.EvictAfter)
+	n := 0
+	for _, r := range p.order {
+		if len(r.open) == 0 && r.lastTS < limit {
+			delete(p.rollouts, r.name)
+			if p.last == r {
+				p.last = nil
+			}
+			p.evicted++
+			continue
+		}
+		p.order[n] = r
+		n++
+	}
+	clear(p.order[n:])
+	p.order = p.order[:n]
+}
+
+// Evicted returns how many rollouts the partition has evicted.
+func (p *Partition) Evicted() int { return p.evicted }
+
+// LiveRollouts returns how many rollouts the partition holds.
+func (p *Partition) LiveRollouts() int { return len(p.order) }
 
 // Flush closes every open window regardless of the watermark (at shutdown,
 // or when the partition is revoked).

@@ -159,3 +159,37 @@ func TestMergeAndCountAbove(t *testing.T) {
 		t.Fatalf("p95 %v; want 950 ± 2%%", q)
 	}
 }
+
+// TestEvictionFreesRolloutSlots: a rollout silent for EvictAfter (event
+// time) with no open window is dropped, and its slot serves a new rollout.
+func TestEvictionFreesRolloutSlots(t *testing.T) {
+	var closed int
+	p := NewPartition(0, Options{Width: 10 * time.Second, Lateness: time.Second, MaxRollouts: 2, EvictAfter: time.Hour,
+		Emit: func(Closed) { closed++ }})
+	t0 := time.Unix(1_700_000_000, 0)
+	p.SetNow(t0.Add(3 * time.Hour))
+	for _, r := range []string{"a", "b"} {
+		if err := p.Add(ev(r, "v1", schemas.KindTool, "x", t0, 10, false), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Add(ev("c", "v1", schemas.KindTool, "x", t0, 10, false), 1); !errors.Is(err, ErrTooManyRoll) {
+		t.Fatalf("third rollout: %v; want ErrTooManyRoll", err)
+	}
+	// b goes on for two hours; a is silent.
+	for m := 1; m <= 120; m++ {
+		if err := p.Add(ev("b", "v1", schemas.KindTool, "x", t0.Add(time.Duration(m)*time.Minute), 10, false), int64(1+m)); err != nil {
+			t.Fatal(err)
+		}
+		p.Advance()
+	}
+	if p.LiveRollouts() != 1 || p.Evicted() != 1 {
+		t.Fatalf("live %d evicted %d; want a evicted, b live", p.LiveRollouts(), p.Evicted())
+	}
+	if err := p.Add(ev("c", "v1", schemas.KindTool, "x", t0.Add(2*time.Hour), 10, false), 200); err != nil {
+		t.Fatalf("c after a's eviction: %v", err)
+	}
+	if closed == 0 {
+		t.Fatal("no window closed")
+	}
+}

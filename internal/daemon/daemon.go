@@ -197,9 +197,11 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	var handover stream.Handover
 	if cfg.StateDir != "" {
-		if d.store, err = window.OpenStore(cfg.StateDir, cfg.Logger); err != nil {
-			d.producer.Close()
-			return nil, err
+		// A directory that cannot be opened (read-only, no permission, full)
+		// does not stop canaryd: it judges from memory, commits no offset
+		// until a checkpoint succeeds, and retries the directory.
+		if d.store, err = window.OpenStoreOrDegraded(cfg.StateDir, cfg.Logger); err != nil {
+			cfg.Logger.Error("checkpoint directory unusable: judging from memory; offsets are not committed until checkpoints succeed", "dir", cfg.StateDir, "err", err)
 		}
 		handover = sink.NewStateTopic(d.producer, cfg.StateTopic, cfg.Group, append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KgoOpts...)...)
 	}
