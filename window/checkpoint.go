@@ -175,6 +175,11 @@ func (s *Store) gcLoop() {
 			s.mu.Lock()
 			db := s.db
 			s.mu.Unlock()
+			// GC rewrites values: not on a file system without room (see
+			// reserveBytes).
+			if free, err := freeBytes(s.dir); err == nil && free < reserveBytes {
+				continue
+			}
 			for db != nil && db.RunValueLogGC(0.5) == nil {
 			}
 		}
