@@ -41,10 +41,11 @@ demo:
 
 ## bench: throughput and memory benchmarks, printing their figures: the decoders
 ## and the detector's hot spots, decode+aggregate (events/s, allocations), state
-## per series and RSS over 10M events, and end to end from kfake and a real
-## Apache Kafka next to a consume-and-discard consumer and kcat
+## per series and RSS over 10M events, checkpoints of 10k series (snapshot, size,
+## Badger write, restore), and end to end from kfake and a real Apache Kafka next
+## to a consume-and-discard consumer and kcat, with checkpoints off and on
 bench:
-	go test -run '^$$' -bench . -benchmem -count 1 ./schemas/ ./stream/ ./detector/
+	go test -run '^$$' -bench . -benchmem -count 1 ./schemas/ ./stream/ ./detector/ ./window/
 	go test -run '^$$' -bench 'Generator|DecodeAggregate' -benchmem -count 1 ./loadtest/
 	$(call with_kafka,go test -run '^$$' -bench 'StateMemory|EndToEnd' -benchtime 1x -count 1 -timeout 30m ./loadtest/)
 
