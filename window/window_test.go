@@ -193,3 +193,43 @@ func TestEvictionFreesRolloutSlots(t *testing.T) {
 		t.Fatal("no window closed")
 	}
 }
+
+// TestHoldIdle: while held (a backlog, a broker that does not answer), the
+// idle rule closes nothing however long the wall clock runs; released, it
+// waits a whole Idle period again before it does.
+func TestHoldIdle(t *testing.T) {
+	var closed int
+	p := NewPartition(0, Options{Width: time.Second, Lateness: 500 * time.Millisecond, Idle: 3 * time.Second,
+		Emit: func(Closed) { closed++ }})
+	t0 := time.Unix(1_700_000_000, 0)
+	p.SetNow(t0)
+	if err := p.Add(ev("r", "v1", schemas.KindTool, "x", t0, 10, false), 0); err != nil {
+		t.Fatal(err)
+	}
+	p.Advance()
+	p.HoldIdle(true)
+	for s := 1; s <= 60; s++ { // a minute-long stall
+		p.SetNow(t0.Add(time.Duration(s) * time.Second))
+		p.Advance()
+	}
+	if closed != 0 {
+		t.Fatalf("%d windows closed by the idle rule while it was held", closed)
+	}
+	// The backlog arrives: an event of the open window is still counted.
+	if err := p.Add(ev("r", "v1", schemas.KindTool, "x", t0.Add(100*time.Millisecond), 10, false), 1); err != nil {
+		t.Fatalf("backlog event refused after a held stall: %v", err)
+	}
+	p.HoldIdle(false)
+	p.SetNow(t0.Add(61 * time.Second))
+	p.Advance()
+	p.SetNow(t0.Add(62 * time.Second))
+	p.Advance()
+	if closed != 0 {
+		t.Fatal("closed before a whole Idle period after the hold ended")
+	}
+	p.SetNow(t0.Add(64 * time.Second))
+	p.Advance()
+	if closed != 1 {
+		t.Fatalf("%d windows closed after Idle unheld; want 1", closed)
+	}
+}
