@@ -324,9 +324,9 @@ func TestTwoInstances(t *testing.T) {
 
 // TestTwoInstancesKill9 runs the group scenario with a a canaryd process
 // killed with SIGKILL: no flush, no commit, no leaving the group; b gets its
-// partitions when its session times out (6 s). Until checkpoints (issue 5)
-// what a judged after its last commit is judged again by b, so totals are
-// checked where they are exact: b counts precisely the events of a's
+// partitions when its session times out (6 s). Without a state directory
+// (this test; TestGroupStopThenKill9 has one) what a judged after its last
+// commit is judged again by b, so totals are checked where they are exact: b counts precisely the events of a's
 // partitions from a's last committed offsets on, plus all of its own, so
 // nothing is lost. Commands as in TestTwoInstances: each once, every
 // rollout ending as a single instance ends it.
@@ -567,4 +567,87 @@ func countEvents(t *testing.T, brokers []string, topic string, upTo map[int32]in
 		t.Fatalf("partitions %v not read up to %v", slices.Collect(maps.Keys(start)), upTo)
 	}
 	return out
+}
+
+// TestGroupStopThenKill9 is the group scenario with durable state, as the
+// issue describes it: a (a canaryd process) and b (in-process) share the
+// group while the fleet writes; b is stopped as SIGTERM stops it (it hands
+// its partitions over through the state topic, and a continues them); later
+// a is killed with SIGKILL and restarted on the same state directory (it
+// resumes from its checkpoints). At the end the restarted a's per-version
+// totals equal what the fleet produced — nothing lost, nothing counted twice
+// — and every rollout ends as a single instance ends it, each command once.
+func TestGroupStopThenKill9(t *testing.T) {
+	bin := buildCanaryd(t)
+	for _, kind := range kafkatest.Kinds() {
+		t.Run(kind, func(t *testing.T) {
+			g := newGroup(t, kind)
+			dirA := t.TempDir()
+			argsA := []string{"run", "--brokers", strings.Join(g.brokers, ","),
+				"--events-topic", g.tp.events, "--control-topic", g.tp.control, "--dlq-topic", g.tp.dlq, "--group", g.name,
+				"--state-dir", dirA, "--state-topic", g.tp.events + ".state", "--checkpoint-interval", "500ms",
+				"--http", "127.0.0.1:0", "--window", "1s", "--lateness", "500ms", "--session-timeout", "6s"}
+			a := startProcess(t, "a", bin, g.specs, argsA...)
+			cfg := testConfig(t, g.brokers, g.tp, g.specs)
+			cfg.Partitions, cfg.Group, cfg.Logger = 6, g.name, testLogger(t, "b")
+			cfg.StateDir, cfg.StateTopic, cfg.CheckpointInterval = t.TempDir(), g.tp.events+".state", 500*time.Millisecond
+			b := runDaemon(t, cfg)
+			statuses := func(p *process) []detector.Status {
+				var body struct{ Rollouts []detector.Status }
+				if err := json.Unmarshal([]byte(p.get(t, "/v1/rollouts")), &body); err != nil {
+					t.Fatal(err)
+				}
+				return body.Rollouts
+			}
+			g.run(t, b, func() float64 { return sumMetric(a.get(t, "/metrics"), "canaryd_partitions_assigned") }, func() []string {
+				var owned []string
+				for _, st := range statuses(a) {
+					if st.Windows > 0 {
+						owned = append(owned, st.Rollout)
+					}
+				}
+				return owned
+			})
+			if err := b.stop(t); err != nil {
+				t.Fatalf("b: Run: %v", err)
+			}
+			waitFor(t, 60*time.Second, "a owns every partition", func() bool {
+				return sumMetric(a.get(t, "/metrics"), "canaryd_partitions_assigned") == 6
+			})
+			handed := sumMetric(a.get(t, "/metrics"), `canaryd_checkpoint_restores_total{result="handed_over"}`)
+			time.Sleep(2 * time.Second)
+			a.kill(t)
+			t.Logf("b stopped (a continued %v partitions from its handovers); a killed", handed)
+			a = startProcess(t, "a2", bin, g.specs, argsA...)
+			waitFor(t, 90*time.Second, "every rollout's final command", func() bool { return allFinal(g.fleet, g.all()) })
+			g.stopFleet()
+			produced := producedBy(g.fleet)
+			closeWindows(t, g.brokers, g.tp.events, 6)
+			totals := func() tally {
+				got := tally{}
+				for _, st := range statuses(a) {
+					for _, v := range st.Totals {
+						got.add(st.Rollout, v.Version, counts{int64(v.Requests), int64(v.Errors), int64(v.Sessions)})
+					}
+				}
+				return got
+			}
+			waitFor(t, 60*time.Second, "a's totals reach what the fleet produced", func() bool {
+				lost, _ := totals().lostAndTwice(produced)
+				return lost == ""
+			})
+			time.Sleep(time.Second) // anything judged twice would show by now
+			got := totals()
+			lost, twice := got.lostAndTwice(produced)
+			if lost != "" || twice != "" {
+				t.Errorf("a's totals differ from what the fleet produced:\nlost:\n%s\ntwice:\n%s", lost, twice)
+			}
+			if handed == 0 {
+				t.Errorf("a continued no partition from b's handovers")
+			}
+			t.Logf("produced %d events; a judged %d after b's stop, its own kill and restart", produced.events(), got.events())
+			a.terminate(t)
+			g.checkControl(t)
+		})
+	}
 }
