@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"fmt"
 	"math"
 )
 
@@ -26,16 +27,27 @@ import (
 // alternatives above) and a non-inferiority test for promotion (H0: θ ≥ θp,
 // alternatives below), and their inversions give anytime confidence bounds on θ.
 
-// gridStep is the spacing of the θ grid in log units (≈5% per step), gridHalf
+// gridStep is the spacing of the θ grid in log units (≈10% per step), gridHalf
 // the number of points on each side of θ = 1: the grid spans θ ∈ [e^-3, e^3].
+// Neighbouring likelihoods differ little at this spacing, and every stratum
+// costs one logarithm per grid point.
 const (
-	gridStep = 0.05
-	gridHalf = 60
+	gridStep = 0.1
+	gridHalf = 30
 	gridLen  = 2*gridHalf + 1
 )
 
+// gridLT and gridTh are log θ and θ at each grid index.
+var gridLT, gridTh = func() (lt, th [gridLen]float64) {
+	for i := range lt {
+		lt[i] = float64(i-gridHalf) * gridStep
+		th[i] = math.Exp(lt[i])
+	}
+	return lt, th
+}()
+
 // gridTheta returns the odds ratio at grid index i.
-func gridTheta(i int) float64 { return math.Exp(float64(i-gridHalf) * gridStep) }
+func gridTheta(i int) float64 { return gridTh[i] }
 
 // gridIndex returns the grid index of θ rounded up (up) or down, clamped to
 // the grid. Tests round their null boundary outwards — H0: θ ≤ θ0 up, H0:
@@ -57,9 +69,69 @@ func gridIndex(theta float64, up bool) int {
 }
 
 // altStride is the spacing, in grid points, of the alternatives mixed over:
-// every second point (≈10% apart) keeps the prior's cost low without losing
-// alternatives between them (neighbouring likelihoods differ little).
-const altStride = 2
+// every point (≈10% apart). Bounds relies on it being 1.
+const altStride = 1
+
+// The rollback e-value (ERise) is a mixture over when a regression starts
+// as well as over how large it is. A test that accumulates from the start
+// of the rollout pays for every clean request before a regression: a
+// release that breaks after twenty minutes must first climb out of the
+// deficit those minutes left at every alternative θ > 1 (about 10 nats for
+// errors ×2 five minutes in, hundreds for a latency shift, whose tests see
+// many more events). ERise mixes test martingales that start at successive
+// points: component n starts at the first stratum after the Fisher
+// information at θ = 1 (Σ of the strata's hypergeometric variances, a
+// function of the totals only — never of the outcomes) has grown by
+// riseInfo since component n−1 started, and before it starts it is worth 1.
+// Each component is a mixture of likelihood ratios L(θ)/L(1) over riseN
+// alternatives θ ∈ [1.22, 6.05] (log-uniform, every other grid point, ≈22%
+// apart): the regressions worth a rollback, from subtle to gross.
+// Component 0 (the release is bad from the start: most regressions) has
+// prior weight 1/2, component n ≥ 1 weight 1/(2·ζ(1.5)·n^1.5); the weights
+// sum to 1, so the mixture — components not yet started counted at their
+// weight, components dropped counted at 0 — is a nonnegative
+// supermartingale under θ ≤ 1 in every stratum, and Ville's inequality
+// applies as for EUpper.
+//
+// riseInfo is the spacing of the starts in Fisher information: a start
+// falls at most riseInfo·δ²/2 nats short of the onset (δ the log odds
+// ratio: ≈4 nats at δ = ln 2), while the starts' prior weights fall like
+// n^-1.5. Spacing by information rather than time makes the cost of a
+// late onset the same for a test that sees 20 events a window (errors) and
+// one that sees 1,000 (a median latency).
+const (
+	riseInfo   = 16.0
+	riseLo     = gridHalf + 2 // θ = e^0.2 ≈ 1.22
+	riseStride = 2            // ≈22% apart
+	riseN      = 9            // up to gridHalf+18: θ = e^1.8 ≈ 6.05
+	maxRise    = 40           // components kept; the least valuable is dropped beyond
+	zeta15     = 2.612375348685488
+)
+
+// riseComp is one component of ERise: the likelihood ratios L(θ_j)/L(1)
+// since its start, as m[j]·e^scale.
+type riseComp struct {
+	logW  float64 // log of the prior weight
+	scale float64
+	m     [riseN]float64
+}
+
+// logValue returns log(w · mean_j LR_j) of the component.
+func (r *riseComp) logValue() float64 {
+	s := 0.0
+	for _, v := range r.m {
+		s += v
+	}
+	return r.logW + r.scale + math.Log(s/riseN)
+}
+
+// riseWeight is the prior weight of component n.
+func riseWeight(n int) float64 {
+	if n == 0 {
+		return 0.5
+	}
+	return 0.5 / (zeta15 * math.Pow(float64(n), 1.5))
+}
 
 // Conditional accumulates the log-likelihood of θ on the grid over strata.
 // The zero value is an empty accumulator.
@@ -68,6 +140,23 @@ type Conditional struct {
 	strata int
 	// Totals over strata, for evidence.
 	NB, XB, NC, XC uint64
+	// Discount tempers the evidence of every stratum: its likelihood
+	// ratios are raised to the power 1−Discount. For independent units the
+	// test is exact either way (E[LR^a] ≤ E[LR]^a = 1 for a ≤ 1, Jensen);
+	// units that come in correlated clusters (requests of one session)
+	// make counts overdispersed, and a discount of 1−1/φ keeps the test
+	// valid under an overdispersion φ, at the cost of a delay ×φ. Set
+	// before the first stratum; zero is no discount.
+	Discount float64
+
+	// Change-point components of ERise (see riseInfo), unless noRise:
+	// tests that never read ERise (promotion, categories) skip them.
+	noRise    bool
+	info      float64    // Fisher information at θ = 1 so far
+	nextStart float64    // info at which the next component starts
+	started   int        // components started so far
+	wStarted  float64    // sum of their prior weights
+	rise      []riseComp // those not dropped
 }
 
 // Observe adds one stratum. Strata where the outcome cannot be compared (no
@@ -85,58 +174,242 @@ func (c *Conditional) Observe(nb, xb, nc, xc uint64) {
 		panic("BUG: conditional stratum with more events than units")
 	}
 	c.strata++
+	var lz [gridLen]float64
+	logZGrid(nb, nc, k, &lz)
+	fx := float64(xc)
+	if a := 1 - c.Discount; a < 1 {
+		// Tempered: every stratum's likelihood ratio to the power a.
+		fx *= a
+		for i := range lz {
+			lz[i] *= a
+		}
+	}
+	for i := range lz {
+		c.logL[i] += fx*gridLT[i] - lz[i]
+	}
+	if !c.noRise {
+		c.observeRise(fx, &lz)
+	}
+	n := float64(nb + nc)
+	fk := float64(k)
+	c.info += fk * (float64(nc) / n) * (float64(nb) / n) * (n - fk) / (n - 1)
+}
+
+// observeRise starts a component when its turn has come, then multiplies
+// every component by the stratum's likelihood ratios.
+func (c *Conditional) observeRise(fx float64, lz *[gridLen]float64) {
+	if c.info >= c.nextStart {
+		w := riseWeight(c.started)
+		c.started++
+		c.wStarted += w
+		c.nextStart = c.info + riseInfo
+		if len(c.rise) >= maxRise {
+			// Dropping a component (counting it at 0 from now on) keeps
+			// the mixture a supermartingale; drop the least valuable.
+			low := 0
+			for i := range c.rise {
+				if c.rise[i].logValue() < c.rise[low].logValue() {
+					low = i
+				}
+			}
+			c.rise = append(c.rise[:low], c.rise[low+1:]...)
+		}
+		r := riseComp{logW: math.Log(w)}
+		for j := range r.m {
+			r.m[j] = 1
+		}
+		c.rise = append(c.rise, r)
+	}
+	// log LR_j of this stratum, shifted by its maximum so that the factors
+	// are ≤ 1 and never overflow.
+	var g [riseN]float64
+	top := math.Inf(-1)
+	for j := range g {
+		i := riseLo + j*riseStride
+		g[j] = fx*gridLT[i] - lz[i] + lz[gridHalf]
+		top = max(top, g[j])
+	}
+	for j := range g {
+		g[j] = math.Exp(g[j] - top)
+	}
+	for i := 0; i < len(c.rise); i++ {
+		r := &c.rise[i]
+		r.scale += top
+		big := 0.0
+		for j := range r.m {
+			r.m[j] *= g[j]
+			big = max(big, r.m[j])
+		}
+		switch {
+		case big == 0:
+			// Every alternative underflowed: the component is worth 0.
+			c.rise = append(c.rise[:i], c.rise[i+1:]...)
+			i--
+		case big < 1e-200:
+			for j := range r.m {
+				r.m[j] /= big
+			}
+			r.scale += math.Log(big)
+		}
+	}
+}
+
+// ERise is the rollback e-value against H0: θ ≤ 1 in every stratum — the
+// canary's odds of the outcome never above the baseline's — mixing over
+// alternatives θ ∈ [1.22, 6.05] and over when the rise began (see
+// riseInfo). Components not yet started count at their prior weight. A
+// Conditional without change-point components (noRise) returns EUpper(1).
+func (c *Conditional) ERise() float64 {
+	if c.noRise {
+		return c.EUpper(1)
+	}
+	cash := max(0, 1-c.wStarted)
+	if len(c.rise) == 0 {
+		return cash
+	}
+	m := math.Inf(-1)
+	var lv [maxRise]float64
+	for i := range c.rise {
+		lv[i] = c.rise[i].logValue()
+		m = max(m, lv[i])
+	}
+	s := 0.0
+	for i := range c.rise {
+		s += math.Exp(lv[i] - m)
+	}
+	if m > 700 {
+		return math.Inf(1)
+	}
+	return cash + math.Exp(m)*s
+}
+
+// riseState is the change-point part of a Conditional's state, as
+// snapshots (state.go) carry it.
+type riseState struct {
+	Off                       bool // noRise
+	Info, NextStart, WStarted float64
+	Started                   int
+	LogW, Scale               []float64 // per component
+	M                         []float64 // riseN per component
+}
+
+func (c *Conditional) riseState() riseState {
+	s := riseState{Off: c.noRise, Info: c.info, NextStart: c.nextStart, WStarted: c.wStarted, Started: c.started}
+	for _, r := range c.rise {
+		s.LogW = append(s.LogW, r.logW)
+		s.Scale = append(s.Scale, r.scale)
+		s.M = append(s.M, r.m[:]...)
+	}
+	return s
+}
+
+func (c *Conditional) setRiseState(s riseState) error {
+	n := len(s.LogW)
+	if len(s.Scale) != n || len(s.M) != n*riseN || n > maxRise {
+		return fmt.Errorf("%w: %d change-point components with %d scales and %d ratios", ErrStateMismatch, n, len(s.Scale), len(s.M))
+	}
+	c.noRise, c.info, c.nextStart, c.wStarted, c.started = s.Off, s.Info, s.NextStart, s.WStarted, s.Started
+	c.rise = make([]riseComp, n)
+	for i := range c.rise {
+		c.rise[i].logW, c.rise[i].scale = s.LogW[i], s.Scale[i]
+		copy(c.rise[i].m[:], s.M[i*riseN:])
+	}
+	return nil
+}
+
+// logZGrid sets lz[i] to log Σ_y C(nc, y) C(nb, k−y) θ_i^y over the support
+// for every grid θ_i, up to one additive constant per stratum (it cancels in
+// every likelihood ratio). Terms are unimodal in y with ratio
+// t(y+1)/t(y) = θ·r0(y), r0 decreasing; the mode rises with θ, so it is
+// walked up the grid, and the sum runs outwards from the mode until the
+// terms no longer matter (below 1e-17 of the sum): O(√k) multiplications
+// and one logarithm per θ, a few log-gamma calls per stratum.
+func logZGrid(nb, nc, k uint64, lz *[gridLen]float64) {
 	lo := uint64(0)
 	if k > nb {
 		lo = k - nb
 	}
 	hi := min(k, nc)
-	for i := 0; i < gridLen; i++ {
-		lt := float64(i-gridHalf) * gridStep
-		c.logL[i] += float64(xc)*lt - logZ(nb, nc, k, lo, hi, lt)
-	}
-}
-
-// logZ returns log Σ_y C(nc, y) C(nb, k−y) θ^y over y ∈ [lo, hi], θ = e^lt.
-// Terms are unimodal in y: it finds the mode by bisection on the ratio of
-// consecutive terms, then sums outwards with that ratio until the terms no
-// longer matter (below 1e-17 of the sum) — O(√k) multiplications and three
-// log-gamma calls instead of O(k) of each, which keeps a stratum with many
-// events (a p50 test at high traffic) cheap.
-func logZ(nb, nc, k, lo, hi uint64, lt float64) float64 {
-	theta := math.Exp(lt)
 	fb, fc, fk := float64(nb), float64(nc), float64(k)
-	// r(y) = t(y+1)/t(y), decreasing in y.
-	r := func(y uint64) float64 {
+	ratio := func(y uint64) float64 {
 		fy := float64(y)
-		return theta * (fc - fy) * (fk - fy) / ((fy + 1) * (fb - fk + fy + 1))
+		return (fc - fy) * (fk - fy) / ((fy + 1) * (fb - fk + fy + 1))
 	}
-	a, b := lo, hi
-	for a < b {
-		m := a + (b-a)/2
-		if r(m) < 1 {
-			b = m
-		} else {
-			a = m + 1
+	// Most strata have a small support (the canary's units in a window):
+	// their ratios are computed once, not once per θ.
+	var tab [256]float64
+	small := hi-lo <= uint64(len(tab))
+	if small {
+		for y := lo; y < hi; y++ {
+			tab[y-lo] = ratio(y)
 		}
 	}
-	mode := a
-	sum, t := 1.0, 1.0
-	for y := mode; y < hi; y++ {
-		t *= r(y)
-		sum += t
-		if t < 1e-17*sum {
-			break
+	r0 := func(y uint64) float64 {
+		if small {
+			return tab[y-lo]
 		}
+		return ratio(y)
 	}
-	t = 1.0
-	for y := mode; y > lo; y-- {
-		t /= r(y - 1)
-		sum += t
-		if t < 1e-17*sum {
-			break
+	// logT(y) = log t(y) at θ = 1, up to the constant log(nb! nc!).
+	logT := func(y uint64) float64 {
+		a, _ := math.Lgamma(float64(y) + 1)
+		b, _ := math.Lgamma(fc - float64(y) + 1)
+		d, _ := math.Lgamma(fk - float64(y) + 1)
+		e, _ := math.Lgamma(fb - fk + float64(y) + 1)
+		return -a - b - d - e
+	}
+	// firstBelow returns the smallest y in [a, hi] with θ·r0(y) < 1, or hi.
+	firstBelow := func(a uint64, th float64) uint64 {
+		b := hi
+		for a < b {
+			m := a + (b-a)/2
+			if th*r0(m) < 1 {
+				b = m
+			} else {
+				a = m + 1
+			}
 		}
+		return a
 	}
-	return logChoose(nc, mode) + logChoose(nb, k-mode) + float64(mode)*lt + math.Log(sum)
+	mode := firstBelow(lo, gridTh[0])
+	lt := logT(mode)
+	for i := range lz {
+		th := gridTh[i]
+		if mode < hi && th*r0(mode) >= 1 {
+			// The mode moved up: walk a few steps with the ratios, or
+			// jump there by bisection and log-gamma.
+			next := mode + 1
+			for next < hi && next-mode < 8 && th*r0(next) >= 1 {
+				next++
+			}
+			if next < hi && th*r0(next) >= 1 {
+				next = firstBelow(next, th)
+				lt = logT(next)
+			} else {
+				for y := mode; y < next; y++ {
+					lt += math.Log(r0(y))
+				}
+			}
+			mode = next
+		}
+		sum, t := 1.0, 1.0
+		for y := mode; y < hi; y++ {
+			t *= th * r0(y)
+			sum += t
+			if t < 1e-17*sum {
+				break
+			}
+		}
+		t = 1.0
+		for y := mode; y > lo; y-- {
+			t /= th * r0(y-1)
+			sum += t
+			if t < 1e-17*sum {
+				break
+			}
+		}
+		lz[i] = lt + float64(mode)*gridLT[i] + math.Log(sum)
+	}
 }
 
 // Strata returns how many informative strata were observed.
@@ -184,16 +457,43 @@ func (c *Conditional) mix(i0 int, up bool) float64 {
 // from the grid, consistent with the tests: lo is the largest grid θ0 whose
 // test H0: θ ≤ θ0 rejects at alpha (0 if none), hi the smallest θ0 whose
 // H0: θ ≥ θ0 rejects (+Inf if none). Together they form a (1−2·alpha) interval.
+// They bound the odds ratio common to every stratum since the start (a
+// rise that began later shows in ERise, not here).
 func (c *Conditional) Bounds(alpha float64) (lo, hi float64) {
 	thr := 1 / alpha
-	// The e-value against H0: θ ≤ θ0 falls as θ0 rises (and the one against
-	// H0: θ ≥ θ0 rises with it), so each bound is found by bisection over
-	// the grid: 7 mixtures per side instead of 121.
+	// With altStride 1, the e-value against H0: θ ≤ θ_i is the mean of
+	// L(θ_j)/L(θ_i) over j > i: prefix sums of L/L_max give every grid
+	// point's e-values at once (one exp per point). A point whose
+	// likelihood underflows against the maximum is rejected on the side
+	// whose alternatives do not underflow too (its e-value is
+	// astronomically large there).
+	m := math.Inf(-1)
+	for _, v := range c.logL {
+		m = max(m, v)
+	}
+	// above[i] = Σ_{j ≥ i} e_j and below[i] = Σ_{j < i} e_j, each summed
+	// from its own end (no cancellation).
+	var e, above, below [gridLen + 1]float64
+	for i, v := range c.logL {
+		e[i] = math.Exp(v - m)
+		below[i+1] = below[i] + e[i]
+	}
+	for i := gridLen - 1; i >= 0; i-- {
+		above[i] = above[i+1] + e[i]
+	}
+	upper := func(i int) bool { // H0: θ ≤ θ_i rejected
+		n := gridLen - 1 - i
+		return n > 0 && above[i+1] > 0 && above[i+1] >= thr*float64(n)*e[i]
+	}
+	lower := func(i int) bool { // H0: θ ≥ θ_i rejected
+		return i > 0 && below[i] > 0 && below[i] >= thr*float64(i)*e[i]
+	}
+	// Each e-value is monotone in θ_i, so each bound is found by bisection.
 	lo, hi = 0, math.Inf(1)
-	if i := lastTrue(func(i int) bool { return c.mix(i, true) >= thr }); i >= 0 {
+	if i := lastTrue(upper); i >= 0 {
 		lo = gridTheta(i)
 	}
-	if i := firstTrue(func(i int) bool { return c.mix(i, false) >= thr }); i < gridLen {
+	if i := firstTrue(lower); i < gridLen {
 		hi = gridTheta(i)
 	}
 	return lo, hi
@@ -233,13 +533,6 @@ func (c *Conditional) OddsRatio() float64 {
 		}
 	}
 	return gridTheta(best)
-}
-
-func logChoose(n, k uint64) float64 {
-	a, _ := math.Lgamma(float64(n) + 1)
-	b, _ := math.Lgamma(float64(k) + 1)
-	d, _ := math.Lgamma(float64(n-k) + 1)
-	return a - b - d
 }
 
 // Bernoulli is a one-sample e-process for an SLO guard rail on a rate:

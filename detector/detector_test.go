@@ -3,6 +3,7 @@ package detector
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -481,5 +482,69 @@ func TestIncidentsWithoutDenominator(t *testing.T) {
 	t.Logf("%s", v.Reason)
 	if v.Action != schemas.ActionRollback || !strings.Contains(v.Reason, "incidents") {
 		t.Fatalf("verdict %s (%s); want an incidents rollback", v.Action, v.Reason)
+	}
+}
+
+// TestERiseAAValid: the change-point rollback e-value keeps its anytime
+// guarantee — identical versions read after every stratum cross 1/alpha in
+// at most alpha of the runs (with slack for the runs' noise) — for exact
+// and for tempered (Discount) evidence.
+func TestERiseAAValid(t *testing.T) {
+	if testing.Short() {
+		t.Skip("statistical test")
+	}
+	for _, discount := range []float64{0, 0.25} {
+		runs, rollbacks := 300, 0
+		for i := range runs {
+			rng := rand.New(rand.NewPCG(uint64(i), 11))
+			c := Conditional{Discount: discount}
+			for range 150 {
+				nb, nc := uint64(1000), uint64(50)
+				c.Observe(nb, binom(rng, nb, 0.02), nc, binom(rng, nc, 0.02))
+				if c.ERise() >= 1/0.05 {
+					rollbacks++
+					break
+				}
+			}
+		}
+		if rate := float64(rollbacks) / float64(runs); rate > 0.08 {
+			t.Errorf("discount %v: A/A false rollback rate %.3f over %d runs; want ≤ alpha 0.05 (+ noise)", discount, rate, runs)
+		}
+	}
+}
+
+// TestERiseLateRise: a regression that starts after a long clean period is
+// caught sooner by the mixture over start points than by the test that
+// accumulates from the start (which must first climb out of the clean
+// period's deficit).
+func TestERiseLateRise(t *testing.T) {
+	const runs, clean = 60, 150
+	var rise, whole []float64
+	for i := range runs {
+		rng := rand.New(rand.NewPCG(uint64(i), 13))
+		var c Conditional
+		dRise, dWhole := math.Inf(1), math.Inf(1)
+		for s := range clean + 400 {
+			pc := 0.02
+			if s >= clean {
+				pc = 0.05
+			}
+			c.Observe(1000, binom(rng, 1000, 0.02), 50, binom(rng, 50, pc))
+			if s < clean {
+				continue
+			}
+			if math.IsInf(dRise, 1) && c.ERise() >= 20 {
+				dRise = float64(s - clean)
+			}
+			if math.IsInf(dWhole, 1) && c.EUpper(1) >= 20 {
+				dWhole = float64(s - clean)
+			}
+		}
+		rise, whole = append(rise, dRise), append(whole, dWhole)
+	}
+	slices.Sort(rise)
+	slices.Sort(whole)
+	if r, w := rise[runs/2], whole[runs/2]; !(r < 0.7*w) {
+		t.Fatalf("median delay after %d clean strata: ERise %v strata, EUpper %v; want ERise clearly sooner", clean, r, w)
 	}
 }

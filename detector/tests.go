@@ -139,7 +139,7 @@ func (c *Categorical) Observe(names []string, b, k []uint64) {
 				t = c.cats[name]
 			}
 			if t == nil {
-				t = &Conditional{}
+				t = &Conditional{noRise: true} // two-sided whole-history e-values only
 				c.cats[name] = t
 				c.order = append(c.order, name)
 			}

@@ -55,7 +55,9 @@
 //     window; optionally also on 1 s windows. Rollback scenarios use a spec
 //     with one long step (it can only roll back, hold or continue); margin
 //     and promotion scenarios a step of ≥10 min and ≥2,000 canary requests
-//     followed by 100%.
+//     followed by 100%. Its conditional rollback e-values mix over when the
+//     regression began (detector.Conditional.ERise), so a regression after
+//     a clean period is not slowed by the clean data before it.
 //   - Kayenta-like: Netflix's ACA judge with its Mann-Whitney classifier on
 //     per-minute values since the start (error rate, p95, p99, tokens per
 //     LLM call, run_sql's share of tool calls): Kayenta's normal-approximation

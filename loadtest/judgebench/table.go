@@ -56,7 +56,10 @@ Judges, side by side on the same streams:
   1 s variant decides after every second. Spec: alpha 0.05, one step at the configured weight with a
   1000 h minimum (so it only rolls back or continues), or, for the margin and promotion scenarios, one step
   of ≥10 min and ≥2,000 canary requests then 100%. The spec is parsed from YAML, so tests that the detector
-  enables by default are included as they are added.
+  enables by default are included as they are added. Its conditional rollback e-values (errors, latency
+  exceedances, session rates, incidents) mix over the regression's size (odds ×1.22–×6) and over when it
+  began (a new start point every 16 units of Fisher information); the latency ones are tempered (LR^0.75)
+  for requests correlated within a session.
 - Kayenta-like: per-minute values of error rate, p95, p99, tokens per LLM call and run_sql's share of tool
   calls, canary vs baseline since the start; Mann-Whitney 98% interval (Kayenta's normal approximation and
   root finding), High when its lower end > 0.25·|shift estimate| and the canary's mean ≥ the baseline's;
