@@ -207,9 +207,10 @@ func Scenarios() []Scenario {
 	add(reg("errors ×2 after 20 min clean, 5%", 5, Regression{ErrMult: 2}), func(s *Scenario) {
 		s.Regression.OnsetMin, s.Regression.OnsetMax = 1200, 1200
 		s.Horizon = 3000
-		s.Note = "Diagnostic: the same regression after 20 minutes of identical versions. The rollback e-values accumulate " +
-			"from the start of the rollout, so clean data before the onset pushes the alternatives' likelihood down and the " +
-			"regression must first climb out of that deficit."
+		s.Note = "Diagnostic: the same regression after 20 minutes of identical versions. A rollback e-value accumulated " +
+			"from the start of the rollout would first have to climb out of the deficit the clean data leave at every " +
+			"alternative; canaryd's mix over when the regression began (Conditional.ERise), so the clean period costs only " +
+			"the smaller prior weight of a later start."
 	})
 	add(reg("errors ×3, 5%", 5, Regression{ErrMult: 3}), nil)
 	add(reg("errors ×5, 5%", 5, Regression{ErrMult: 5}), nil)
