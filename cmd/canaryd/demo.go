@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/inferensys/canaryd/detector"
@@ -176,9 +177,11 @@ func runDemo(ctx context.Context, o demoOpts, out io.Writer) error {
 		wopts.Lateness = 8 * time.Second
 		otlpTopic = "otlp_spans"
 	}
+	ms := metrics.NewSet()
 	d, err := daemon.New(daemon.Config{
 		Brokers: brokers, Specs: specs, HTTPAddr: o.httpAddr, Partitions: 3, OTLPSpansTopic: otlpTopic,
 		Window:    wopts,
+		Metrics:   ms,
 		Logger:    log.With("component", "canaryd"),
 		OnVerdict: ui.verdict,
 	})
@@ -211,10 +214,10 @@ func runDemo(ctx context.Context, o demoOpts, out io.Writer) error {
 
 	dctx, stopDaemon := context.WithCancel(ctx)
 	fctx, stopFleet := context.WithCancel(ctx)
-	var wg sync.WaitGroup
+	var wg, fwg sync.WaitGroup
 	var derr, ferr error
 	wg.Go(func() { derr = d.Run(dctx) })
-	wg.Go(func() { ferr = fleet.Run(fctx) })
+	fwg.Go(func() { ferr = fleet.Run(fctx) })
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -234,6 +237,10 @@ loop:
 		}
 	}
 	stopFleet()
+	fwg.Wait()
+	// Let canaryd read what the fleet wrote last (up to 5 s), so that the
+	// summary's judged and produced totals can be compared.
+	waitCaughtUp(ms, 5*time.Second)
 	stopDaemon()
 	wg.Wait()
 	sts := d.Statuses()
@@ -248,6 +255,35 @@ loop:
 		fmt.Fprintf(out, "\ndemo passed in %s: the good canary was promoted, the bad one rolled back.\n", time.Since(start).Round(100*time.Millisecond))
 	}
 	return outcome
+}
+
+// waitCaughtUp waits until canaryd's consumer lag is zero on every
+// partition and its record count stopped moving, or timeout.
+func waitCaughtUp(ms *metrics.Set, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	last := -1.0
+	for time.Now().Before(deadline) {
+		var sb strings.Builder
+		ms.WritePrometheus(&sb)
+		lag, records := 0.0, 0.0
+		for _, l := range strings.Split(sb.String(), "\n") {
+			var v float64
+			if i := strings.LastIndexByte(l, ' '); i > 0 {
+				fmt.Sscan(l[i+1:], &v)
+			}
+			switch {
+			case strings.HasPrefix(l, "canaryd_consumer_lag{"):
+				lag += v
+			case strings.HasPrefix(l, "canaryd_records_total "):
+				records = v
+			}
+		}
+		if lag == 0 && records == last {
+			return
+		}
+		last = records
+		time.Sleep(300 * time.Millisecond)
+	}
 }
 
 func allFinal(sts []detector.Status) bool {
