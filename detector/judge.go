@@ -826,9 +826,17 @@ func (j *Judge) enabledRollback() []string {
 func (j *Judge) alphaFor(name string) float64 {
 	total := 0.0
 	for _, n := range j.enabledRollback() {
-		total += rollbackWeights[n]
+		total += j.weightOf(n)
 	}
-	return j.spec.Alpha * rollbackWeights[name] / total
+	return j.spec.Alpha * j.weightOf(name) / total
+}
+
+// weightOf returns a rollback test's alpha weight: the spec's, or the default.
+func (j *Judge) weightOf(name string) float64 {
+	if w, ok := j.spec.AlphaWeights[name]; ok {
+		return w
+	}
+	return rollbackWeights[name]
 }
 
 // promoteGuards lists the promotion tests: error_rate, latency_p95, and the

@@ -30,13 +30,19 @@ type Spec struct {
 	// across categories (tool_mix, error_types, tool_sequence) and the SRM
 	// check skip windows that start within it; set it above your slowest
 	// requests. Default 60s.
-	Settle       Duration `yaml:"settle"`
-	Metrics      Metrics  `yaml:"metrics"`
-	SLO          SLO      `yaml:"slo"`
-	DeploymentID string   `yaml:"deployment_id"`
-	Commit       string   `yaml:"commit"`
-	File         string   `yaml:"-"` // where the spec was read from
-	Line         int      `yaml:"-"`
+	Settle  Duration `yaml:"settle"`
+	Metrics Metrics  `yaml:"metrics"`
+	// AlphaWeights override the default split of alpha across the rollback
+	// tests (error_rate 8, latency_p95 3, latency_p50 2, the others 1): a
+	// test's share is its weight over the sum of the enabled tests' weights.
+	// A team whose first concern is errors can give error_rate more, and it
+	// then detects sooner while the sum stays alpha.
+	AlphaWeights map[string]float64 `yaml:"alpha_weights"`
+	SLO          SLO                `yaml:"slo"`
+	DeploymentID string             `yaml:"deployment_id"`
+	Commit       string             `yaml:"commit"`
+	File         string             `yaml:"-"` // where the spec was read from
+	Line         int                `yaml:"-"`
 }
 
 // Step is one traffic step of a rollout.
@@ -369,6 +375,19 @@ func (s *Spec) validate(root *yaml.Node) error {
 	}
 	if s.Alpha == 0 {
 		s.Alpha = DefaultAlpha
+	}
+	for name, w := range s.AlphaWeights {
+		if _, ok := rollbackWeights[name]; !ok {
+			known := make([]string, 0, len(rollbackWeights))
+			for k := range rollbackWeights {
+				known = append(known, k)
+			}
+			slices.Sort(known)
+			return bad(fmt.Sprintf("%q is not a rollback test; known: %s", name, strings.Join(known, ", ")), "alpha_weights", name)
+		}
+		if !(w > 0) || math.IsInf(w, 0) {
+			return bad(fmt.Sprintf("weight %g must be a positive number", w), "alpha_weights", name)
+		}
 	}
 	if !(s.Alpha > 0 && s.Alpha < 0.5) {
 		return bad(fmt.Sprintf("%g is outside (0, 0.5)", s.Alpha), "alpha")

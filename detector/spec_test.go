@@ -61,6 +61,8 @@ func TestBadSpecs(t *testing.T) {
 		{"missing canary", "rollout: r\nbaseline: a\nsteps: [{weight: 5}]\n", "bad.yaml:1: canary: required"},
 		{"weight range", "rollout: r\nbaseline: a\ncanary: b\nsteps:\n  - weight: 5\n  - weight: 150\n", "bad.yaml:6: steps.1.weight: weight 150 is outside 1..100"},
 		{"weights decrease", "rollout: r\nbaseline: a\ncanary: b\nsteps:\n  - weight: 50\n  - weight: 25\n", "bad.yaml:6: steps.1.weight: weight 25 does not increase"},
+		{"alpha weight name", "rollout: r\nbaseline: a\ncanary: b\nsteps: [{weight: 5}]\nalpha_weights:\n  error_rate: 10\n  errors: 2\n", "bad.yaml:7: alpha_weights.errors: \"errors\" is not a rollback test; known: context_use, cost,"},
+		{"alpha weight value", "rollout: r\nbaseline: a\ncanary: b\nsteps: [{weight: 5}]\nalpha_weights: {error_rate: -1}\n", "bad.yaml:5: alpha_weights.error_rate: weight -1 must be a positive number"},
 		{"bad duration", "rollout: r\nbaseline: a\ncanary: b\nsteps:\n  - weight: 5\n    min_duration: soon\n", `"soon" is not a duration`},
 		{"unknown field", "rollout: r\nbaseline: a\ncanary: b\nstep: []\n", "field step not found"},
 		{"alpha", "rollout: r\nbaseline: a\ncanary: b\nalpha: 2\nsteps: [{weight: 5}]\n", "bad.yaml:4: alpha: 2 is outside (0, 0.5)"},

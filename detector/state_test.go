@@ -247,3 +247,27 @@ func TestTotalsKeepNamesAcrossRenumbering(t *testing.T) {
 		t.Fatal("no error type in the totals: the test compares nothing")
 	}
 }
+
+// TestAlphaWeights: a spec's alpha_weights move alpha between tests and
+// keep the sum at the rollout's alpha.
+func TestAlphaWeights(t *testing.T) {
+	s := stateSpec()
+	def := NewJudge(s)
+	s.AlphaWeights = map[string]float64{"error_rate": 100}
+	heavy := NewJudge(s)
+	sum := func(j *Judge) float64 {
+		t := 0.0
+		for _, n := range j.enabledRollback() {
+			t += j.alphaFor(n)
+		}
+		return t
+	}
+	if a, b := def.alphaFor("error_rate"), heavy.alphaFor("error_rate"); !(b > 2*a) {
+		t.Fatalf("error_rate alpha %g with weight 100; default %g", b, a)
+	}
+	for _, j := range []*Judge{def, heavy} {
+		if got := sum(j); math.Abs(got-s.Alpha) > 1e-12 {
+			t.Fatalf("alpha shares sum to %g; want %g", got, s.Alpha)
+		}
+	}
+}
