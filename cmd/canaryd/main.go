@@ -198,11 +198,29 @@ func securityOpts(useTLS bool, mech, user, pass string) ([]kgo.Opt, error) {
 
 func validateCmd(args []string, out io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(out, "usage: canaryd validate SPEC_FILE_OR_DIR...")
+		fmt.Fprintln(out, "usage: canaryd validate [--models MODELS_FILE] SPEC_FILE_OR_DIR...")
 		if len(args) == 0 {
 			return errors.New("validate: no spec given")
 		}
 		return nil
+	}
+	if args[0] == "--models" || strings.HasPrefix(args[0], "--models=") {
+		file, rest := strings.TrimPrefix(args[0], "--models="), args[1:]
+		if args[0] == "--models" {
+			if len(args) < 2 {
+				return errors.New("validate: --models needs a file")
+			}
+			file, rest = args[1], args[2:]
+		}
+		t, err := stream.LoadModelTable(file)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s: %d models: ok\n", file, len(t.Models()))
+		if len(rest) == 0 {
+			return nil
+		}
+		args = rest
 	}
 	for _, p := range args {
 		ss, err := detector.LoadSpecs(p)

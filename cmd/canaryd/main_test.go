@@ -48,3 +48,22 @@ func TestRunNeedsBrokersAndSpecs(t *testing.T) {
 		t.Fatalf("run without brokers: %v", err)
 	}
 }
+
+// TestValidateModels: validate checks a model table too, and refuses a bad
+// one with its line.
+func TestValidateModels(t *testing.T) {
+	var out bytes.Buffer
+	if err := validateCmd([]string{"--models", "../../deploy/models.yaml", "../../deploy/rollouts"}, &out); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	if !strings.Contains(out.String(), "models.yaml: ") || !strings.Contains(out.String(), "support-agent") {
+		t.Fatalf("validate output %q", out.String())
+	}
+	f := filepath.Join(t.TempDir(), "models.yaml")
+	if err := os.WriteFile(f, []byte("models:\n  - name: x\n    context_limit: -5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := validateCmd([]string{"--models=" + f}, &out); err == nil || !strings.Contains(err.Error(), "models.yaml:3: models.0.context_limit") {
+		t.Fatalf("validate of a bad model table: %v", err)
+	}
+}
