@@ -371,8 +371,12 @@ func (c *Consumer) adjustOffsets(_ context.Context, offsets map[string]map[int32
 				}
 			}
 			c.restoreCounter(result).Inc()
-			ps[p] = kgo.NewOffset().At(ck.Next).WithEpoch(-1)
-			pc.resume <- resumeState{part: part, next: ck.Next, epoch: ck.Epoch, commit: ck.Commit}
+			at := ck.Next
+			if pc.state != nil {
+				at = ck.Replay // rebuild the decoder's state (see muteUntil)
+			}
+			ps[p] = kgo.NewOffset().At(at).WithEpoch(-1)
+			pc.resume <- resumeState{part: part, next: ck.Next, replay: ck.Replay, epoch: ck.Epoch, commit: ck.Commit}
 			c.opts.Logger.Info("partition resumes from its checkpoint", "topic", topic, "partition", p, "offset", ck.Next, "handed_over", handedOver,
 				"group_commit", committed, "open_windows", part.OpenWindows(), "saved", time.Unix(0, ck.SavedAt).UTC())
 		}
@@ -472,18 +476,24 @@ type partConsumer struct {
 	part  *window.Partition
 	wopts window.Options
 	dec   Decoder
+	state Stateful                     // dec, when it holds state across records
 	emit  func(*schemas.Event)         // pc.add, bound once
+	mute  func(*schemas.Event)         // drops events of replayed records
 	off   int64                        // offset of the record being decoded
 	err   error                        // first refusal of an event of the record
 	work  chan kgo.FetchTopicPartition // closed on revoke; drained before stop
 	done  chan struct{}
 	mode  stopMode // set before work is closed
 
-	next        int64 // offset after the last record processed
-	epoch       int32
-	dead        []DeadLetter
-	lagGauge    *metrics.Gauge
-	started     time.Time // wall clock at assignment
+	next     int64 // offset after the last record processed
+	epoch    int32
+	dead     []DeadLetter
+	lagGauge *metrics.Gauge
+	started  time.Time // wall clock at assignment
+	// muteUntil: records before it are decoded again only to rebuild the
+	// decoder's state after a restore (checkpoint.Replay); their events
+	// were counted before the checkpoint.
+	muteUntil   int64
 	liveGauge   *metrics.Gauge
 	limitLogged bool // the live-rollout limit was reported
 	backlog     bool // the last batch ended behind the high watermark
@@ -506,6 +516,7 @@ type partConsumer struct {
 type resumeState struct {
 	part   *window.Partition
 	next   int64
+	replay int64
 	epoch  int32
 	commit int64 // the checkpoint's commit offset
 }
@@ -518,6 +529,8 @@ func (c *Consumer) newPart(topic string, id int32) *partConsumer {
 		work: make(chan kgo.FetchTopicPartition, queueBatches), done: make(chan struct{}), next: -1, epoch: -1,
 		resume: make(chan resumeState, 1), started: c.opts.Clock(), ckNext: -1}
 	pc.emit = pc.add
+	pc.mute = func(*schemas.Event) {}
+	pc.state, _ = pc.dec.(Stateful)
 	pc.lagGauge = c.opts.Metrics.GetOrCreateGauge(`canaryd_consumer_lag{topic="`+topic+`",partition="`+strconv.Itoa(int(id))+`"}`, nil)
 	pc.liveGauge = c.opts.Metrics.GetOrCreateGauge(`canaryd_live_rollouts{topic="`+topic+`",partition="`+strconv.Itoa(int(id))+`"}`, nil)
 	return pc
@@ -600,6 +613,9 @@ func (pc *partConsumer) applyResume() {
 	select {
 	case r := <-pc.resume:
 		pc.part, pc.next, pc.epoch = r.part, r.next, r.epoch
+		if pc.state != nil {
+			pc.muteUntil = r.next
+		}
 		pc.ckNext, pc.ckOpen = r.next, r.part.OpenWindows()
 		pc.lastCk = pc.c.opts.Clock()
 		// The checkpoint is durable: its commit may be committed now. A
@@ -652,7 +668,9 @@ func (pc *partConsumer) publish() {
 	if err := pc.part.Snapshot(&buf); err != nil {
 		panic("BUG: snapshot of a partition failed: " + err.Error())
 	}
-	ck := window.Checkpoint{Next: pc.next, Epoch: pc.epoch, Commit: pc.part.CommitOffset(pc.next), SavedAt: c.opts.Clock().UnixNano(), Snapshot: buf.Bytes()}
+	replay := pc.replayFrom()
+	ck := window.Checkpoint{Next: pc.next, Epoch: pc.epoch, Commit: min(pc.part.CommitOffset(pc.next), replay), Replay: replay,
+		SavedAt: c.opts.Clock().UnixNano(), Snapshot: buf.Bytes()}
 	var side map[string][]byte
 	if c.opts.HandoverSide != nil {
 		side = c.opts.HandoverSide(pc.part.Rollouts())
@@ -672,6 +690,15 @@ func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {
 	pc.setNow()
 	for _, r := range ftp.Records {
 		pc.off, pc.err = r.Offset, nil
+		if pc.state != nil {
+			pc.state.SetOffset(r.Offset)
+		}
+		if r.Offset < pc.muteUntil {
+			// Counted before the checkpoint (and dead-lettered, if bad):
+			// decoded only to rebuild the decoder's state.
+			_ = pc.dec.Decode(r.Value, pc.mute)
+			continue
+		}
 		if err := pc.dec.Decode(r.Value, pc.emit); err != nil {
 			pc.dead = append(pc.dead, DeadLetter{Record: r, Reason: err.Error()})
 		} else if pc.err != nil {
@@ -738,8 +765,9 @@ func (pc *partConsumer) checkpoint(mark bool) {
 	if err := pc.part.Snapshot(&pc.ckBuf); err != nil {
 		panic("BUG: snapshot of a partition failed: " + err.Error())
 	}
-	commit := pc.part.CommitOffset(pc.next)
-	ck := window.Checkpoint{Next: pc.next, Epoch: pc.epoch, Commit: commit, SavedAt: pc.lastCk.UnixNano(), Snapshot: pc.ckBuf.Bytes()}
+	replay := pc.replayFrom()
+	commit := min(pc.part.CommitOffset(pc.next), replay)
+	ck := window.Checkpoint{Next: pc.next, Epoch: pc.epoch, Commit: commit, Replay: replay, SavedAt: pc.lastCk.UnixNano(), Snapshot: pc.ckBuf.Bytes()}
 	c.ckMu.Lock()
 	var side map[string][]byte
 	var saved func()
@@ -769,6 +797,17 @@ func (pc *partConsumer) checkpoint(mark bool) {
 	if mark {
 		pc.mark(commit)
 	}
+}
+
+// replayFrom returns where a recovery from a checkpoint taken now reads
+// from: the oldest record the decoder still holds data of, else next.
+func (pc *partConsumer) replayFrom() int64 {
+	if pc.state != nil {
+		if h := pc.state.OldestHeld(); h >= 0 && h < pc.next {
+			return h
+		}
+	}
+	return pc.next
 }
 
 // mark marks off for commit: every record before it has reached the

@@ -31,3 +31,19 @@ func (d *jsonDecoder) Decode(value []byte, emit func(*schemas.Event)) error {
 	emit(&d.ev)
 	return nil
 }
+
+// Stateful is a Decoder whose output depends on records before the current
+// one (session assembly remembers a trace's spans until its root arrives).
+// A checkpoint holds the window state, not the decoder's: on recovery the
+// consumer replays from the oldest record the decoder still held, feeding
+// those records before the checkpoint's offset to the decoder only, their
+// events dropped (they were counted before).
+type Stateful interface {
+	Decoder
+	// SetOffset tells the decoder the Kafka offset of the record it is
+	// about to decode.
+	SetOffset(off int64)
+	// OldestHeld returns the offset of the oldest record whose data the
+	// decoder still holds, or -1.
+	OldestHeld() int64
+}

@@ -203,6 +203,7 @@ type traceSlot struct {
 	truncated  bool
 	pending    int32 // llm, tool and retrieval spans no agent/task span has covered
 	last       int64 // newest end time of the trace's spans
+	firstOff   int64 // Kafka offset of the record of its first span (SetOffset)
 	nodes      []spanNode
 	names      []byte
 }
@@ -248,6 +249,7 @@ type sessionDecoder struct {
 
 	newest int64 // newest end time seen, unix ns
 	future int64 // spans ending after it pass through (this record)
+	off    int64 // offset of the record being decoded (SetOffset)
 
 	index map[traceKey]int32
 	slots []traceSlot
@@ -281,7 +283,25 @@ type toolStart struct {
 	nameLen uint16
 }
 
-var _ Decoder = (*sessionDecoder)(nil)
+var (
+	_ Decoder  = (*sessionDecoder)(nil)
+	_ Stateful = (*sessionDecoder)(nil)
+)
+
+// SetOffset implements Stateful.
+func (d *sessionDecoder) SetOffset(off int64) { d.off = off }
+
+// OldestHeld implements Stateful: the offset of the record of the oldest
+// remembered trace's first span.
+func (d *sessionDecoder) OldestHeld() int64 {
+	oldest := int64(-1)
+	for _, i := range d.index {
+		if o := d.slots[i].firstOff; oldest < 0 || o < oldest {
+			oldest = o
+		}
+	}
+	return oldest
+}
 
 func newSessionDecoder(c *sessionShared) *sessionDecoder {
 	d := &sessionDecoder{c: c, inner: c.next(), index: map[traceKey]int32{}}
@@ -624,7 +644,7 @@ func (d *sessionDecoder) slot(key traceKey) int32 {
 		i = int32(len(d.slots) - 1)
 	}
 	s := &d.slots[i]
-	s.key, s.truncated, s.pending, s.last = key, false, 0, math.MinInt64
+	s.key, s.truncated, s.pending, s.last, s.firstOff = key, false, 0, math.MinInt64, d.off
 	s.nodes, s.names = s.nodes[:0], s.names[:0]
 	s.list = listSettled
 	d.link(i)

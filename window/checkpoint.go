@@ -30,7 +30,12 @@ type Checkpoint struct {
 	// Commit is the offset committed to Kafka after this checkpoint: the
 	// smallest offset still only in an open window. A group offset above it
 	// means another consumer went on from here, and the checkpoint is stale.
-	Commit   int64
+	Commit int64
+	// Replay is where recovery reads from: Next, or earlier when a decoder
+	// held data of older records (session assembly's traces in flight).
+	// Records in [Replay, Next) are decoded again to rebuild that state,
+	// their events dropped.
+	Replay   int64
 	SavedAt  int64  // wall clock, unix ns
 	Snapshot []byte // Partition.Snapshot: Arrow IPC stream
 }
@@ -214,12 +219,16 @@ func open(magic [4]byte, v []byte) ([]byte, error) {
 	return v[envelopeLen:], nil
 }
 
+// checkpointHeaderLen is the fixed part of a partition body.
+const checkpointHeaderLen = 8 + 4 + 8 + 8 + 8
+
 // EncodeCheckpoint returns ck in the checkpoint format (envelope + body).
 func EncodeCheckpoint(ck Checkpoint) []byte {
-	body := make([]byte, 0, 32+len(ck.Snapshot))
+	body := make([]byte, 0, checkpointHeaderLen+len(ck.Snapshot))
 	body = binary.LittleEndian.AppendUint64(body, uint64(ck.Next))
 	body = binary.LittleEndian.AppendUint32(body, uint32(ck.Epoch))
 	body = binary.LittleEndian.AppendUint64(body, uint64(ck.Commit))
+	body = binary.LittleEndian.AppendUint64(body, uint64(ck.Replay))
 	body = binary.LittleEndian.AppendUint64(body, uint64(ck.SavedAt))
 	body = append(body, ck.Snapshot...)
 	return seal(magicPartition, body)
@@ -231,16 +240,21 @@ func DecodeCheckpoint(v []byte) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, err
 	}
-	if len(body) < 28 {
+	if len(body) < checkpointHeaderLen {
 		return Checkpoint{}, fmt.Errorf("%w: checkpoint body of %d bytes", ErrCorrupt, len(body))
 	}
-	return Checkpoint{
+	ck := Checkpoint{
 		Next:     int64(binary.LittleEndian.Uint64(body)),
 		Epoch:    int32(binary.LittleEndian.Uint32(body[8:])),
 		Commit:   int64(binary.LittleEndian.Uint64(body[12:])),
-		SavedAt:  int64(binary.LittleEndian.Uint64(body[20:])),
-		Snapshot: body[28:],
-	}, nil
+		Replay:   int64(binary.LittleEndian.Uint64(body[20:])),
+		SavedAt:  int64(binary.LittleEndian.Uint64(body[28:])),
+		Snapshot: body[checkpointHeaderLen:],
+	}
+	if ck.Replay > ck.Next || ck.Commit > ck.Next {
+		return Checkpoint{}, fmt.Errorf("%w: offsets replay %d, commit %d beyond next %d", ErrCorrupt, ck.Replay, ck.Commit, ck.Next)
+	}
+	return ck, nil
 }
 
 // Save writes a partition's checkpoint and the side entries in one

@@ -117,7 +117,7 @@ func TestStoreSaveLoadAndCorruption(t *testing.T) {
 	if err := p.Snapshot(&snap); err != nil {
 		t.Fatal(err)
 	}
-	ck := Checkpoint{Next: 500, Epoch: 2, Commit: 17, SavedAt: t0.UnixNano(), Snapshot: snap.Bytes()}
+	ck := Checkpoint{Next: 500, Epoch: 2, Commit: 17, Replay: 480, SavedAt: t0.UnixNano(), Snapshot: snap.Bytes()}
 	if err := s.Save("agent.events", 0, ck, map[string][]byte{"judge/r0": []byte("state")}); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestStoreSaveLoadAndCorruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Next != 500 || got.Epoch != 2 || got.Commit != 17 || !bytes.Equal(got.Snapshot, ck.Snapshot) {
+	if got.Next != 500 || got.Epoch != 2 || got.Commit != 17 || got.Replay != 480 || !bytes.Equal(got.Snapshot, ck.Snapshot) {
 		t.Fatalf("loaded %d/%d/%d; want 500/2/17 and the same snapshot", got.Next, got.Epoch, got.Commit)
 	}
 	side, bad, err := s.Side()
@@ -177,7 +177,7 @@ func TestCheckpointFixtureV1(t *testing.T) {
 		if err := p.Snapshot(&snap); err != nil {
 			t.Fatal(err)
 		}
-		ck := Checkpoint{Next: 300, Epoch: 1, Commit: 100, SavedAt: t0.UnixNano(), Snapshot: snap.Bytes()}
+		ck := Checkpoint{Next: 300, Epoch: 1, Commit: 100, Replay: 250, SavedAt: t0.UnixNano(), Snapshot: snap.Bytes()}
 		if err := os.WriteFile(path, EncodeCheckpoint(ck), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -190,8 +190,8 @@ func TestCheckpointFixtureV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ck.Next != 300 || ck.Commit != 100 || ck.Epoch != 1 {
-		t.Fatalf("fixture header %d/%d/%d; want 300/100/1", ck.Next, ck.Commit, ck.Epoch)
+	if ck.Next != 300 || ck.Commit != 100 || ck.Epoch != 1 || ck.Replay != 250 {
+		t.Fatalf("fixture header next %d commit %d epoch %d replay %d; want 300/100/1/250", ck.Next, ck.Commit, ck.Epoch, ck.Replay)
 	}
 	p, err := RestorePartition(0, Options{}, ck.Snapshot)
 	if err != nil {
