@@ -20,6 +20,7 @@
 //	canaryd_checkpoint_bytes                    size of the last checkpoint written
 //	canaryd_checkpoint_restores_total{result}   partitions assigned: restored, stale, corrupt, none
 //	canaryd_rollouts_limit_total                events refused: partition at its live-rollout limit
+//	canaryd_records_replayed_total              records decoded again after a restore to rebuild session assembly (events dropped)
 //	canaryd_live_rollouts{topic,partition}      rollouts with state in a partition (evicted when idle)
 package stream
 
@@ -151,6 +152,7 @@ type Consumer struct {
 	ckSeconds             *metrics.Summary
 	ckBytes               atomic.Int64
 	rolloutLimit          *metrics.Counter
+	replayedRecords       *metrics.Counter
 	lastFetchErr          atomic.Int64 // wall clock, unix ns
 }
 
@@ -172,6 +174,7 @@ func New(opts Options) (*Consumer, error) {
 	c.ckErrors = opts.Metrics.NewCounter("canaryd_checkpoint_errors_total")
 	c.ckSeconds = opts.Metrics.NewSummary("canaryd_checkpoint_seconds")
 	c.rolloutLimit = opts.Metrics.NewCounter("canaryd_rollouts_limit_total")
+	c.replayedRecords = opts.Metrics.NewCounter("canaryd_records_replayed_total")
 	c.ckHealthy.Store(true)
 	opts.Metrics.NewGauge("canaryd_checkpoint_healthy", func() float64 {
 		if c.ckHealthy.Load() {
@@ -697,6 +700,7 @@ func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {
 			// Counted before the checkpoint (and dead-lettered, if bad):
 			// decoded only to rebuild the decoder's state.
 			_ = pc.dec.Decode(r.Value, pc.mute)
+			c.replayedRecords.Inc()
 			continue
 		}
 		if err := pc.dec.Decode(r.Value, pc.emit); err != nil {
