@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/inferensys/canaryd/schemas"
 	"github.com/inferensys/canaryd/window"
@@ -256,3 +257,7 @@ func (j *Judge) Sources() []string {
 	slices.Sort(out)
 	return out
 }
+
+// LastVerdictAt returns the event time of the latest verdict (for a final
+// one: when the rollout ended).
+func (j *Judge) LastVerdictAt() time.Time { return j.last.At }

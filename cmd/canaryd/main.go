@@ -125,6 +125,7 @@ Flags:
 	stateDir := fs.String("state-dir", env("CANARYD_STATE_DIR", ""), "directory of the Badger checkpoints (window state, offsets, judge state); empty: state in memory only, a restart replays from the committed offsets and loses the judges' evidence [CANARYD_STATE_DIR]")
 	ckInterval := fs.Duration("checkpoint-interval", envDuration("CANARYD_CHECKPOINT_INTERVAL", 5*time.Second), "time between a partition's checkpoints; offsets are committed only with a checkpoint [CANARYD_CHECKPOINT_INTERVAL]")
 	stateTopic := fs.String("state-topic", env("CANARYD_STATE_TOPIC", "canaryd.state"), "compacted topic that hands a revoked partition's checkpoint to its next owner (with --state-dir) [CANARYD_STATE_TOPIC]")
+	evictAfter := fs.Duration("evict-after", envDuration("CANARYD_EVICT_AFTER", time.Hour), "drop a rollout's partition state this long (event time) after its last event, and its export history this long after its final verdict [CANARYD_EVICT_AFTER]")
 	historyWindows := fs.Int("history-windows", 360, "closed windows per rollout kept for the Arrow export (older ones are folded into one row per series)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -167,7 +168,7 @@ Flags:
 	d, err := daemon.New(daemon.Config{
 		Brokers: strings.Split(*brokers, ","), EventsTopic: *events, ControlTopic: *control, DLQTopic: *dlq,
 		Group: *group, NoCreateTopics: *noCreate, OTLPSpansTopic: *otlpSpans, OTLPLogsTopic: *otlpLogs, OTLPEncoding: *otlpEnc, Specs: ss, Models: models, HTTPAddr: *httpAddr,
-		StateDir: *stateDir, StateTopic: *stateTopic, CheckpointInterval: *ckInterval, HistoryWindows: *historyWindows,
+		StateDir: *stateDir, StateTopic: *stateTopic, CheckpointInterval: *ckInterval, HistoryWindows: *historyWindows, EvictAfter: *evictAfter,
 		Window: window.Options{Width: *width, Lateness: *lateness}, SignKey: signKey, KgoOpts: kopts, Logger: log,
 	})
 	if err != nil {

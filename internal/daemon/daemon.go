@@ -84,6 +84,10 @@ type Config struct {
 	// HistoryWindows is how many closed windows per rollout are kept for the
 	// Arrow export; older ones are folded into one row per series. Default 360.
 	HistoryWindows int
+	// EvictAfter: a rollout's state is dropped this long (event time) after
+	// its last event in a partition, and its export history this long after
+	// its final verdict. Default 1h (window.Options.EvictAfter).
+	EvictAfter time.Duration
 	// HTTPAddr to serve on; empty means no HTTP server.
 	HTTPAddr string
 	Window   window.Options
@@ -207,7 +211,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d.consumer, err = stream.New(stream.Options{
 		Brokers: cfg.Brokers, Topics: topics, Group: cfg.Group,
-		Window: cfg.Window, OnClosed: d.onClosed, DeadLetters: d.dlq.Send,
+		Window: windowOpts(cfg), OnClosed: d.onClosed, DeadLetters: d.dlq.Send,
 		Metrics: cfg.Metrics, Logger: cfg.Logger, KgoOpts: cfg.KgoOpts,
 		Checkpoints: d.store, CheckpointInterval: cfg.CheckpointInterval, SideState: d.sideState,
 		Handover: handover, HandoverSide: d.handoverSide, OnHandover: d.onHandover,
@@ -235,6 +239,21 @@ func (d *Daemon) HTTPAddr() string {
 		return ""
 	}
 	return d.server.Addr()
+}
+
+func windowOpts(cfg Config) window.Options {
+	o := cfg.Window
+	if cfg.EvictAfter > 0 {
+		o.EvictAfter = cfg.EvictAfter
+	}
+	return o
+}
+
+func (d *Daemon) evictAfter() time.Duration {
+	if d.cfg.EvictAfter > 0 {
+		return d.cfg.EvictAfter
+	}
+	return time.Hour
 }
 
 func (d *Daemon) readyErr() error {
@@ -411,7 +430,12 @@ func (d *Daemon) onClosed(c window.Closed) {
 		d.replayed.Inc()
 		return
 	}
-	d.historyOf(c.Rollout).add(c)
+	if j.Final() == "" || c.End-j.LastVerdictAt().UnixNano() < int64(d.evictAfter()) {
+		d.historyOf(c.Rollout).add(c)
+	} else if _, ok := d.history[c.Rollout]; ok {
+		delete(d.history, c.Rollout) // ended long enough ago: free the export history
+		d.cfg.Logger.Info("rollout ended: its window history is evicted", "rollout", c.Rollout, "final", j.Final())
+	}
 	ms := d.cfg.Metrics
 	for _, s := range c.Series {
 		if !detector.IsRequest(s.Segment.Kind) {

@@ -150,7 +150,7 @@ func TestLoop(t *testing.T) {
 			brokers := kafkatest.Brokers(t, kind)
 			tp := newTopics(t)
 			ms := metrics.NewSet()
-			d := startDaemon(t, brokers, tp, loopSpecs, ms)
+			d := startDaemon(t, brokers, tp, loopSpecs, ms, func(c *daemon.Config) { c.EvictAfter = 5 * time.Second })
 
 			good := loadtest.DefaultProfile()
 			bad := loadtest.DefaultProfile()
@@ -238,6 +238,17 @@ func TestLoop(t *testing.T) {
 					t.Errorf("/metrics lacks %s", want)
 				}
 			}
+
+			// A rollout that ended more than EvictAfter (5 s of event time)
+			// ago has its export history evicted; one still going keeps it.
+			rows := func(r string) int {
+				rs, _, err := window.ReadIPC(strings.NewReader(get(t, "http://"+d.HTTPAddr()+"/v1/rollouts/"+r+"/windows")))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(rs)
+			}
+			waitFor(t, 30*time.Second, "bad's history evicted after its rollback", func() bool { return rows("bad") == 0 })
 		})
 	}
 }
