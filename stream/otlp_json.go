@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math"
 	"math/bits"
@@ -72,11 +71,6 @@ func (s *jsonScan) wsSlow() {
 	}
 }
 
-// at tells whether the record continues with lit at s.i.
-func (s *jsonScan) at(lit string) bool {
-	return len(s.b)-s.i >= len(lit) && string(s.b[s.i:s.i+len(lit)]) == lit
-}
-
 func (s *jsonScan) peek() byte {
 	if s.i < len(s.b) {
 		return s.b[s.i]
@@ -117,6 +111,22 @@ func (s *jsonScan) open(c byte, field string) bool {
 // the next one, or the closing byte. On a syntax error it returns false and
 // sets s.err.
 func (s *jsonScan) more(close byte, n *int) bool {
+	// Fast path: compact JSON, the closing byte or a comma right before the
+	// next value.
+	if i := s.i; i+1 < len(s.b) {
+		if c := s.b[i]; c == close {
+			s.i = i + 1
+			return false
+		} else if c == ',' && *n > 0 && s.b[i+1] > ' ' && s.b[i+1] != close {
+			s.i = i + 1
+			*n++
+			return true
+		}
+	}
+	return s.moreSlow(close, n)
+}
+
+func (s *jsonScan) moreSlow(close byte, n *int) bool {
 	s.ws()
 	if s.i >= len(s.b) {
 		return s.fail("record", reasonJSONEnd)
@@ -197,14 +207,28 @@ func (s *jsonScan) skipMembers(depth, n int) bool {
 	return s.err == nil
 }
 
-// skipValue skips an AnyValue, with a fast path for the string values that
-// most attributes have.
+// skipValue skips an AnyValue, as skip(1) does, with fast paths for the
+// one-member objects that most attributes have, {"stringValue":"…"} first.
 func (s *jsonScan) skipValue() bool {
-	if s.at(`{"stringValue":"`) {
-		s.i += len(`{"stringValue":`)
-		return s.skipStr() && s.skipMembers(1, 1)
+	b, i := s.b, s.i
+	if len(b)-i >= 16 && le64(b[i:]) == wStringValue0 && le64(b[i+8:]) == wStringValue1 {
+		s.i = i + len(`{"stringValue":`)
+		if !s.skipStr() {
+			return false
+		}
+	} else if i+1 < len(b) && b[i] == '{' && b[i+1] == '"' {
+		s.i++
+		if !s.skipStr() || !s.colon() || !s.skip(2) {
+			return false
+		}
+	} else {
+		return s.skip(1)
 	}
-	return s.skip(1)
+	if s.i < len(b) && b[s.i] == '}' {
+		s.i++
+		return true
+	}
+	return s.skipMembers(1, 1)
 }
 
 func (s *jsonScan) colon() bool {
@@ -217,25 +241,32 @@ func (s *jsonScan) colon() bool {
 }
 
 // skipStr skips the string at s.i. Its escapes are not checked: no quote
-// or backslash can hide in a valid one, so the closing quote is the first
-// one not preceded by an odd run of backslashes.
+// or backslash can hide in a valid one, so a backslash escapes the byte
+// after it and the closing quote is the first other one. Skipped strings
+// are short: eight bytes at a time beats bytes.IndexByte's call here.
 func (s *jsonScan) skipStr() bool {
+	b := s.b
 	i := s.i + 1
 	for {
-		q := bytes.IndexByte(s.b[i:], '"')
-		if q < 0 {
+		for ; i+8 <= len(b); i += 8 {
+			w := binary.LittleEndian.Uint64(b[i:])
+			q, bs := w^(ones*'"'), w^(ones*'\\')
+			if m := ((q-ones)&^q | (bs-ones)&^bs) & highs; m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
+		}
+		for i < len(b) && b[i] != '"' && b[i] != '\\' {
+			i++
+		}
+		if i >= len(b) {
 			return s.fail("record", reasonJSONEnd)
 		}
-		i += q
-		bs := 0
-		for j := i - 1; j > s.i && s.b[j] == '\\'; j-- {
-			bs++
-		}
-		i++
-		if bs%2 == 0 {
-			s.i = i
+		if b[i] == '"' {
+			s.i = i + 1
 			return true
 		}
+		i += 2
 	}
 }
 
@@ -296,6 +327,34 @@ var plain = func() (t [256]bool) {
 	return t
 }()
 
+// strEndWords returns the index of the first quote, backslash or control
+// character at or after i, and true; or false and where it stopped when
+// fewer than eight bytes remain, for strEndTail to finish. It reads eight
+// bytes at a time and is small enough to inline in the hot loops.
+func strEndWords(b []byte, i int) (int, bool) {
+	// A quote, backslash or control byte makes q-1, bs-1 or w-0x20 set its
+	// high bit while w has it clear (q and bs share w's high bits, so one
+	// &^w serves all three). Borrows only run upwards, so the lowest
+	// flagged byte is exact.
+	for ; i+8 <= len(b); i += 8 {
+		w := le64(b[i:])
+		q, bs := w^(ones*'"'), w^(ones*'\\')
+		if m := ((q - ones) | (bs - ones) | (w - ones*0x20)) &^ w & highs; m != 0 {
+			return i + bits.TrailingZeros64(m)/8, true
+		}
+	}
+	return i, false
+}
+
+// strEndTail is strEndWords byte by byte: it returns the index of the first
+// quote, backslash or control character at or after i, or len(b).
+func strEndTail(b []byte, i int) int {
+	for i < len(b) && plain[b[i]] {
+		i++
+	}
+	return i
+}
+
 // jstr reads a string (null is empty). Unescaped strings point into the
 // record; escaped ones are unescaped into the arena.
 func (d *otlpDecoder) jstr(field string) ([]byte, bool) {
@@ -309,19 +368,9 @@ func (d *otlpDecoder) jstr(field string) ([]byte, bool) {
 	}
 	b := s.b
 	start := s.i + 1
-	i := start
-	// Eight bytes at a time up to the first quote, backslash or control
-	// character (the lowest flagged byte is exact), then byte by byte.
-	for ; i+8 <= len(b); i += 8 {
-		w := binary.LittleEndian.Uint64(b[i:])
-		q, bs := w^(ones*'"'), w^(ones*'\\')
-		if m := ((q-ones)&^q | (bs-ones)&^bs | (w-ones*0x20)&^w) & highs; m != 0 {
-			i += bits.TrailingZeros64(m) / 8
-			break
-		}
-	}
-	for i < len(b) && plain[b[i]] {
-		i++
+	i, ok := strEndWords(b, start)
+	if !ok {
+		i = strEndTail(b, i)
 	}
 	if i < len(b) && b[i] == '"' {
 		s.i = i + 1
@@ -424,6 +473,22 @@ func hex4(b []byte, i int) (rune, bool) {
 // jkey reads a member name and its colon.
 func (d *otlpDecoder) jkey() ([]byte, bool) {
 	s := &d.js
+	if b, i := s.b, s.i; i < len(b) && b[i] == '"' {
+		// Fast path: a name without escapes right before its colon.
+		j, ok := strEndWords(b, i+1)
+		if !ok {
+			j = strEndTail(b, j)
+		}
+		if j+1 < len(b) && b[j] == '"' && b[j+1] == ':' {
+			s.i = j + 2
+			return b[i+1 : j : j], true
+		}
+	}
+	return d.jkeySlow()
+}
+
+func (d *otlpDecoder) jkeySlow() ([]byte, bool) {
+	s := &d.js
 	s.ws()
 	if s.peek() != '"' {
 		return nil, s.fail("record", reasonJSONSyntax)
@@ -503,12 +568,42 @@ func isRangeErr(err error) bool {
 	return ok && ne.Err == strconv.ErrRange
 }
 
+// digits8 parses eight decimal digits, the first in the lowest byte of w.
+func digits8(w uint64) (uint64, bool) {
+	d := w - ones*'0'
+	// Each byte must now be 0–9. The lowest byte that is not is exact (a
+	// borrow or carry comes only from a lower byte that is not either), and
+	// it is flagged: below '0' it wrapped to 0xd0 or more.
+	if (d|(d+ones*6))&(ones*0xf0) != 0 {
+		return 0, false
+	}
+	d = (d*10 + d>>8) & 0x00ff00ff00ff00ff
+	d = (d*100 + d>>16) & 0x0000ffff0000ffff
+	return (d*10000 + d>>32) & 0xffffffff, true
+}
+
 // parseUint parses decimal digits.
 func parseUint(t []byte) (uint64, bool) {
 	if len(t) == 0 || len(t) > 20 {
 		return 0, false
 	}
 	var v uint64
+	if len(t) < 20 { // at most 19 digits: no overflow
+		for len(t) >= 8 {
+			d, ok := digits8(le64(t))
+			if !ok {
+				return 0, false
+			}
+			v, t = v*1e8+d, t[8:]
+		}
+		for _, c := range t {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			v = v*10 + uint64(c-'0')
+		}
+		return v, true
+	}
 	for _, c := range t {
 		if c < '0' || c > '9' {
 			return 0, false
@@ -539,6 +634,20 @@ func (d *otlpDecoder) jbool(field string) bool {
 // case (in place when it already is, else in the arena); empty and
 // all-zero ids are nil.
 func (d *otlpDecoder) jid(size int, field string) []byte {
+	s := &d.js
+	if b, i := s.b, s.i; i+2*size+1 < len(b) && b[i] == '"' && b[i+2*size+1] == '"' {
+		// Fast path: lower-case hex, not all zero, eight digits at a time.
+		hex, nz := true, false
+		for k := i + 1; k < i+1+2*size; k += 8 {
+			w := le64(b[k:])
+			hex = hex && lowerHex(w)
+			nz = nz || w != ones*'0'
+		}
+		if hex && nz {
+			s.i = i + 2*size + 2
+			return b[i+1 : i+1+2*size : i+1+2*size]
+		}
+	}
 	h, ok := d.jstr(field)
 	if !ok || len(h) == 0 {
 		return nil
@@ -568,6 +677,15 @@ func (d *otlpDecoder) jid(size int, field string) []byte {
 		d.arena = append(d.arena, c)
 	}
 	return d.arena[start:len(d.arena):len(d.arena)]
+}
+
+// lowerHex reports whether the eight bytes of w are all lower-case hex
+// digits. Below 0x80, adding 0x80-lo sets a byte's high bit when it is at
+// least lo, adding 0x7f-hi when it is above hi, and neither carries.
+func lowerHex(w uint64) bool {
+	digit := (w + ones*(0x80-'0')) &^ (w + ones*(0x7f-'9'))
+	letter := (w + ones*(0x80-'a')) &^ (w + ones*(0x7f-'f'))
+	return w&highs == 0 && (digit|letter)&highs == highs
 }
 
 // hexClass classifies bytes for jid.
@@ -965,6 +1083,20 @@ func (d *otlpDecoder) jlog() {
 	}
 }
 
+// le64 reads eight bytes of b as a little-endian word, to compare with the
+// w… constants below in one go.
+func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
+
+func word(lit string) uint64 { return le64([]byte(lit)) }
+
+var (
+	wKey          = word(`{"key":"`)
+	wValue        = word(`,"value"`)
+	wStringValue0 = word(`{"string`)
+	wStringValue1 = word(`Value":"`)
+	wIntValue0    = word(`{"intVal`)
+)
+
 // jattrs reads a KeyValue array into t, parsing the values of the keys the
 // mapping reads and skipping the others.
 func (d *otlpDecoder) jattrs(t *attrTab, field string) {
@@ -974,22 +1106,32 @@ func (d *otlpDecoder) jattrs(t *attrTab, field string) {
 	}
 	n := 0
 	for s.more(']', &n) {
+	element:
 		var key []byte
 		haveKey, matched := false, false
 		var ki keyInfo
 		var v anyVal
 		valAt := -1
 		m := 0
-		// Fast path: {"key":"…","value":{…}}, the form pdata writes.
-		if s.at(`{"key":"`) {
-			s.i += len(`{"key":`)
-			key, _ = d.jstr("attribute.key")
-			haveKey, m = true, 1
-			if s.err != nil {
-				return
+		// Fast path: {"key":"…","value":{…}}, the form pdata writes,
+		// matched eight bytes at a time. Anything else continues in the
+		// loop below, in the state the fast path reached.
+		if b, i := s.b, s.i; len(b)-i >= 8 && le64(b[i:]) == wKey {
+			j, ok := strEndWords(b, i+8)
+			if !ok {
+				j = strEndTail(b, j)
 			}
-			if s.at(`,"value":`) {
-				s.i += len(`,"value":`)
+			if j < len(b) && b[j] == '"' {
+				key, s.i = b[i+8:j:j], j+1
+			} else {
+				s.i = i + 7
+				if key, _ = d.jstr("attribute.key"); s.err != nil {
+					return
+				}
+			}
+			haveKey, m = true, 1
+			if i = s.i; len(b)-i >= 9 && le64(b[i:]) == wValue && b[i+8] == ':' {
+				s.i = i + 9
 				m = 2
 				if ki, matched = d.c.lookup(key); matched {
 					v = d.janyValue()
@@ -998,6 +1140,17 @@ func (d *otlpDecoder) jattrs(t *attrTab, field string) {
 				}
 				if s.err != nil {
 					return
+				}
+				if s.i < len(b) && b[s.i] == '}' {
+					s.i++ // the attribute's end, as more('}') would take it
+					if matched {
+						t.set(ki, v)
+					}
+					if s.i+1 < len(b) && b[s.i] == ',' && b[s.i+1] == '{' {
+						s.i++ // the next one, as more(']') would take it
+						goto element
+					}
+					continue
 				}
 			}
 		} else if !s.open('{', field) {
@@ -1052,6 +1205,34 @@ func (d *otlpDecoder) jattrs(t *attrTab, field string) {
 	}
 }
 
+// jintValue is janyValue's fast path for {"intValue":"…"}, 64-bit integers
+// as pdata writes them: up to 18 digits, so no range check. It reports
+// false, having read nothing, for anything else.
+func (d *otlpDecoder) jintValue() (anyVal, bool) {
+	b, i := d.js.b, d.js.i
+	if len(b)-i < 16 || le64(b[i:]) != wIntValue0 || string(b[i+8:i+13]) != `ue":"` {
+		return anyVal{}, false
+	}
+	j := i + 13
+	neg := b[j] == '-'
+	if neg {
+		j++
+	}
+	var u uint64
+	k := j
+	for ; k < len(b) && b[k] >= '0' && b[k] <= '9'; k++ {
+		u = u*10 + uint64(b[k]-'0')
+	}
+	if k == j || k-j > 18 || k+1 >= len(b) || b[k] != '"' || b[k+1] != '}' {
+		return anyVal{}, false
+	}
+	d.js.i = k + 2
+	if neg {
+		u = -u
+	}
+	return anyVal{t: vInt, n: u}, true
+}
+
 // janyValue reads an AnyValue object.
 func (d *otlpDecoder) janyValue() anyVal {
 	s := &d.js
@@ -1059,8 +1240,16 @@ func (d *otlpDecoder) janyValue() anyVal {
 	n := 0
 	// Fast path: {"stringValue":"…"}, most attribute values as pdata writes
 	// them. Further members go through the loop below.
-	if s.at(`{"stringValue":"`) {
-		s.i += len(`{"stringValue":`)
+	if b, i := s.b, s.i; len(b)-i >= 16 && le64(b[i:]) == wStringValue0 && le64(b[i+8:]) == wStringValue1 {
+		j, ok := strEndWords(b, i+16)
+		if !ok {
+			j = strEndTail(b, j)
+		}
+		if j+1 < len(b) && b[j] == '"' && b[j+1] == '}' {
+			s.i = j + 2
+			return anyVal{t: vStr, s: b[i+16 : j : j]}
+		}
+		s.i = i + len(`{"stringValue":`)
 		str, _ := d.jstr("attribute.value")
 		if s.err != nil {
 			return v
@@ -1070,6 +1259,8 @@ func (d *otlpDecoder) janyValue() anyVal {
 			s.i++
 			return v
 		}
+	} else if v, ok := d.jintValue(); ok {
+		return v
 	} else if !s.open('{', "attribute.value") {
 		return v
 	}
