@@ -701,7 +701,7 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 		if t.Role == "validity" && t.Passed {
 			j.final = schemas.ActionHold
 			v := j.verdict(schemas.ActionHold, now, "hold: experiment invalid: "+describe(t, j.spec))
-			v.Tests = tests
+			v.Tests, j.last.Tests = tests, tests
 			return v, j.command(v)
 		}
 	}
@@ -722,7 +722,7 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 			exposed += fmt.Sprintf(" and %d sessions", sess.Count)
 		}
 		v := j.verdict(schemas.ActionRollback, now, "rollback: "+strings.Join(why, "; ")+exposed)
-		v.Tests = tests
+		v.Tests, j.last.Tests = tests, tests
 		return v, j.command(v)
 	}
 	st := j.spec.Steps[j.step]
@@ -751,20 +751,20 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 		if next >= j.judgedSteps() {
 			j.final = schemas.ActionPromote
 			v := j.verdict(schemas.ActionPromote, now, fmt.Sprintf("promote %s to 100%% after %d steps: %s", j.spec.Canary, j.judgedSteps(), strings.Join(proofs, "; ")))
-			v.Tests = tests
+			v.Tests, j.last.Tests = tests, tests
 			return v, j.command(v)
 		}
 		reason := fmt.Sprintf("step %d of %d passed at %d%% (%d canary requests in %s): %s", j.step+1, j.judgedSteps(), st.Weight, canaryN, elapsed.Truncate(time.Second), strings.Join(proofs, "; "))
 		j.startStep(next, now)
 		v := j.verdict(schemas.ActionSetWeight, now, reason+fmt.Sprintf(" → %d%%", j.weight()))
-		v.Tests = tests
+		v.Tests, j.last.Tests = tests, tests
 		return v, j.command(v)
 	}
 	if st.MaxDuration > 0 && elapsed >= time.Duration(st.MaxDuration) {
 		j.final = schemas.ActionHold
 		v := j.verdict(schemas.ActionHold, now, fmt.Sprintf("hold at %d%%: step %d's time budget of %s ended without enough evidence to promote (%s); %s",
 			st.Weight, j.step+1, time.Duration(st.MaxDuration), strings.Join(notYet, ", "), j.powerNote()))
-		v.Tests = tests
+		v.Tests, j.last.Tests = tests, tests
 		return v, j.command(v)
 	}
 	reason := fmt.Sprintf("watching step %d of %d at %d%%", j.step+1, j.judgedSteps(), st.Weight)
@@ -775,7 +775,7 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 		reason += "; not yet shown: " + strings.Join(notYet, ", ")
 	}
 	v := j.verdict(ActionContinue, now, reason)
-	v.Tests = tests
+	v.Tests, j.last.Tests = tests, tests
 	return v, nil
 }
 

@@ -271,3 +271,14 @@ func TestAlphaWeights(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusCarriesEvidence: the HTTP API's status shows each test's
+// evidence of the latest verdict, not only its reason.
+func TestStatusCarriesEvidence(t *testing.T) {
+	j := NewJudge(stateSpec())
+	decisions(t, j, agentWindows(2, 20_000, 1))
+	st := j.Status()
+	if len(st.Verdict.Tests) == 0 {
+		t.Fatalf("status verdict %q without test evidence", st.Verdict.Reason)
+	}
+}
