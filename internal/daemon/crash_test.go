@@ -244,8 +244,12 @@ func TestCrashRecovery(t *testing.T) {
 			const kills = 6
 			for k := range kills {
 				p := startProcess(t, fmt.Sprintf("crash%d", k), bin, crashSpecs(), run("crash", dir)...)
-				// A random moment while it consumes: after 20k–(n/4) records.
-				at := 20_000 + rng.IntN(max(n/4, 40_000))
+				// A random moment while it consumes: after n/50 to n/50+n/8
+				// records of this run. A run gets no further into the stream
+				// than its threshold, so six thresholds sum to at most 0.87n
+				// and the last killed run still has records to reach its own
+				// (a threshold beyond the stream's end would never be met).
+				at := n/50 + rng.IntN(max(n/8, 1))
 				waitFor(t, 3*time.Minute, "records consumed before the kill", func() bool {
 					return sumMetric(p.get(t, "/metrics"), "canaryd_records_total") >= float64(at)
 				})
