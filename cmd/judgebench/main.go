@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 
 	"github.com/inferensys/canaryd/loadtest/judgebench"
 )
@@ -27,9 +28,13 @@ func main() {
 		list      = flag.Bool("list", false, "list the scenarios and exit")
 		out       = flag.String("o", "", "also write the table to this file")
 		quiet     = flag.Bool("q", false, "no progress lines on stderr")
+		specExtra = flag.String("spec-extra", "", `YAML lines appended to canaryd's spec, e.g. "alpha_weights: {error_rate: 40}"`)
 		oneSec    = flag.Int("one-second", 0, "also run canaryd on 1 s windows in the first N runs of every scenario (costly)")
 	)
 	flag.Parse()
+	if *specExtra != "" {
+		judgebench.SpecExtra = strings.TrimRight(*specExtra, "\n") + "\n"
+	}
 	scs := judgebench.Filter(judgebench.Scenarios(), *scenarios)
 	if *list {
 		for _, s := range scs {

@@ -67,9 +67,13 @@ func specYAML(sc *Scenario) string {
 	if sc.Kind == KindMargin || sc.Kind == KindPromote {
 		steps = fmt.Sprintf("  - {weight: %d, min_duration: 10m, min_canary_events: 2000}\n  - {weight: 100}\n", sc.Share)
 	}
-	return fmt.Sprintf("rollout: %s\nbaseline: %s\ncanary: %s\nalpha: 0.05\nsteps:\n%smetrics:\n  incidents: {names: [%s]}\n",
-		rolloutName, baseName, canaryName, steps, complaintName)
+	return fmt.Sprintf("rollout: %s\nbaseline: %s\ncanary: %s\nalpha: 0.05\nsteps:\n%smetrics:\n  incidents: {names: [%s]}\n%s",
+		rolloutName, baseName, canaryName, steps, complaintName, SpecExtra)
 }
+
+// SpecExtra is appended to canaryd's spec (top-level YAML lines, e.g.
+// "alpha_weights: {error_rate: 40}\n"), to measure a spec's options.
+var SpecExtra string
 
 func newCanarydJudge(spec detector.Spec) *canarydJudge {
 	return &canarydJudge{j: detector.NewJudge(spec), out: newOutcome()}
