@@ -50,7 +50,7 @@ func crashSpecs() string {
 rollout: %s
 baseline: v1
 canary: v2
-alpha: 0.01
+alpha: 0.001
 steps:
   - {weight: 20, min_duration: 10m, min_canary_events: 2000}
   - {weight: 100}

@@ -24,10 +24,13 @@ import (
 
 func TestMain(m *testing.M) { kafkatest.Main(m) }
 
+// loopSpecs: alpha 0.01 (not the default 0.05) bounds a false rollback of
+// the good rollout, which TestLoop asserts is promoted, at 1% per run.
 const loopSpecs = `
 rollout: good
 baseline: v1
 canary: v2
+alpha: 0.01
 steps:
   - {weight: 20, min_duration: 3s, min_canary_events: 300}
   - {weight: 50, min_duration: 3s, min_canary_events: 300}
@@ -37,6 +40,7 @@ metrics: {error_rate: {margin: 2.0}}
 rollout: bad
 baseline: v1
 canary: v2
+alpha: 0.01
 steps:
   - {weight: 20, min_duration: 3s, min_canary_events: 300}
   - {weight: 50, min_duration: 3s, min_canary_events: 300}
