@@ -208,10 +208,15 @@ func (j *Judge) UnmarshalState(b []byte) error {
 	for _, s := range st.BaseLat {
 		n.baseLat[window.Segment{Kind: schemas.Kind(s.Kind), Name: s.Name}] = s.Agg
 	}
-	for dst, src := range map[*map[string]*window.Agg]map[string]*window.Agg{&n.total: st.Total, &n.phase: st.Phase, &n.sessions: st.Sessions} {
-		if src != nil {
-			*dst = src
-		}
+	// gob decodes an empty map as nil; NewJudge's empty maps stay then.
+	if st.Total != nil {
+		n.total = st.Total
+	}
+	if st.Phase != nil {
+		n.phase = st.Phase
+	}
+	if st.Sessions != nil {
+		n.sessions = st.Sessions
 	}
 	n.errorTypes, n.bigramNames = st.ErrorTypes, st.BigramNames
 	if err := json.Unmarshal(st.Last, &n.last); err != nil {

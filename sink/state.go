@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -86,7 +85,7 @@ func (s *StateTopic) Fetch(ctx context.Context, topic string, ps []int32) (map[i
 			return nil, fmt.Errorf("read state topic: %w", ferr)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			if p, ok := want[string(r.Key)]; ok && strings.HasPrefix(string(r.Key), s.group+"/") {
+			if p, ok := want[string(r.Key)]; ok {
 				if r.Value == nil {
 					delete(out, p)
 				} else {

@@ -117,7 +117,7 @@ func (s *Store) handle() (*badger.DB, error) {
 	return s.db, s.openErr
 }
 
-// ValueLogFileSize is the size of Badger's value-log files, and reserveBytes
+// valueLogFileSize is the size of Badger's value-log files, and reserveBytes
 // the free space Save leaves: Badger writes its memtable and value log
 // through memory-mapped files that it extends, and a write into such a file
 // on a full file system kills the process with SIGBUS (measured on a full
@@ -125,9 +125,9 @@ func (s *Store) handle() (*badger.DB, error) {
 // directory's file system has room for the value twice over, a new value-log
 // file and a new memtable, with margin.
 const (
-	ValueLogFileSize = 16 << 20
+	valueLogFileSize = 16 << 20
 	memTableSize     = 16 << 20
-	reserveBytes     = 2*ValueLogFileSize + 2*memTableSize
+	reserveBytes     = 2*valueLogFileSize + 2*memTableSize
 )
 
 // ErrDiskFull: the checkpoint directory's file system lacks the room a
@@ -144,7 +144,7 @@ func openBadger(dir string, logger *slog.Logger) (*badger.DB, error) {
 		WithNumMemtables(2).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(4 << 20).
-		WithValueLogFileSize(ValueLogFileSize).
+		WithValueLogFileSize(valueLogFileSize).
 		WithValueThreshold(1 << 10).
 		WithNumCompactors(2)
 	db, err := badger.Open(opts)
@@ -312,16 +312,6 @@ func (s *Store) Load(topic string, p int32) (Checkpoint, error) {
 		return err
 	})
 	return ck, err
-}
-
-// Delete removes a partition's checkpoint (after it was found stale or
-// corrupt, so that it is not tried again).
-func (s *Store) Delete(topic string, p int32) error {
-	db, err := s.handle()
-	if err != nil {
-		return err
-	}
-	return db.Update(func(txn *badger.Txn) error { return txn.Delete(partKey(topic, p)) })
 }
 
 // Side returns every side entry whose checksum holds, and the keys of those

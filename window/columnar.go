@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -156,7 +156,7 @@ func (t *Table) Len() int { return t.out }
 func (t *Table) WriteIPC(w io.Writer, meta map[string]string) error {
 	keys := []string{MetaFormat, MetaVersion}
 	vals := []string{formatName, strconv.Itoa(ColumnarVersion)}
-	for _, k := range slices.Sorted(mapKeys(meta)) {
+	for _, k := range slices.Sorted(maps.Keys(meta)) {
 		keys, vals = append(keys, k), append(vals, meta[k])
 	}
 	md := arrow.NewMetadata(keys, vals)
@@ -174,16 +174,6 @@ func (t *Table) WriteIPC(w io.Writer, meta map[string]string) error {
 
 // Release frees the table's builders.
 func (t *Table) Release() { t.b.Release() }
-
-func mapKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
 
 // ReadIPC reads an Arrow IPC stream written by WriteIPC: its rows and its
 // schema metadata. It checks the format name and version.
@@ -303,14 +293,7 @@ func (p *Partition) Snapshot(w io.Writer) error {
 		}
 		meta.Rollouts = append(meta.Rollouts, d)
 		for _, ow := range r.open {
-			keys := slices.Sorted(func(yield func(uint32) bool) {
-				for k := range ow.series {
-					if !yield(k) {
-						return
-					}
-				}
-			})
-			for _, k := range keys {
+			for _, k := range slices.Sorted(maps.Keys(ow.series)) {
 				t.Append(Row{Rollout: r.name, Version: r.versions[k>>16], Segment: r.segs[k&0xffff],
 					Start: ow.start, End: ow.start + p.width, MinOffset: ow.minOffset, Key: k, Agg: ow.series[k]})
 			}
@@ -389,6 +372,3 @@ func ClosedRows(c Closed) []Row {
 	}
 	return rows
 }
-
-// FormatTime formats unix ns for logs.
-func FormatTime(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339Nano) }

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -13,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/inferensys/canaryd/internal/kafkatest"
@@ -144,7 +144,7 @@ func produceRecords(t *testing.T, brokers []string, recs []*kgo.Record) map[int3
 		t.Fatalf("producing: %v", failed)
 	}
 	t.Logf("produced %d events in %v", len(recs), time.Since(start).Round(time.Millisecond))
-	return listEnds(t, cl, recs[0].Topic)
+	return endOffsets(t, brokers, recs[0].Topic)
 }
 
 // produceCrashStream writes crashRecords and returns the partitions' end
@@ -152,20 +152,6 @@ func produceRecords(t *testing.T, brokers []string, recs []*kgo.Record) map[int3
 func produceCrashStream(t *testing.T, brokers []string, topic string, n int, t0 time.Time) map[int32]int64 {
 	t.Helper()
 	return produceRecords(t, brokers, crashRecords(topic, n, t0))
-}
-
-// listEnds returns the end offset of each partition of topic.
-func listEnds(t *testing.T, cl *kgo.Client, topic string) map[int32]int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-	return out
 }
 
 // finalTotals parses the "final totals" lines a canaryd logged at exit:
@@ -269,7 +255,7 @@ func TestCrashRecovery(t *testing.T) {
 			if len(want) != 2*len(crashRollouts) {
 				t.Fatalf("the reference logged %d totals: %v; want %d", len(want), want, 2*len(crashRollouts))
 			}
-			for _, k := range slices.Sorted(mapKeys(want)) {
+			for _, k := range slices.Sorted(maps.Keys(want)) {
 				t.Logf("%s: %s", k, want[k])
 				if got[k] != want[k] {
 					t.Errorf("%s after %d kills:\n  got  %s\n  want %s", k, kills, got[k], want[k])
@@ -313,16 +299,6 @@ func corruptCheckpoint(t *testing.T, dir, topic string, p int32) {
 		t.Fatal(err)
 	}
 	t.Logf("truncated partition %d's checkpoint (offset %d) from %d to %d bytes", p, ck.Next, len(raw), len(raw)*2/3)
-}
-
-func mapKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // terminate stops the process with SIGTERM, waits for it, and returns its

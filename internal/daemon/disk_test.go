@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/inferensys/canaryd/internal/kafkatest"
 	"github.com/inferensys/canaryd/loadtest"
 )
@@ -90,7 +87,7 @@ func TestCheckpointDiskFaults(t *testing.T) {
 	}
 	committed := func(tp topics) int64 {
 		var sum int64
-		for _, o := range committedOffsetsOrEmpty(t, brokers, tp.events+".group", tp.events) {
+		for _, o := range committedOffsets(t, brokers, tp.events+".group", tp.events) {
 			sum += o
 		}
 		return sum
@@ -147,28 +144,4 @@ func TestCheckpointDiskFaults(t *testing.T) {
 			return in.metric("canaryd_checkpoint_healthy") == 1 && in.metric("canaryd_checkpoints_total") > 0 && committed(tp) > 0
 		})
 	})
-}
-
-// committedOffsetsOrEmpty is committedOffsets, empty while the group has
-// committed nothing.
-func committedOffsetsOrEmpty(t *testing.T, brokers []string, group, topic string) map[int32]int64 {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out := map[int32]int64{}
-	offs, err := kadm.NewClient(cl).FetchOffsets(ctx, group)
-	if err != nil {
-		return out
-	}
-	for p, o := range offs[topic] {
-		if o.Err == nil && o.At >= 0 {
-			out[p] = o.At
-		}
-	}
-	return out
 }

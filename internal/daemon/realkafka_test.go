@@ -274,6 +274,12 @@ func readAllControl(t *testing.T, brokers []string, topic string) []controlRecor
 // endOffset returns the end offset of a one-partition topic.
 func endOffset(t *testing.T, brokers []string, topic string) int64 {
 	t.Helper()
+	return endOffsets(t, brokers, topic)[0]
+}
+
+// endOffsets returns the end offset of each partition of topic.
+func endOffsets(t *testing.T, brokers []string, topic string) map[int32]int64 {
+	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
 		t.Fatal(err)
@@ -288,8 +294,9 @@ func endOffset(t *testing.T, brokers []string, topic string) int64 {
 	if err != nil {
 		t.Fatalf("end offsets of %s: %v", topic, err)
 	}
-	o, _ := offs.Lookup(topic, 0)
-	return o.Offset
+	out := map[int32]int64{}
+	offs.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out
 }
 
 // checkOnce checks the control topic as a router that drops duplicate
@@ -657,22 +664,10 @@ func TestTopicsMissingAtStart(t *testing.T) {
 // records as the topic holds, and no lag on any partition.
 func waitConsumed(t *testing.T, in *instance, brokers []string, topic string, timeout time.Duration) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	offs, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = offs.Error()
-	}
-	if err != nil {
-		t.Fatalf("end offsets of %s: %v", topic, err)
-	}
 	var total int64
-	offs.Each(func(o kadm.ListedOffset) { total += o.Offset })
+	for _, end := range endOffsets(t, brokers, topic) {
+		total += end
+	}
 	waitFor(t, timeout, fmt.Sprintf("canaryd consumed the %d records of %s", total, topic), func() bool {
 		return in.metric("canaryd_records_total") >= float64(total) && in.metric("canaryd_consumer_lag") == 0
 	})
