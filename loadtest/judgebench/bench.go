@@ -352,10 +352,15 @@ func runOne(sc *Scenario, spec detector.Spec, nom Nominal, seed uint64, run int,
 	if oneSec {
 		cd1 = newCanarydJudge(spec)
 	}
+	var or *oracleJudge
+	if r := sc.Regression; sc.Kind == KindRegression && r.ErrMult > 0 && r.RampS == 0 &&
+		r == (Regression{OnsetMin: r.OnsetMin, OnsetMax: r.OnsetMax, ErrMult: r.ErrMult}) {
+		or = newOracleJudge(s.onset, r.ErrMult, reqProfiles[segLLM].errP, 0.05)
+	}
 	ky := newKayentaJudge()
 	th := newThresholdJudges(nom)
 	allDecided := func() bool {
-		if !cd.out.decided() || (cd1 != nil && !cd1.out.decided()) {
+		if !cd.out.decided() || (cd1 != nil && !cd1.out.decided()) || (or != nil && !or.out.decided()) {
 			return false
 		}
 		for i := range ky.vars {
@@ -435,8 +440,12 @@ func runOne(sc *Scenario, spec detector.Spec, nom Nominal, seed uint64, run int,
 		}
 		if e := now - latenessS; e > 0 && e%windowS == 0 {
 			w := open[((e-windowS)/windowS)%2]
-			if !cd.out.decided() {
-				cd.look(closedOf(w.start, windowS, now, &w.aggs, [2]bool{true, true}, s.bigrams), now)
+			if !cd.out.decided() || (or != nil && !or.out.decided()) {
+				cl := closedOf(w.start, windowS, now, &w.aggs, [2]bool{true, true}, s.bigrams)
+				cd.look(cl, now)
+				if or != nil {
+					or.look(w.start, windowS, cl, now)
+				}
 			}
 			acc.add(&w.aggs)
 			if e%minuteS == 0 {
@@ -459,6 +468,9 @@ func runOne(sc *Scenario, spec detector.Spec, nom Nominal, seed uint64, run int,
 	if cd1 != nil {
 		outs[jCanaryd1s] = &cd1.out
 	}
+	if or != nil {
+		outs[jOracle] = &or.out
+	}
 	for i := range ky.vars {
 		outs[ky.vars[i].judge] = &ky.vars[i].out
 	}
@@ -473,7 +485,7 @@ func runOne(sc *Scenario, spec detector.Spec, nom Nominal, seed uint64, run int,
 			continue
 		}
 		r := judgeRun{outcome: *o, delayReq: math.NaN(), delayS: math.NaN()}
-		interval := j != jCanaryd && j != jCanaryd1s
+		interval := j != jCanaryd && j != jCanaryd1s && j != jOracle
 		if (sc.Kind == KindMargin || sc.Kind == KindPromote) && interval && !o.decided() {
 			// Interval judges promote when their analysis ends clean.
 			r.action, r.at = schemas.ActionPromote, sc.Horizon

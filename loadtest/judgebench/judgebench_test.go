@@ -181,6 +181,52 @@ func TestQuick(t *testing.T) {
 		t.Errorf("errors ×2: canaryd median %.0f canary requests (detected %d/%d), threshold 2× %.0f (detected %d/%d); want canaryd lower",
 			cdMed, x2.Judges[jCanaryd].Detections, x2.Judges[jCanaryd].Runs, thMed, x2.Judges[jThr20].Detections, x2.Judges[jThr20].Runs)
 	}
+	// The oracle SPRT (knows onset and size, all of alpha) is the floor:
+	// faster than canaryd, and of the order of the reference exact
+	// conditional test (≈950 canary requests).
+	or := &x2.Judges[jOracle]
+	if or.Runs != x2.Runs || x3.Judges[jOracle].Runs != x3.Runs || aa.Judges[jOracle].Runs != 0 {
+		t.Errorf("oracle ran in %d/%d (errors ×2), %d/%d (errors ×3), %d (A/A) runs; want all, all, none",
+			or.Runs, x2.Runs, x3.Judges[jOracle].Runs, x3.Runs, aa.Judges[jOracle].Runs)
+	}
+	orMed := censoredMedian(or)
+	if !(orMed < cdMed) || orMed < 400 || orMed > 1600 {
+		t.Errorf("errors ×2: oracle median %.0f canary requests, canaryd %.0f; want the oracle lower, within [400, 1600]", orMed, cdMed)
+	}
+}
+
+// TestHyperLogLR checks the oracle's likelihood ratio against a direct sum
+// of the noncentral hypergeometric probabilities.
+func TestHyperLogLR(t *testing.T) {
+	direct := func(nb, xb, nc, xc uint64, theta float64) float64 {
+		k := xb + xc
+		p := func(th float64) float64 {
+			num, den := 0.0, 0.0
+			for y := uint64(0); y <= min(k, nc); y++ {
+				if k-y > nb {
+					continue
+				}
+				w := math.Exp(lchoose(nc, y)+lchoose(nb, k-y)) * math.Pow(th, float64(y))
+				den += w
+				if y == xc {
+					num = w
+				}
+			}
+			return num / den
+		}
+		return math.Log(p(theta) / p(1))
+	}
+	for _, c := range [][4]uint64{{100, 3, 10, 1}, {50, 0, 5, 2}, {20, 20, 3, 1}, {1000, 12, 50, 3}, {7, 1, 9, 8}} {
+		for _, th := range []float64{0.5, 1, 2.02, 5} {
+			got, want := hyperLogLR(c[0], c[1], c[2], c[3], math.Log(th)), direct(c[0], c[1], c[2], c[3], th)
+			if math.Abs(got-want) > 1e-9*max(1, math.Abs(want)) {
+				t.Errorf("hyperLogLR%v at θ=%g = %.12g, direct %.12g", c, th, got, want)
+			}
+		}
+	}
+	if v := hyperLogLR(100, 0, 10, 0, math.Log(2)); v != 0 {
+		t.Errorf("no events: log LR %g, want 0", v)
+	}
 }
 
 // censoredMedian is the median delay in canary requests over all runs,

@@ -15,6 +15,7 @@ import (
 const (
 	jCanaryd   = iota // canaryd's suite on 10-second windows
 	jCanaryd1s        // canaryd's suite on 1-second windows (some scenarios)
+	jOracle           // the SPRT that knows the onset and size (error steps only; oracle.go)
 	jKayenta1         // Kayenta-like, judged every minute
 	jKayenta1Min
 	jKayenta5 // judged every 5 minutes
@@ -29,6 +30,7 @@ const (
 var JudgeNames = [numJudges]string{
 	jCanaryd:     "canaryd, 10 s windows",
 	jCanaryd1s:   "canaryd, 1 s windows",
+	jOracle:      "oracle SPRT: knows onset and size, all of alpha (not a real judge)",
 	jKayenta1:    "Kayenta-like, every 1 min",
 	jKayenta1Min: "Kayenta-like, every 1 min, ≥10 points",
 	jKayenta5:    "Kayenta-like, every 5 min",

@@ -57,9 +57,14 @@ Judges, side by side on the same streams:
   1000 h minimum (so it only rolls back or continues), or, for the margin and promotion scenarios, one step
   of ≥10 min and ≥2,000 canary requests then 100%. The spec is parsed from YAML, so tests that the detector
   enables by default are included as they are added. Its conditional rollback e-values (errors, latency
-  exceedances, session rates, incidents) mix over the regression's size (odds ×1.22–×6) and over when it
-  began (a new start point every 16 units of Fisher information); the latency ones are tempered (LR^0.75)
-  for requests correlated within a session.
+  exceedances, session rates, incidents) mix over the regression's size (odds ×1.22–×6, weighted towards
+  small rises) and over when it began (a new start point every 8 units of Fisher information); the latency
+  ones are tempered (LR^0.75) for requests correlated within a session.
+- Oracle SPRT (error step regressions only; a yardstick, not a judge anyone can run): Wald's test of the
+  canary's errors given each window's totals at the true odds ratio, from the window that holds the true
+  onset, with all of alpha, on canaryd's 10 s windows. Its delay is the floor for any test of those windows;
+  canaryd's delay above it is the price of not knowing the onset and the size and of sharing alpha with
+  the other tests.
 - Kayenta-like: per-minute values of error rate, p95, p99, tokens per LLM call and run_sql's share of tool
   calls, canary vs baseline since the start; Mann-Whitney 98% interval (Kayenta's normal approximation and
   root finding), High when its lower end > 0.25·|shift estimate| and the canary's mean ≥ the baseline's;
@@ -104,8 +109,11 @@ func (r *Report) targets(w io.Writer) {
 		case sc.TargetMedianReq > 0:
 			med := quantile(cd.DelayReq, 0.5)
 			others := []string{}
-			for _, j := range []int{jKayenta1Min, jKayenta5Min, jThr15, jThr20} {
+			for _, j := range []int{jOracle, jKayenta1Min, jKayenta5Min, jThr15, jThr20} {
 				o := &res.Judges[j]
+				if o.Runs == 0 {
+					continue
+				}
 				others = append(others, fmt.Sprintf("%s %s", shortName(j), fmtNum(quantile(o.DelayReq, 0.5))))
 			}
 			fmt.Fprintf(w, "| %s: canaryd median ≤ %s canary requests | %s (detected %.0f%%; %s) | %s |\n",
@@ -144,6 +152,8 @@ func shortName(j int) string {
 		return "thr 1.5×"
 	case jThr20:
 		return "thr 2×"
+	case jOracle:
+		return "oracle SPRT"
 	}
 	return JudgeNames[j]
 }
