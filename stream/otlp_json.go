@@ -5,9 +5,10 @@ import (
 	"math"
 	"math/bits"
 	"strconv"
-	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/inferensys/canaryd/internal/jsonesc"
 )
 
 // otlp_json: OTLP/JSON (the protobuf JSON mapping with the OTLP rules: ids
@@ -402,72 +403,15 @@ func (d *otlpDecoder) jstrEscaped(field string, start, i int) ([]byte, bool) {
 			i++
 			continue
 		}
-		if i+1 >= len(b) {
+		r, n, ok := jsonesc.Decode(b, i)
+		if !ok {
 			break
 		}
-		switch b[i+1] {
-		case '"', '\\', '/':
-			d.arena = append(d.arena, b[i+1])
-		case 'b':
-			d.arena = append(d.arena, '\b')
-		case 'f':
-			d.arena = append(d.arena, '\f')
-		case 'n':
-			d.arena = append(d.arena, '\n')
-		case 'r':
-			d.arena = append(d.arena, '\r')
-		case 't':
-			d.arena = append(d.arena, '\t')
-		case 'u':
-			r, ok := hex4(b, i+2)
-			if !ok {
-				s.i = i
-				return nil, s.fail(field, reasonBadString)
-			}
-			i += 6
-			if utf16.IsSurrogate(r) {
-				r2 := rune(-1)
-				if r < 0xdc00 && i+6 <= len(b) && b[i] == '\\' && b[i+1] == 'u' {
-					r2, _ = hex4(b, i+2)
-				}
-				if r2 >= 0xdc00 && r2 < 0xe000 {
-					r = utf16.DecodeRune(r, r2)
-					i += 6
-				} else {
-					r = utf8.RuneError // a lone surrogate, as encoding/json does
-				}
-			}
-			d.arena = utf8.AppendRune(d.arena, r)
-			continue
-		default:
-			s.i = i
-			return nil, s.fail(field, reasonBadString)
-		}
-		i += 2
+		d.arena = utf8.AppendRune(d.arena, r)
+		i += n
 	}
 	s.i = i
 	return nil, s.fail(field, reasonBadString)
-}
-
-func hex4(b []byte, i int) (rune, bool) {
-	if i+4 > len(b) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range b[i : i+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c -= 'a' - 10
-		case c >= 'A' && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
-	}
-	return r, true
 }
 
 // jkey reads a member name and its colon.
