@@ -28,7 +28,8 @@ import (
 
 // Control writes control commands to the control topic, key = rollout, and
 // never sends the same command_id twice: at start it reads the topic back to
-// learn what an earlier run already sent.
+// learn what an earlier run already sent, and before each command it reads
+// what was added since (by other instances).
 type Control struct {
 	cl      *kgo.Client
 	topic   string
@@ -39,6 +40,7 @@ type Control struct {
 	mu   sync.Mutex
 	sent map[string]bool             // command_id → sent
 	last map[string]*schemas.Command // rollout → latest command sent or found
+	next map[int32]int64             // partition → offset Load reads from next
 }
 
 // NewControl returns a Control producing with cl (which must not be a
@@ -51,14 +53,17 @@ func NewControl(cl *kgo.Client, topic string, signKey []byte, ms *metrics.Set, l
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Control{cl: cl, topic: topic, signKey: signKey, ms: ms, log: log, sent: map[string]bool{}, last: map[string]*schemas.Command{}}
+	return &Control{cl: cl, topic: topic, signKey: signKey, ms: ms, log: log, sent: map[string]bool{}, last: map[string]*schemas.Command{}, next: map[int32]int64{}}
 }
 
-// Load reads the control topic from the start to its current end, so that
-// commands already sent are not sent again and rollouts that already ended
-// are known. It uses its own short-lived client built from opts.
+// Load reads the control topic to its current end, so that commands already
+// sent are not sent again and rollouts that already ended are known. The
+// first call reads from the start; later ones only what was added since the
+// previous one (a partition that shrank — the topic recreated — is read
+// again from its start). It uses its own short-lived client built from
+// opts, and returns how many commands it read.
 func (c *Control) Load(ctx context.Context, opts ...kgo.Opt) (int, error) {
-	rd, err := kgo.NewClient(append(opts, kgo.ConsumeTopics(c.topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	rd, err := kgo.NewClient(append(opts, kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		return 0, fmt.Errorf("read control topic: %w", err)
 	}
@@ -67,14 +72,25 @@ func (c *Control) Load(ctx context.Context, opts ...kgo.Opt) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	remaining := 0
-	for _, e := range ends {
-		if e > 0 {
-			remaining++
+	from := map[int32]kgo.Offset{}
+	c.mu.Lock()
+	for p, e := range ends {
+		if e < c.next[p] {
+			c.next[p] = 0
+		}
+		if e > c.next[p] {
+			from[p] = kgo.NewOffset().At(c.next[p])
+		} else {
+			delete(ends, p)
 		}
 	}
+	c.mu.Unlock()
+	if len(from) == 0 {
+		return 0, nil
+	}
+	rd.AddConsumePartitions(map[string]map[int32]kgo.Offset{c.topic: from})
 	n := 0
-	for remaining > 0 {
+	for len(ends) > 0 {
 		fs := rd.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
 			return n, fmt.Errorf("read control topic: %w", err)
@@ -86,9 +102,11 @@ func (c *Control) Load(ctx context.Context, opts ...kgo.Opt) (int, error) {
 				c.remember(&cmd)
 				n++
 			}
+			c.mu.Lock()
+			c.next[r.Partition] = r.Offset + 1
+			c.mu.Unlock()
 			if end, ok := ends[r.Partition]; ok && r.Offset+1 >= end {
 				delete(ends, r.Partition)
-				remaining--
 			}
 		})
 	}

@@ -71,6 +71,18 @@ func TestControlDeduplicates(t *testing.T) {
 			if sent, _ := c2.Send(ctx, cmd(1, schemas.ActionSetWeight, 5)); sent {
 				t.Fatalf("a command read back from the topic was sent again")
 			}
+			// Later loads read only what was added since (here by c).
+			if sent, err := c.Send(ctx, cmd(3, schemas.ActionSetWeight, 50)); err != nil || !sent {
+				t.Fatalf("third command: sent=%v err=%v", sent, err)
+			}
+			for i, want := range []int{1, 0} {
+				if n, err := c2.Load(ctx, kgo.SeedBrokers(brokers...)); err != nil || n != want {
+					t.Fatalf("Load #%d after the third command: %d commands, %v; want %d", i+2, n, err, want)
+				}
+			}
+			if last := c2.Last("r"); last == nil || last.Seq != 3 || !c2.Sent(last.CommandID) {
+				t.Fatalf("Last = %+v; want seq 3, known as sent", last)
+			}
 		})
 	}
 }
