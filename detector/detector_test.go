@@ -548,3 +548,89 @@ func TestERiseLateRise(t *testing.T) {
 		t.Fatalf("median delay after %d clean strata: ERise %v strata, EUpper %v; want ERise clearly sooner", clean, r, w)
 	}
 }
+
+// sessionWindow adds to c one agent-session series per arm: n sessions that
+// carry their requests' totals, a share errP of them with a failed request,
+// and lognormal session medians around medMS.
+func sessionWindow(rng *rand.Rand, c *window.Closed, version string, n int, errP, medMS float64) {
+	a := window.NewAgg()
+	a.SessMedian = window.NewSketch()
+	for range n {
+		a.Count++
+		a.UnitSessions++
+		a.SessRequests += 6
+		if rng.Float64() < errP {
+			a.ErrSessions++
+			a.SessReqErrors++
+		}
+		if err := a.SessMedian.Add(medMS * math.Exp(0.3*rng.NormFloat64())); err != nil {
+			panic(err)
+		}
+	}
+	c.Series = append(c.Series, window.Series{Version: version, Segment: window.Segment{Kind: schemas.KindAgent, Name: "agent"}, Agg: a})
+}
+
+// TestSessionUnits: with units: sessions the error_rate and latency tests
+// count sessions (failed-request shares, session medians) and ignore the
+// request series; with the default request units the same windows judge
+// requests.
+func TestSessionUnits(t *testing.T) {
+	cases := []struct {
+		name             string
+		units            string
+		reqErrC, sessErr float64 // canary: request error rate, sessions with a failed request
+		sessMedC         float64 // canary session median, ms (baseline 300)
+		want             schemas.Action
+		wantIn           string
+	}{
+		{"sessions: more sessions fail", UnitsSessions, 0.01, 0.15, 300, schemas.ActionRollback, "sessions with a failed request"},
+		{"sessions: slower sessions", UnitsSessions, 0.01, 0.05, 420, schemas.ActionRollback, "sessions' median request latencies"},
+		{"sessions: request errors alone are not read", UnitsSessions, 0.05, 0.05, 300, ActionContinue, ""},
+		{"requests: request errors", UnitsRequests, 0.05, 0.05, 300, schemas.ActionRollback, "error rate"},
+		{"requests: session errors alone are not read", UnitsRequests, 0.01, 0.15, 300, ActionContinue, ""},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := testSpec()
+			s.Units = tc.units
+			s.Steps = []Step{{Weight: 10, MinDuration: Duration(1000 * time.Hour)}, {Weight: 100}}
+			// Only the tests this case is about.
+			m := &s.Metrics
+			for _, off := range []*bool{&m.SessionFailure.Disabled, &m.Loops.Disabled, &m.Hallucination.Disabled, &m.ToolMix.Disabled,
+				&m.ErrorTypes.Disabled, &m.ToolSequence.Disabled, &m.SRM.Disabled, &m.Tokens.Disabled, &m.Cost.Disabled,
+				&m.ContextUse.Disabled, &m.ToolCalls.Disabled, &m.EvalScore.Disabled} {
+				*off = true
+			}
+			j := NewJudge(s)
+			rng := rand.New(rand.NewPCG(uint64(i), 7))
+			start := time.Unix(1_700_000_000, 0)
+			var v Verdict
+			for w := range 200 {
+				c := simWindow(rng, start.Add(time.Duration(w)*10*time.Second), 10*time.Second,
+					arm{version: "v1", perWindow: 900, errRate: 0.01, latMedian: 200, latSigma: 0.5},
+					arm{version: "v2", perWindow: 100, errRate: tc.reqErrC, latMedian: 200, latSigma: 0.5})
+				sessionWindow(rng, &c, "v1", 150, 0.05, 300)
+				sessionWindow(rng, &c, "v2", 17, tc.sessErr, tc.sessMedC)
+				j.Observe(c)
+				v, _ = j.Decide(c.Watermark)
+				if j.Final() != "" {
+					break
+				}
+			}
+			if v.Action != tc.want || !strings.Contains(v.Reason, tc.wantIn) {
+				t.Fatalf("%s (%s); want %s naming %q", v.Action, v.Reason, tc.want, tc.wantIn)
+			}
+			t.Logf("%s: %s", v.Action, v.Reason)
+			for _, te := range v.Tests {
+				if te.Name == "error_rate" && te.Role == "rollback" {
+					if got := te.Detail == "units: sessions"; got != (tc.units == UnitsSessions) {
+						t.Errorf("error_rate evidence detail %q with units %s", te.Detail, tc.units)
+					}
+					if tc.units == UnitsSessions && te.NCanary > 17*200 {
+						t.Errorf("error_rate counted %d canary units: more than the sessions", te.NCanary)
+					}
+				}
+			}
+		})
+	}
+}

@@ -131,6 +131,12 @@ type Judge struct {
 
 	baseLat map[window.Segment]*window.Agg // baseline latency per segment, for thresholds
 
+	// bySession: the error_rate and latency tests count sessions (Spec.Units
+	// "sessions"): sessions with a failed request, and the sessions' median
+	// request latencies (baseLat then holds, per session segment, the
+	// baseline's session medians as Latency).
+	bySession bool
+
 	total       map[string]*window.Agg // per version, request segments, whole rollout
 	phase       map[string]*window.Agg // per version, request segments, current step
 	sessions    map[string]*window.Agg // per version, agent/task segments, whole rollout
@@ -158,6 +164,7 @@ func NewJudge(spec Spec) *Judge {
 		seen:     map[string]int64{},
 		specHash: specHash(spec),
 	}
+	j.bySession = spec.Units == UnitsSessions
 	m := &j.spec.Metrics
 	for _, q := range []struct {
 		name string
@@ -165,7 +172,11 @@ func NewJudge(spec Spec) *Judge {
 		m    *LatencyMetric
 	}{{"latency_p50", 0.5, &m.LatencyP50}, {"latency_p95", 0.95, &m.Latency}, {"latency_p99", 0.99, &m.LatencyP99}} {
 		if !q.m.Disabled {
-			j.lat = append(j.lat, &quantileTest{name: q.name, q: q.q, spec: q.m, rb: Conditional{Discount: latencyDiscount}})
+			t := &quantileTest{name: q.name, q: q.q, spec: q.m, rb: Conditional{Discount: latencyDiscount}}
+			if j.bySession {
+				t.rb.Discount = 0 // sessions are independent units
+			}
+			j.lat = append(j.lat, t)
 		}
 	}
 	for _, mm := range []struct {
@@ -322,7 +333,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 			j.sloLat.Observe(cAgg.LatencyCount(), cAgg.CountAbove(window.Mapping.Index(j.spec.SLO.MaxP95MS)))
 		}
 		bAgg := findSeries(c.Series, bv, s.Segment)
-		if bAgg == nil {
+		if bAgg == nil || j.bySession {
 			continue
 		}
 		if !j.spec.Metrics.ErrorRate.Disabled {
@@ -348,6 +359,9 @@ func (j *Judge) Observe(c window.Closed) bool {
 				lt.ni.Observe(nb, xb, nc, cAgg.CountAbove(kc))
 			}
 		}
+	}
+	if j.bySession {
+		j.observeSessionUnits(c, inStep)
 	}
 	// Sessions: the unit whose failures are independent.
 	for _, rt := range j.rates {
@@ -411,7 +425,18 @@ func (j *Judge) Observe(c window.Closed) bool {
 	// Thresholds for later windows learn from this one only now, so that
 	// each window's threshold was fixed before its data (predictable).
 	for _, s := range c.Series {
-		if s.Version == bv && IsRequest(s.Segment.Kind) {
+		if j.bySession && s.Version == bv && IsSession(s.Segment.Kind) && s.Agg.SessMedian != nil {
+			ref := j.baseLat[s.Segment]
+			if ref == nil {
+				ref = window.NewAgg()
+				j.baseLat[s.Segment] = ref
+			}
+			if err := ref.Latency.MergeWith(s.Agg.SessMedian); err != nil {
+				panic("BUG: merging sketches with different mappings: " + err.Error())
+			}
+			continue
+		}
+		if !j.bySession && s.Version == bv && IsRequest(s.Segment.Kind) {
 			ref := j.baseLat[s.Segment]
 			if ref == nil {
 				ref = window.NewAgg()
@@ -421,6 +446,49 @@ func (j *Judge) Observe(c window.Closed) bool {
 		}
 	}
 	return true
+}
+
+// observeSessionUnits feeds the error_rate and latency tests with session
+// units (Spec.Units "sessions"), one stratum per window and session segment
+// (agent or task name): sessions with a failed request among those that
+// carry their requests' totals, and the sessions' median request latencies
+// above the baseline's quantile of them from earlier windows.
+func (j *Judge) observeSessionUnits(c window.Closed, inStep bool) {
+	bv, cv := j.spec.Baseline, j.spec.Canary
+	for _, s := range c.Series {
+		if s.Version != cv || !IsSession(s.Segment.Kind) {
+			continue
+		}
+		bAgg := findSeries(c.Series, bv, s.Segment)
+		if bAgg == nil {
+			continue
+		}
+		cAgg := s.Agg
+		if !j.spec.Metrics.ErrorRate.Disabled {
+			j.rbErr.Observe(bAgg.UnitSessions, bAgg.ErrSessions, cAgg.UnitSessions, cAgg.ErrSessions)
+			if inStep {
+				j.stepErr.Observe(bAgg.UnitSessions, bAgg.ErrSessions, cAgg.UnitSessions, cAgg.ErrSessions)
+			}
+		}
+		ref := j.baseLat[s.Segment]
+		if ref == nil || ref.LatencyCount() < minBaselineForThreshold {
+			continue
+		}
+		// Session medians as the Latency of throwaway aggregates, for the
+		// counting methods (same shared mapping).
+		b, k := &window.Agg{Latency: bAgg.SessMedian}, &window.Agg{Latency: cAgg.SessMedian}
+		nb, nc := b.LatencyCount(), k.LatencyCount()
+		for _, lt := range j.lat {
+			thr := ref.Quantile(lt.q)
+			i := window.Mapping.Index(thr)
+			xb := b.CountAbove(i)
+			lt.rb.Observe(nb, xb, nc, k.CountAbove(i))
+			if inStep {
+				ic := window.Mapping.Index(thr * (1 + lt.spec.Margin))
+				lt.ni.Observe(nb, xb, nc, k.CountAbove(ic))
+			}
+		}
+	}
 }
 
 func (j *Judge) incidentsOn() bool {
@@ -900,6 +968,9 @@ func (j *Judge) tests() []TestEvidence {
 			t.EValue = Num(c.ELower(margin))
 		}
 		t.Passed = float64(t.EValue) >= 1/alpha
+		if j.bySession && (name == "error_rate" || strings.HasPrefix(name, "latency_")) {
+			t.Detail = "units: sessions"
+		}
 		return t
 	}
 	m := j.spec.Metrics
@@ -994,6 +1065,9 @@ func describe(t TestEvidence, s Spec) string {
 	case "error_rate", "session_failure", "loops", "hallucination", "incidents":
 		what := map[string]string{"error_rate": "error rate", "session_failure": "failed sessions",
 			"loops": "sessions looping on a tool", "hallucination": "hallucinations", "incidents": "incidents per request"}[t.Name]
+		if t.Name == "error_rate" && s.Units == UnitsSessions {
+			what = "sessions with a failed request"
+		}
 		if t.Role == "rollback" {
 			return fmt.Sprintf("%s %.2f%% vs %.2f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
 				what, 100*f(t.Canary), 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
@@ -1003,8 +1077,12 @@ func describe(t TestEvidence, s Spec) string {
 	case "latency_p50", "latency_p95", "latency_p99":
 		q := strings.TrimPrefix(t.Name, "latency_")
 		if t.Role == "rollback" {
-			return fmt.Sprintf("%s latency: %.1f%% of canary requests above the baseline's %s vs %.1f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
-				q, 100*f(t.Canary), q, 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
+			units := "canary requests"
+			if s.Units == UnitsSessions {
+				units = "canary sessions' median request latencies"
+			}
+			return fmt.Sprintf("%s latency: %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
+				q, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
 		}
 		return fmt.Sprintf("%s latency within +%.0f%% of baseline (e=%.3g)", q, 100*s.Metrics.Latency.Margin, f(t.EValue))
 	case "tokens", "cost", "context_use", "tool_calls", "eval_score":

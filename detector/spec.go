@@ -30,8 +30,20 @@ type Spec struct {
 	// across categories (tool_mix, error_types, tool_sequence) and the SRM
 	// check skip windows that start within it; set it above your slowest
 	// requests. Default 60s.
-	Settle  Duration `yaml:"settle"`
-	Metrics Metrics  `yaml:"metrics"`
+	Settle Duration `yaml:"settle"`
+	// Units is the unit of the error_rate and latency tests: "requests"
+	// (the default) or "sessions". Requests of one agent session share its
+	// user, context, model and tools, so their errors and latencies are
+	// correlated, and request-level tests overstate their evidence when
+	// sessions are long and differ a lot from one another. With "sessions"
+	// a unit is one session summary (an agent or task event) that carries
+	// its requests' totals (schemas.Event.Requests, set by the producer or
+	// by canaryd's OTLP session assembly): error_rate compares the share of
+	// sessions with a failed request, the latency tests the sessions'
+	// median request durations. Independent units, exact tests; a session
+	// counts when it ends.
+	Units   string  `yaml:"units"`
+	Metrics Metrics `yaml:"metrics"`
 	// AlphaWeights override the default split of alpha across the rollback
 	// tests (error_rate 8, latency_p95 3, latency_p50 2, the others 1): a
 	// test's share is its weight over the sum of the enabled tests' weights.
@@ -44,6 +56,12 @@ type Spec struct {
 	File         string             `yaml:"-"` // where the spec was read from
 	Line         int                `yaml:"-"`
 }
+
+// Spec.Units values.
+const (
+	UnitsRequests = "requests"
+	UnitsSessions = "sessions"
+)
 
 // Step is one traffic step of a rollout.
 type Step struct {
@@ -388,6 +406,14 @@ func (s *Spec) validate(root *yaml.Node) error {
 		if !(w > 0) || math.IsInf(w, 0) {
 			return bad(fmt.Sprintf("weight %g must be a positive number", w), "alpha_weights", name)
 		}
+	}
+	if s.Units == "" {
+		s.Units = UnitsRequests
+	}
+	switch s.Units {
+	case UnitsRequests, UnitsSessions:
+	default:
+		return bad(fmt.Sprintf("%q: want %q or %q", s.Units, UnitsRequests, UnitsSessions), "units")
 	}
 	if !(s.Alpha > 0 && s.Alpha < 0.5) {
 		return bad(fmt.Sprintf("%g is outside (0, 0.5)", s.Alpha), "alpha")

@@ -39,7 +39,10 @@
 //     parent of its requests; duration_ms from the session's start to its
 //     end; summed tokens and cost; tool_calls (the tools called, in order,
 //     failed calls included; absent when a profile with MinSteps 0 called
-//     none); outcome {success, score, hallucination}.
+//     none); requests (its llm and tool events), request_errors (those
+//     failed) and request_median_ms (the median of their duration_ms: the
+//     request count 2·steps+1 is odd, so it is the middle one); outcome
+//     {success, score, hallucination}.
 //     status is error, with the final LLM call's error_type, only when that
 //     call failed and the agent produced no answer.
 //   - canary events carry the rollout's deployment_id and commit, when set.
@@ -66,14 +69,15 @@
 //   - one invoke_agent span, the root and parent of the others, last: name
 //     "invoke_agent <rollout>", from the session's start to the end of its
 //     last request, gen_ai.agent.name = rollout, gen_ai.agent.version =
-//     version, gen_ai.conversation.id, gen_ai.request.model, no usage (canaryd's
-//     stream.Sessions sums it from the chat spans). When the session failed
-//     (outcome.success false in JSON) its status is ERROR with error.type = the
-//     final LLM call's error type, or task_failed. Two gen_ai.evaluation.result
-//     span events at its end: gen_ai.evaluation.name=task_success with
-//     gen_ai.evaluation.score.value (the outcome score) and
-//     gen_ai.evaluation.score.label pass or fail, and hallucination with label
-//     hallucinated or grounded.
+//     version, gen_ai.conversation.id, gen_ai.request.model, no usage and no
+//     request totals (canaryd's stream.Sessions sums them from the chat and
+//     execute_tool spans, to the JSON agent event's values). When the
+//     session failed (outcome.success false in JSON) its status is ERROR with
+//     error.type = the final LLM call's error type, or task_failed. Two
+//     gen_ai.evaluation.result span events at its end:
+//     gen_ai.evaluation.name=task_success with gen_ai.evaluation.score.value
+//     (the outcome score) and gen_ai.evaluation.score.label pass or fail, and
+//     hallucination with label hallucinated or grounded.
 //
 // Requests start when the previous one ends, as in JSON (ts − duration_ms).
 // What JSON carries and the conventions do not: cost_usd, context_tokens and

@@ -42,6 +42,9 @@ type wireEvent struct {
 	DeploymentID  string   `json:"deployment_id"`
 	Commit        string   `json:"commit"`
 	ToolCalls     []string `json:"tool_calls"`
+	Requests      int64    `json:"requests"`
+	RequestErrors int64    `json:"request_errors"`
+	RequestMedian *float64 `json:"request_median_ms"`
 	Outcome       *struct {
 		Success       *bool    `json:"success"`
 		Score         *float64 `json:"score"`
@@ -216,7 +219,8 @@ func TestGeneratorRecords(t *testing.T) {
 		tools                         []string
 		in, out                       int64
 		cost                          float64
-		requests                      int
+		requests, errors              int
+		durs                          []float64
 		start, end                    int64
 	}
 	open := map[string]*sess{}
@@ -267,7 +271,14 @@ func TestGeneratorRecords(t *testing.T) {
 				t.Fatalf("record %d: session %s changed identity: %s", i, ev.SessionID, buf)
 			}
 			s.requests++
+			if ev.Status == "error" {
+				s.errors++
+			}
+			s.durs = append(s.durs, *ev.DurationMS)
 			s.end = *ev.TS
+			if ev.Requests != 0 || ev.RequestErrors != 0 || ev.RequestMedian != nil {
+				t.Fatalf("record %d: request event with session totals: %s", i, buf)
+			}
 			if ev.Kind == "tool" {
 				s.tools = append(s.tools, ev.Name)
 				if ev.CostUSD != nil || ev.InputTokens != 0 {
@@ -309,6 +320,12 @@ func TestGeneratorRecords(t *testing.T) {
 			}
 			if ev.InputTokens != s.in || ev.OutputTokens != s.out || math.Abs(*ev.CostUSD-s.cost) > 1e-8 {
 				t.Fatalf("record %d: agent usage %d/%d/%v; want %d/%d/%v", i, ev.InputTokens, ev.OutputTokens, *ev.CostUSD, s.in, s.out, s.cost)
+			}
+			slices.Sort(s.durs)
+			if med := s.durs[(len(s.durs)-1)/2]; ev.Requests != int64(s.requests) || ev.RequestErrors != int64(s.errors) ||
+				ev.RequestMedian == nil || *ev.RequestMedian != med {
+				t.Fatalf("record %d: agent %s; want requests %d, request_errors %d, request_median_ms %v (the lower middle of %v)",
+					i, buf, s.requests, s.errors, med, s.durs)
 			}
 			if *ev.TS != s.end || math.Abs(*ev.DurationMS-float64(s.end-s.start)/1e6) > 1e-6 {
 				t.Fatalf("record %d: agent ts %d duration %v; want %d and %v", i, *ev.TS, *ev.DurationMS, s.end, float64(s.end-s.start)/1e6)
@@ -679,6 +696,10 @@ func TestFleetKafka(t *testing.T) {
 				c.Sessions++
 				if ev.OutcomeSuccess {
 					c.Successes++
+				}
+				// 2·steps+1 requests: an odd count.
+				if ev.Requests%2 != 1 || ev.RequestErrors > ev.Requests || !ev.HasRequestMedian {
+					t.Fatalf("agent event without its request totals: %s", r.Value)
 				}
 			default:
 				c.Requests++

@@ -34,6 +34,10 @@ type sessionView struct {
 	success          bool
 	ts               int64
 	durationMS       float64
+	// The agent event's request totals.
+	reqTotal, reqErrors uint32
+	reqMedian           float64
+	hasReqMedian        bool
 }
 
 // tally collects sessions and per-version counts from decoded events.
@@ -78,6 +82,11 @@ func (ta *tally) add(t *testing.T, ev *schemas.Event) {
 			t.Fatalf("trace %s: agent event without outcome success", tr)
 		}
 		s.success, s.ts, s.durationMS = ev.OutcomeSuccess, ev.TS, math.Round(ev.DurationMS*1e3)/1e3
+		s.reqTotal, s.reqErrors, s.reqMedian, s.hasReqMedian = ev.Requests, ev.RequestErrors, ev.RequestMedianMS, ev.HasRequestMedian
+		if int64(s.reqTotal) != s.requests || int64(s.reqErrors) != s.errors || !s.hasReqMedian {
+			t.Fatalf("trace %s: agent event with %d requests, %d errors (median %v); the trace has %d and %d",
+				tr, s.reqTotal, s.reqErrors, s.hasReqMedian, s.requests, s.errors)
+		}
 		ta.order = append(ta.order, tr)
 		m := ta.counts[s.rollout]
 		if m == nil {
@@ -111,8 +120,8 @@ func farClock() time.Time { return time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC) }
 // TestOTLPRoundTrip: for one seed, the sessions of the OTLP formats, decoded
 // with stream.OTLPTraces in stream.Sessions, give the same per-version
 // requests, errors, sessions and successes as the JSON format, and each
-// assembled agent event the same tool calls, tokens, time and outcome as the
-// JSON agent event.
+// assembled agent event the same tool calls, tokens, time, outcome and request
+// totals (to the bit, median included) as the JSON agent event.
 func TestOTLPRoundTrip(t *testing.T) {
 	const sessions = 4000
 	rs := otlpRollouts()

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 
 	"github.com/inferensys/canaryd/schemas"
@@ -72,6 +73,7 @@ type session struct {
 	idx      int // index of the next event: requests 0..2·steps, then the agent event
 	t        int64
 	toolIdx  []int
+	durs     []float64 // durations of the emitted requests, for the agent event's median
 	errors   int
 	finalErr []byte // error type of a failed final LLM call
 	sumIn    int64
@@ -195,6 +197,7 @@ func (s *sim) startSession(r int, at int64) {
 		end:     at,
 		steps:   p.minSteps + s.rng.IntN(p.maxSteps-p.minSteps+1),
 		toolIdx: ss.toolIdx[:0],
+		durs:    ss.durs[:0],
 		reqs:    ss.reqs[:0],
 	}
 	ss.traceHi = s.rng.Uint64()
@@ -277,6 +280,7 @@ func (s *sim) emit(ss *session) {
 	if ss.idx < nReq {
 		c.Requests++
 		ev.DurationMS, ev.HasDuration = ss.durMS, true
+		ss.durs = append(ss.durs, ss.durMS)
 		putHex(s.spanHex[:], ss.span)
 		ev.SpanID = s.spanHex[:]
 		ev.ParentSpanID = ss.root[:]
@@ -328,6 +332,11 @@ func (s *sim) emit(ss *session) {
 	for _, ti := range ss.toolIdx {
 		ev.ToolCalls = append(ev.ToolCalls, p.tools[ti].name)
 	}
+	// The request totals, as stream.Sessions assembles them from the OTLP
+	// spans: the median is the lower middle for an even count.
+	ev.Requests, ev.RequestErrors = uint32(nReq), uint32(ss.errors)
+	slices.Sort(ss.durs)
+	ev.RequestMedianMS, ev.HasRequestMedian = ss.durs[(len(ss.durs)-1)/2], true
 	pSuccess := p.success
 	if ss.errors > 0 {
 		pSuccess = p.successErr

@@ -68,6 +68,7 @@ const (
 	reasonValNotString  = "value not a string"
 	reasonValTooLong    = "value too long"
 	reasonValBadUTF8    = "value invalid UTF-8"
+	reasonOverRequests  = "greater than requests"
 )
 
 // maxDepth bounds the nesting of the values the decoder skips (unknown fields
@@ -99,6 +100,9 @@ const (
 	fDeploymentID
 	fCommit
 	fToolCalls
+	fRequests
+	fRequestErrors
+	fRequestMedian
 	fOutcome
 	fAttrs
 	numFields
@@ -131,6 +135,9 @@ var fieldNames = [numFields]string{
 	fDeploymentID:  "deployment_id",
 	fCommit:        "commit",
 	fToolCalls:     "tool_calls",
+	fRequests:      "requests",
+	fRequestErrors: "request_errors",
+	fRequestMedian: "request_median_ms",
 	fOutcome:       "outcome",
 	fAttrs:         "attrs",
 }
@@ -177,6 +184,12 @@ func fieldID(key []byte) int {
 		return fCommit
 	case "tool_calls":
 		return fToolCalls
+	case "requests":
+		return fRequests
+	case "request_errors":
+		return fRequestErrors
+	case "request_median_ms":
+		return fRequestMedian
 	case "outcome":
 		return fOutcome
 	case "attrs":
@@ -222,7 +235,8 @@ type Decoder struct {
 // no trailing data) of at most MaxRecordBytes, else the error is ErrTooLarge
 // or a *DecodeError with an empty Field. Each field is then checked as
 // agent-event.v1.json says, and the first fault in record order is returned
-// as a *DecodeError naming the field; then a missing rollout, version or ts.
+// as a *DecodeError naming the field; then request_errors greater than
+// requests (when both are given); then a missing rollout, version or ts.
 // Unknown fields are skipped (still checked as JSON, nesting at most
 // maxDepth); a known field given twice is refused; a known field set to null
 // counts as absent. Strings the decoder keeps must be valid UTF-8; a lone
@@ -245,7 +259,11 @@ func (d *Decoder) Decode(b []byte, ev *Event) error {
 
 	err := d.record(ev)
 	if err == nil {
+		const bothCounts = 1<<fRequests | 1<<fRequestErrors
 		switch {
+		case d.set&bothCounts == bothCounts && ev.RequestErrors > ev.Requests:
+			// Only now are both known: they may come in either order.
+			err = &DecodeError{Field: "request_errors", Reason: reasonOverRequests}
 		case d.set&(1<<fRollout) == 0:
 			err = &DecodeError{Field: "rollout", Reason: reasonMissing}
 		case d.set&(1<<fVersion) == 0:
@@ -414,6 +432,16 @@ func (d *Decoder) member(f int, ev *Event) bool {
 		ev.ContextTokens, ok = d.intField(f, MaxTokens)
 	case fContextLimit:
 		ev.ContextLimit, ok = d.intField(f, MaxTokens)
+	case fRequests:
+		var n int64
+		n, ok = d.intField(f, MaxRequests)
+		ev.Requests = uint32(n)
+	case fRequestErrors:
+		var n int64
+		n, ok = d.intField(f, MaxRequests)
+		ev.RequestErrors = uint32(n)
+	case fRequestMedian:
+		ev.RequestMedianMS, ev.HasRequestMedian, ok = d.floatField(fieldNames[f], MaxDurationMS, 2)
 	case fToolCalls:
 		ok = d.toolCalls(ev)
 	case fOutcome:

@@ -52,6 +52,10 @@ func eventDiff(a, b *Event) string {
 			bs(fmt.Sprintf("ToolCalls[%d]", i), a.ToolCalls[i], b.ToolCalls[i])
 		}
 	}
+	eq("Requests", a.Requests, b.Requests)
+	eq("RequestErrors", a.RequestErrors, b.RequestErrors)
+	eq("RequestMedianMS", a.RequestMedianMS, b.RequestMedianMS)
+	eq("HasRequestMedian", a.HasRequestMedian, b.HasRequestMedian)
 	eq("HasDuration", a.HasDuration, b.HasDuration)
 	eq("HasCost", a.HasCost, b.HasCost)
 	eq("HasOutcome", a.HasOutcome, b.HasOutcome)
@@ -126,6 +130,7 @@ func TestDecodeValid(t *testing.T) {
 		"span_id": "00f067aa0ba902b7", "parent_span_id": "a3ce929d0e0e4736", "session_id": "sess-1",
 		"deployment_id": "support-agent-7d9c6", "commit": "3f2c1ab",
 		"tool_calls": ["search_orders", "refund", "search_orders"],
+		"requests": 7, "request_errors": 2, "request_median_ms": 95.5,
 		"outcome": {"success": false, "score": 0.25, "hallucination": true},
 		"attrs": {"region": "eu-west-1"}
 	}`, Event{
@@ -135,7 +140,8 @@ func TestDecodeValid(t *testing.T) {
 		ContextTokens: 2055, ContextLimit: 128000, TraceID: b("4bf92f3577b34da6a3ce929d0e0e4736"),
 		SpanID: b("00f067aa0ba902b7"), ParentSpanID: b("a3ce929d0e0e4736"), SessionID: b("sess-1"),
 		DeploymentID: b("support-agent-7d9c6"), Commit: b("3f2c1ab"),
-		ToolCalls:  [][]byte{b("search_orders"), b("refund"), b("search_orders")},
+		ToolCalls: [][]byte{b("search_orders"), b("refund"), b("search_orders")},
+		Requests:  7, RequestErrors: 2, RequestMedianMS: 95.5, HasRequestMedian: true,
 		HasOutcome: true, OutcomeSuccess: false, HasOutcomeSuccess: true, OutcomeScore: 0.25,
 		HasOutcomeScore: true, OutcomeHallucinated: true, HasHallucination: true,
 	})
@@ -148,7 +154,7 @@ func TestDecodeValid(t *testing.T) {
 		Event{Rollout: b("r"), Version: b("v"), TS: 1})
 	f("nulls are absent", `{"rollout":"r","version":"v","ts":1,"kind":null,"name":null,
 		"duration_ms":null,"status":null,"input_tokens":null,"cost_usd":null,"tool_calls":null,
-		"outcome":null,"attrs":null,"trace_id":null}`,
+		"outcome":null,"attrs":null,"trace_id":null,"requests":null,"request_errors":null,"request_median_ms":null}`,
 		Event{Rollout: b("r"), Version: b("v"), TS: 1})
 	f("unknown fields are skipped", `{"x":{"a":[1,{"b":null},"c",true,false,-1.5e-3]},
 		"rollout":"r","y":[],"version":"v","z":{},"ts":1,"Rollout":5,"w":"\u00e9\n"}`,
@@ -174,18 +180,30 @@ func TestDecodeValid(t *testing.T) {
 			HasOutcomeScore: true, OutcomeSuccess: true, HasOutcomeSuccess: true})
 	f("empty tool_calls", `{"rollout":"r","version":"v","ts":1,"tool_calls":[]}`,
 		Event{Rollout: b("r"), Version: b("v"), TS: 1})
-	f("zero and negative zero", `{"rollout":"r","version":"v","ts":1,"duration_ms":-0.0,"cost_usd":0,"input_tokens":-0}`,
-		Event{Rollout: b("r"), Version: b("v"), TS: 1, HasDuration: true, HasCost: true})
+	f("zero and negative zero", `{"rollout":"r","version":"v","ts":1,"duration_ms":-0.0,"cost_usd":0,"input_tokens":-0,
+		"requests":-0,"request_errors":0,"request_median_ms":-0}`,
+		Event{Rollout: b("r"), Version: b("v"), TS: 1, HasDuration: true, HasCost: true, HasRequestMedian: true})
+	// request_errors ≤ requests holds whichever comes first; either alone is
+	// taken as it is (null is absent, so it does not count as given).
+	f("request_errors before requests", `{"rollout":"r","version":"v","ts":1,"request_errors":3,"requests":3}`,
+		Event{Rollout: b("r"), Version: b("v"), TS: 1, Requests: 3, RequestErrors: 3})
+	f("request_errors alone", `{"rollout":"r","version":"v","ts":1,"request_errors":3,"requests":null}`,
+		Event{Rollout: b("r"), Version: b("v"), TS: 1, RequestErrors: 3})
+	f("requests alone", `{"rollout":"r","version":"v","ts":1,"requests":12,"request_median_ms":1.5e2}`,
+		Event{Rollout: b("r"), Version: b("v"), TS: 1, Requests: 12, RequestMedianMS: 150, HasRequestMedian: true})
 	f("number forms", `{"rollout":"r","version":"v","ts":1,"duration_ms":1.5e3,"cost_usd":25E-2}`,
 		Event{Rollout: b("r"), Version: b("v"), TS: 1, DurationMS: 1500, HasDuration: true, CostUSD: 0.25, HasCost: true})
 	f("long mantissa", `{"rollout":"r","version":"v","ts":1,"duration_ms":0.1000000000000000055511151231257827}`,
 		Event{Rollout: b("r"), Version: b("v"), TS: 1, DurationMS: 0.1, HasDuration: true})
 	f("limits", fmt.Sprintf(`{"rollout":%q,"version":"v","ts":1,"input_tokens":%d,"output_tokens":%d,
-		"context_tokens":%d,"context_limit":%d,"duration_ms":%d,"cost_usd":%d}`,
-		strings.Repeat("r", MaxStringBytes), MaxTokens, MaxTokens, MaxTokens, MaxTokens, MaxDurationMS, MaxCostUSD),
+		"context_tokens":%d,"context_limit":%d,"duration_ms":%d,"cost_usd":%d,
+		"requests":%d,"request_errors":%d,"request_median_ms":%d}`,
+		strings.Repeat("r", MaxStringBytes), MaxTokens, MaxTokens, MaxTokens, MaxTokens, MaxDurationMS, MaxCostUSD,
+		MaxRequests, MaxRequests, MaxDurationMS),
 		Event{Rollout: b(strings.Repeat("r", MaxStringBytes)), Version: b("v"), TS: 1,
 			InputTokens: MaxTokens, OutputTokens: MaxTokens, ContextTokens: MaxTokens, ContextLimit: MaxTokens,
-			DurationMS: MaxDurationMS, HasDuration: true, CostUSD: MaxCostUSD, HasCost: true})
+			DurationMS: MaxDurationMS, HasDuration: true, CostUSD: MaxCostUSD, HasCost: true,
+			Requests: MaxRequests, RequestErrors: MaxRequests, RequestMedianMS: MaxDurationMS, HasRequestMedian: true})
 
 	var calls []string
 	var want [][]byte
@@ -304,6 +322,13 @@ func TestDecodeMalformed(t *testing.T) {
 	f(`{`+ok+`,"output_tokens":1.5}`, "output_tokens", "not an integer")
 	f(`{`+ok+`,"context_tokens":1e3}`, "context_tokens", "not an integer")
 	f(`{`+ok+`,"context_limit":128000.0}`, "context_limit", "not an integer")
+	f(`{`+ok+`,"requests":"5"}`, "requests", "not a number")
+	f(`{`+ok+`,"requests":5.0}`, "requests", "not an integer")
+	f(`{`+ok+`,"requests":5e0}`, "requests", "not an integer")
+	f(`{`+ok+`,"request_errors":true}`, "request_errors", "not a number")
+	f(`{`+ok+`,"request_errors":0.5}`, "request_errors", "not an integer")
+	f(`{`+ok+`,"request_median_ms":"30"}`, "request_median_ms", "not a number")
+	f(`{`+ok+`,"request_median_ms":[30]}`, "request_median_ms", "not a number")
 	f(`{"rollout":"r","version":"v","ts":true}`, "ts", "not an RFC 3339 string or an integer")
 	f(`{"rollout":"r","version":"v","ts":{}}`, "ts", "not an RFC 3339 string or an integer")
 	f(`{"rollout":"r","version":"v","ts":1.7e18}`, "ts", "not an integer")
@@ -339,6 +364,16 @@ func TestDecodeMalformed(t *testing.T) {
 	f(`{`+ok+`,"output_tokens":99999999999999999999999999}`, "output_tokens", "too large")
 	f(`{`+ok+`,"output_tokens":-99999999999999999999999999}`, "output_tokens", "negative")
 	f(`{`+ok+`,"context_limit":9223372036854775808}`, "context_limit", "too large")
+	f(`{`+ok+`,"requests":-1}`, "requests", "negative")
+	f(`{`+ok+`,"requests":2147483648}`, "requests", "too large")
+	f(`{`+ok+`,"requests":99999999999999999999999999}`, "requests", "too large")
+	f(`{`+ok+`,"request_errors":-3}`, "request_errors", "negative")
+	f(`{`+ok+`,"request_errors":4294967296}`, "request_errors", "too large")
+	f(`{`+ok+`,"request_median_ms":-0.5}`, "request_median_ms", "negative")
+	f(`{`+ok+`,"request_median_ms":86400000.001}`, "request_median_ms", "too large")
+	f(`{`+ok+`,"request_median_ms":1e400}`, "request_median_ms", "too large")
+	f(`{`+ok+`,"requests":2,"request_errors":3}`, "request_errors", "greater than requests")
+	f(`{"request_errors":1,"requests":0,`+ok+`}`, "request_errors", "greater than requests")
 	f(`{`+ok+`,"outcome":{"score":1.5}}`, "outcome.score", "outside 0..1")
 	f(`{`+ok+`,"outcome":{"score":-0.1}}`, "outcome.score", "outside 0..1")
 	f(`{`+ok+`,"outcome":{"score":1e999}}`, "outcome.score", "outside 0..1")
@@ -397,11 +432,17 @@ func TestDecodeMalformed(t *testing.T) {
 	f(`{`+ok+`,"ts":"2025-11-25T18:34:12Z"}`, "ts", "duplicate field")
 	f(`{`+ok+`,"name":null,"name":"x"}`, "name", "duplicate field")
 	f(`{`+ok+`,"outcome":{"score":0.5,"score":0.9}}`, "outcome.score", "duplicate field")
+	f(`{`+ok+`,"requests":1,"requests":1}`, "requests", "duplicate field")
+	f(`{`+ok+`,"request_median_ms":null,"request_median_ms":1}`, "request_median_ms", "duplicate field")
 
 	// The first field error in record order is reported.
 	f(`{"duration_ms":-1,"cost_usd":-1,`+ok+`}`, "duration_ms", "negative")
 	f(`{"cost_usd":-1,"duration_ms":-1,`+ok+`}`, "cost_usd", "negative")
 	f(`{"cost_usd":-1,"version":5}`, "cost_usd", "negative")
+	// request_errors over requests comes after the field errors (it is known
+	// only at the end), before a missing required field.
+	f(`{"requests":1,"request_errors":2,"duration_ms":-1,`+ok+`}`, "duration_ms", "negative")
+	f(`{"requests":1,"request_errors":2}`, "request_errors", "greater than requests")
 }
 
 func TestDecodeTooLarge(t *testing.T) {
@@ -474,6 +515,15 @@ func TestDecodeAllocs(t *testing.T) {
 		if allocs != 0 {
 			t.Errorf("Decode(%s): %v allocs per run; want 0", rec, allocs)
 		}
+	}
+	// Nor does a session summary with its request totals.
+	summary := []byte(`{"rollout":"support-agent","version":"v43","kind":"agent","name":"resolve_ticket","ts":1764095653500000000,` +
+		`"duration_ms":5120,"tool_calls":["search_orders","refund"],"requests":5,"request_errors":1,"request_median_ms":812.25}`)
+	if err := d.Decode(summary, &ev); err != nil || ev.Requests != 5 || ev.RequestErrors != 1 || !ev.HasRequestMedian {
+		t.Fatalf("Decode(%s): %v, %+v", summary, err, ev)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { _ = d.Decode(summary, &ev) }); allocs != 0 {
+		t.Errorf("Decode(%s): %v allocs per run; want 0", summary, allocs)
 	}
 	// Attr and VisitAttrs do not allocate either.
 	n := 0
@@ -552,6 +602,13 @@ func TestAppendEventRoundTrip(t *testing.T) {
 			ev.ToolCalls = append(ev.ToolCalls, append(str(10), 't'))
 		}
 		if rng.IntN(2) == 0 {
+			ev.Requests = uint32(rng.Int64N(MaxRequests + 1))
+			ev.RequestErrors = uint32(rng.Int64N(int64(ev.Requests) + 1))
+		}
+		if rng.IntN(2) == 0 {
+			ev.RequestMedianMS, ev.HasRequestMedian = float(MaxDurationMS), true
+		}
+		if rng.IntN(2) == 0 {
 			ev.HasOutcome = true
 			ev.OutcomeSuccess, ev.HasOutcomeSuccess = rng.IntN(2) == 0, rng.IntN(2) == 0
 			ev.OutcomeHallucinated, ev.HasHallucination = rng.IntN(2) == 0, rng.IntN(2) == 0
@@ -583,17 +640,20 @@ func TestAppendEventFormat(t *testing.T) {
 		Rollout: []byte("r"), Version: []byte("v\"1\""), Kind: KindTool, Name: []byte("a\nb\x01"),
 		TS: 1764095652123456789, DurationMS: 1e-7, HasDuration: true, CostUSD: 12.5, HasCost: true,
 		InputTokens: 3, ToolCalls: [][]byte{[]byte("x")}, HasOutcome: true, OutcomeScore: 0.5, HasOutcomeScore: true,
+		Requests: 5, RequestErrors: 1, RequestMedianMS: 30, HasRequestMedian: true,
 	}
 	got := string(AppendEvent([]byte("prefix "), &ev))
 	want := `prefix {"rollout":"r","version":"v\"1\"","kind":"tool","name":"a\nb\u0001","ts":1764095652123456789,` +
-		`"duration_ms":1e-07,"status":"ok","input_tokens":3,"cost_usd":12.5,"tool_calls":["x"],"outcome":{"score":0.5}}`
+		`"duration_ms":1e-07,"status":"ok","input_tokens":3,"cost_usd":12.5,"tool_calls":["x"],` +
+		`"requests":5,"request_errors":1,"request_median_ms":30,"outcome":{"score":0.5}}`
 	if got != want {
 		t.Fatalf("AppendEvent:\ngot  %s\nwant %s", got, want)
 	}
 	ev = Event{Rollout: []byte("r"), Version: []byte("v"), TS: 1, Error: true, DurationMS: math.NaN(), HasDuration: true,
-		CostUSD: math.Inf(1), HasCost: true, HasOutcome: true}
+		CostUSD: math.Inf(1), HasCost: true, HasOutcome: true, RequestErrors: 2, RequestMedianMS: math.NaN(), HasRequestMedian: true}
 	got = string(AppendEvent(nil, &ev))
-	want = `{"rollout":"r","version":"v","kind":"other","ts":1,"duration_ms":null,"status":"error","cost_usd":null,"outcome":{}}`
+	want = `{"rollout":"r","version":"v","kind":"other","ts":1,"duration_ms":null,"status":"error","cost_usd":null,` +
+		`"request_errors":2,"request_median_ms":null,"outcome":{}}`
 	if got != want {
 		t.Fatalf("AppendEvent:\ngot  %s\nwant %s", got, want)
 	}

@@ -9,18 +9,19 @@ import (
 // the extended buffer. It allocates only when dst must grow.
 //
 // ts is written as integer unix nanoseconds, kind and status always, the
-// optional fields only when set: strings when non-empty, tokens when non-zero,
-// duration_ms and cost_usd when HasDuration and HasCost, outcome when
-// HasOutcome (with its members whose Has flags are set). Floats use the
-// shortest decimal that parses back to the same value, so for any ev that
-// Decode produced, Decode(AppendEvent(nil, ev)) yields the same values (an
-// empty string field comes back nil, as it is omitted).
+// optional fields only when set: strings when non-empty, tokens, requests and
+// request_errors when non-zero, duration_ms, cost_usd and request_median_ms
+// when HasDuration, HasCost and HasRequestMedian, outcome when HasOutcome
+// (with its members whose Has flags are set). Floats use the shortest decimal
+// that parses back to the same value, so for any ev that Decode produced,
+// Decode(AppendEvent(nil, ev)) yields the same values (an empty string field
+// comes back nil, as it is omitted).
 //
-// AppendEvent does not validate: values outside the limits of Decode are
-// written as they are and will be refused by Decode, except NaN and ±Inf,
-// which JSON cannot carry and are written as null (absent). Strings are
-// written as they are, escaped for JSON; invalid UTF-8 is copied unchanged
-// and Decode will refuse it.
+// AppendEvent does not validate: values outside the limits of Decode, and
+// RequestErrors greater than a non-zero Requests, are written as they are and
+// will be refused by Decode, except NaN and ±Inf, which JSON cannot carry and
+// are written as null (absent). Strings are written as they are, escaped for
+// JSON; invalid UTF-8 is copied unchanged and Decode will refuse it.
 func AppendEvent(dst []byte, ev *Event) []byte {
 	dst = append(dst, `{"rollout":`...)
 	dst = appendString(dst, ev.Rollout)
@@ -65,6 +66,12 @@ func AppendEvent(dst []byte, ev *Event) []byte {
 			dst = appendString(dst, tc)
 		}
 		dst = append(dst, ']')
+	}
+	dst = appendIntField(dst, `,"requests":`, int64(ev.Requests))
+	dst = appendIntField(dst, `,"request_errors":`, int64(ev.RequestErrors))
+	if ev.HasRequestMedian {
+		dst = append(dst, `,"request_median_ms":`...)
+		dst = appendFloat(dst, ev.RequestMedianMS)
 	}
 	if ev.HasOutcome {
 		dst = append(dst, `,"outcome":{`...)

@@ -50,6 +50,7 @@ const (
 	MaxDurationMS   = 86_400_000  // one day
 	MaxCostUSD      = 10_000      // per event
 	MaxToolCalls    = 256         // per agent/task event
+	MaxRequests     = 1<<31 - 1   // requests and request_errors of a session summary
 	MaxAttrs        = 64          // entries in attrs
 	MaxStringBytes  = 512         // rollout, version, name, error_type, ids
 	maxOutcomeScore = 1
@@ -83,6 +84,19 @@ type Event struct {
 	Commit       []byte
 
 	ToolCalls [][]byte // ordered tool names; the outer slice is reused
+
+	// Session request totals, on agent and task events (a session's
+	// summary): how many request events (llm, tool, retrieval, other) the
+	// session made, how many of them failed, and the median of their
+	// durations. Set by the producer (JSON "requests", "request_errors",
+	// "request_median_ms") or by canaryd's session assembly from the spans
+	// of the session's trace. They make the session the unit of the
+	// error-rate and latency tests (spec "units: sessions"): requests of one
+	// session are correlated, sessions are not. Requests == 0: unknown.
+	Requests         uint32
+	RequestErrors    uint32 // ≤ Requests
+	RequestMedianMS  float64
+	HasRequestMedian bool
 
 	HasDuration bool
 	HasCost     bool

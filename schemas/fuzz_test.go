@@ -16,8 +16,8 @@ import (
 var warmRecord = []byte(`{"rollout":"warm","version":"w","kind":"agent","name":"n","ts":5,"duration_ms":1,
 	"status":"error","error_type":"e","input_tokens":1,"output_tokens":2,"cost_usd":3,"context_tokens":4,
 	"context_limit":5,"trace_id":"t","span_id":"s","parent_span_id":"p","session_id":"x","deployment_id":"d",
-	"commit":"c","tool_calls":["a","b","c","d","e","f","g","h"],"outcome":{"success":true,"score":1,"hallucination":true},
-	"attrs":{"k":"v"}}`)
+	"commit":"c","tool_calls":["a","b","c","d","e","f","g","h"],"requests":9,"request_errors":8,"request_median_ms":7,
+	"outcome":{"success":true,"score":1,"hallucination":true},"attrs":{"k":"v"}}`)
 
 func FuzzDecode(f *testing.F) {
 	for _, r := range benchRecords {
@@ -31,6 +31,11 @@ func FuzzDecode(f *testing.F) {
 		`{"rollout":"r","version":"v","ts":1,"duration_ms":1e400,"cost_usd":-0,"input_tokens":100000000}`,
 		`{"rollout":"r","version":"v","ts":1,"duration_ms":0.1000000000000000055511151231257827}`,
 		`{"rollout":"r","version":"v","ts":9223372036854775807,"tool_calls":[]}`,
+		`{"rollout":"r","version":"v","ts":1,"kind":"agent","requests":5,"request_errors":2,"request_median_ms":30}`,
+		`{"rollout":"r","version":"v","ts":1,"request_errors":2,"requests":2147483647,"request_median_ms":86400000}`,
+		`{"rollout":"r","version":"v","ts":1,"requests":2,"request_errors":3}`,
+		`{"rollout":"r","version":"v","ts":1,"requests":null,"request_errors":3,"request_median_ms":-0}`,
+		`{"rollout":"r","version":"v","ts":1,"requests":2147483648,"request_errors":1.0,"request_median_ms":1e400}`,
 		`{"rollout":"r","rollout":"r","version":"v","ts":1}`,
 		`{"rollout":"r","version":"v","ts":1,"duration_ms":"NaN"}`,
 		`{"rollout":"r","version":"v","ts":1,"duration_ms":NaN}`,
@@ -109,6 +114,14 @@ func checkDecodeResult(t *testing.T, b []byte, ev *Event, err error) {
 			t.Fatalf("Decode reports field error %v on a record encoding/json says is not JSON: %q", err, b)
 		case de.Field == "" && de.Reason != reasonNotJSON && de.Reason != reasonNotObject && de.Reason != reasonTooDeep:
 			t.Fatalf("unexpected record-level reason %q", de.Reason)
+		case de.Reason == reasonOverRequests:
+			var m map[string]json.RawMessage
+			var n, errs int64
+			if json.Unmarshal(b, &m) != nil || json.Unmarshal(m["requests"], &n) != nil ||
+				json.Unmarshal(m["request_errors"], &errs) != nil || errs <= n {
+				t.Fatalf("Decode says request_errors > requests; encoding/json reads requests %s, request_errors %s",
+					m["requests"], m["request_errors"])
+			}
 		}
 		return
 	}
@@ -147,12 +160,17 @@ func checkDecodeResult(t *testing.T, b []byte, ev *Event, err error) {
 	finite("duration_ms", ev.DurationMS, MaxDurationMS)
 	finite("cost_usd", ev.CostUSD, MaxCostUSD)
 	finite("outcome.score", ev.OutcomeScore, 1)
+	finite("request_median_ms", ev.RequestMedianMS, MaxDurationMS)
 	for _, n := range []int64{ev.InputTokens, ev.OutputTokens, ev.ContextTokens, ev.ContextLimit} {
 		if n < 0 || n > MaxTokens {
 			t.Fatalf("accepted token count %d", n)
 		}
 	}
+	if ev.Requests > MaxRequests || ev.RequestErrors > MaxRequests {
+		t.Fatalf("accepted requests %d, request_errors %d", ev.Requests, ev.RequestErrors)
+	}
 	if !ev.HasDuration && ev.DurationMS != 0 || !ev.HasCost && ev.CostUSD != 0 ||
+		!ev.HasRequestMedian && ev.RequestMedianMS != 0 ||
 		!ev.HasOutcome && (ev.HasOutcomeScore || ev.HasOutcomeSuccess || ev.HasHallucination) ||
 		!ev.HasOutcomeScore && ev.OutcomeScore != 0 || !ev.HasOutcomeSuccess && ev.OutcomeSuccess ||
 		!ev.HasHallucination && ev.OutcomeHallucinated || ev.Kind >= numKinds {
@@ -209,6 +227,7 @@ func checkDecodeResult(t *testing.T, b []byte, ev *Event, err error) {
 	}
 	float("duration_ms", m["duration_ms"], ev.HasDuration, ev.DurationMS)
 	float("cost_usd", m["cost_usd"], ev.HasCost, ev.CostUSD)
+	float("request_median_ms", m["request_median_ms"], ev.HasRequestMedian, ev.RequestMedianMS)
 	integer := func(key string, got int64) {
 		var want int64
 		if raw, ok := m[key]; ok {
@@ -224,6 +243,12 @@ func checkDecodeResult(t *testing.T, b []byte, ev *Event, err error) {
 	integer("output_tokens", ev.OutputTokens)
 	integer("context_tokens", ev.ContextTokens)
 	integer("context_limit", ev.ContextLimit)
+	integer("requests", int64(ev.Requests))
+	integer("request_errors", int64(ev.RequestErrors))
+	given := func(key string) bool { raw, ok := m[key]; return ok && string(raw) != "null" }
+	if given("requests") && given("request_errors") && ev.RequestErrors > ev.Requests {
+		t.Fatalf("accepted request_errors %d > requests %d", ev.RequestErrors, ev.Requests)
+	}
 	if raw := m["ts"]; len(raw) > 0 && raw[0] == '"' {
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {

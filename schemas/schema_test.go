@@ -93,6 +93,10 @@ var eventFieldJSON = map[string]string{
 	"DeploymentID":        "deployment_id",
 	"Commit":              "commit",
 	"ToolCalls":           "tool_calls",
+	"Requests":            "requests",
+	"RequestErrors":       "request_errors",
+	"RequestMedianMS":     "request_median_ms",
+	"HasRequestMedian":    "request_median_ms",
 	"HasDuration":         "duration_ms",
 	"HasCost":             "cost_usd",
 	"HasOutcome":          "outcome",
@@ -153,6 +157,9 @@ func TestEventSchemaMatchesCode(t *testing.T) {
 		num(k, 0, MaxTokens)
 	}
 	num("duration_ms", 0, MaxDurationMS)
+	num("request_median_ms", 0, MaxDurationMS)
+	num("requests", 0, MaxRequests)
+	num("request_errors", 0, MaxRequests)
 	num("cost_usd", 0, MaxCostUSD)
 	num("outcome.score", 0, maxOutcomeScore)
 	for _, k := range []string{"rollout", "version", "name", "error_type", "trace_id", "span_id", "parent_span_id",

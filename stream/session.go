@@ -109,13 +109,17 @@ func (c SessionConfig) Validate() error {
 //
 //   - a span event of kind llm, tool, retrieval or other is emitted at once,
 //     unchanged, and remembered under its trace id (its ids, start time =
-//     TS − duration, kind, tool name, tokens and cost);
+//     TS − duration, duration, error, kind, tool name, tokens and cost);
 //   - an event of kind agent or task is held until the record has been
 //     decoded whole, then emitted enriched from the remembered spans below it
 //     (its descendants through the parent span ids): ToolCalls = their tool
 //     names ordered by start time, InputTokens/OutputTokens/CostUSD = the sums
-//     over their llm spans, each only when the event has none of its own,
-//     and, unless it has an outcome, outcome success = not in error;
+//     over their llm spans, each only when the event has none of its own;
+//     Requests/RequestErrors/RequestMedianMS = the number of their request
+//     spans (llm, tool, retrieval, other), of those in error, and the median
+//     (the lower middle for an even count) of their durations, unless the
+//     event carries Requests already; and, unless it has an outcome, outcome
+//     success = not in error;
 //   - a trace is forgotten when its root span (one without a parent) has
 //     been seen, when it has had no span for Timeout of event time, or when
 //     MaxTraces would be exceeded.
@@ -181,18 +185,27 @@ type sessionShared struct {
 // OTLP trace id is), else a 128-bit hash of it.
 type traceKey [16]byte
 
-// spanNode is one remembered span of a trace.
+// spanNode is one remembered span of a trace: 64 bytes (TestSpanNodeSize),
+// its flags packed into one byte to stay so.
 type spanNode struct {
 	id, parent uint64 // 0 when absent
 	start      int64
 	in, out    int64 // llm spans
 	cost       float64
-	nameOff    uint32 // tool spans: the name in traceSlot.names
+	durMS      float64 // when nodeHasDuration
+	nameOff    uint32  // tool spans: the name in traceSlot.names
 	nameLen    uint16
 	kind       schemas.Kind
-	hasCost    bool
-	covered    bool // below an agent/task span already emitted
+	flags      uint8 // node*
 }
+
+// Bits of spanNode.flags.
+const (
+	nodeHasCost     uint8 = 1 << iota
+	nodeHasDuration       // durMS is set
+	nodeError             // the span is in error (status error)
+	nodeCovered           // below an agent/task span already emitted
+)
 
 // traceSlot is one remembered trace. Slots are reused through a free list and
 // linked, by index, into one of two lists in order of last activity.
@@ -266,6 +279,7 @@ type sessionDecoder struct {
 	out   schemas.Event
 	tools [][]byte
 	order []toolStart
+	durs  []float64 // durations of the request spans below the agent
 	memo  []uint8
 	table []int32
 	stack []int32
@@ -398,11 +412,19 @@ func (d *sessionDecoder) remember(key traceKey, id, parent uint64, ev *schemas.E
 	n := spanNode{id: id, parent: parent, start: ev.TS, kind: ev.Kind}
 	if ev.HasDuration {
 		n.start -= int64(math.Round(ev.DurationMS * 1e6))
+		n.durMS = ev.DurationMS
+		n.flags |= nodeHasDuration
+	}
+	if ev.Error {
+		n.flags |= nodeError
 	}
 	switch ev.Kind {
 	case schemas.KindLLM:
 		n.in, n.out = ev.InputTokens, ev.OutputTokens
-		n.cost, n.hasCost = ev.CostUSD, ev.HasCost
+		if ev.HasCost {
+			n.cost = ev.CostUSD
+			n.flags |= nodeHasCost
+		}
 	case schemas.KindTool:
 		name := ev.Name[:min(len(ev.Name), schemas.MaxStringBytes)]
 		n.nameOff, n.nameLen = uint32(len(s.names)), uint16(len(name))
@@ -419,6 +441,18 @@ func (d *sessionDecoder) remember(key traceKey, id, parent uint64, ev *schemas.E
 // should cover: only these make a dropped trace count as evicted.
 func pendingKind(k schemas.Kind) bool {
 	return k == schemas.KindLLM || k == schemas.KindTool || k == schemas.KindRetrieval
+}
+
+// requestKind tells whether a span of kind k counts in a session's request
+// totals (Event.Requests, RequestErrors, RequestMedianMS): the kinds the
+// detector counts as requests (detector.IsRequest), which stream does not
+// import.
+func requestKind(k schemas.Kind) bool {
+	switch k {
+	case schemas.KindLLM, schemas.KindTool, schemas.KindRetrieval, schemas.KindOther:
+		return true
+	}
+	return false
 }
 
 // hold copies an agent/task event until the end of the record.
@@ -472,6 +506,8 @@ func (d *sessionDecoder) assemble(h *heldEvent) {
 	var in, outTok int64
 	var cost float64
 	hasCost := false
+	var requests, reqErrors uint32
+	d.durs = d.durs[:0]
 	if i, ok := d.index[h.key]; ok {
 		s := &d.slots[i]
 		d.below(s, h.id)
@@ -486,15 +522,24 @@ func (d *sessionDecoder) assemble(h *heldEvent) {
 			case schemas.KindLLM:
 				in += n.in
 				outTok += n.out
-				if n.hasCost {
+				if n.flags&nodeHasCost != 0 {
 					cost += n.cost
 					hasCost = true
 				}
 			case schemas.KindTool:
 				d.order = append(d.order, toolStart{start: n.start, seq: int32(j), nameOff: n.nameOff, nameLen: n.nameLen})
 			}
-			if !n.covered {
-				n.covered = true
+			if requestKind(n.kind) {
+				requests++
+				if n.flags&nodeError != 0 {
+					reqErrors++
+				}
+				if n.flags&nodeHasDuration != 0 {
+					d.durs = append(d.durs, n.durMS)
+				}
+			}
+			if n.flags&nodeCovered == 0 {
+				n.flags |= nodeCovered
 				if pendingKind(n.kind) {
 					s.pending--
 				}
@@ -522,6 +567,16 @@ func (d *sessionDecoder) assemble(h *heldEvent) {
 	}
 	if !out.HasCost && hasCost {
 		out.CostUSD, out.HasCost = min(cost, schemas.MaxCostUSD), true
+	}
+	if out.Requests == 0 && requests > 0 {
+		out.Requests, out.RequestErrors = requests, reqErrors
+		out.RequestMedianMS, out.HasRequestMedian = 0, false
+		if len(d.durs) > 0 {
+			// The lower middle for an even count: a duration that was
+			// measured, as for an odd count, and no float arithmetic.
+			slices.Sort(d.durs)
+			out.RequestMedianMS, out.HasRequestMedian = d.durs[(len(d.durs)-1)/2], true
+		}
 	}
 	if !out.HasOutcome {
 		out.HasOutcome = true

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -31,7 +32,9 @@ type tspan struct {
 	in, out           int64
 	cost              float64
 	err               bool
-	outcome           int // 0 none, 1 success, 2 failure
+	noDur             bool   // no duration_ms
+	requests          uint32 // the producer's own Requests (agent/task spans)
+	outcome           int    // 0 none, 1 success, 2 failure
 	tools             []string
 }
 
@@ -74,7 +77,10 @@ func (f *fakeSpans) Decode(value []byte, emit func(*schemas.Event)) error {
 		ev.Rollout, ev.Version, ev.Name = put("agent"), put("v1"), put(s.name)
 		ev.Kind = s.kind
 		ev.TS = t0.Add(time.Duration(s.end) * time.Millisecond).UnixNano()
-		ev.DurationMS, ev.HasDuration = float64(s.end-s.start), true
+		if !s.noDur {
+			ev.DurationMS, ev.HasDuration = float64(s.end-s.start), true
+		}
+		ev.Requests = s.requests
 		ev.TraceID, ev.SpanID, ev.ParentSpanID = put(hexID(s.trace, 32)), put(hexID(s.id, 16)), put(hexID(s.parent, 16))
 		ev.InputTokens, ev.OutputTokens = s.in, s.out
 		if s.cost > 0 {
@@ -107,6 +113,9 @@ type sev struct {
 	HasCost                 bool
 	Error                   bool
 	HasOutcome, Success     bool
+	Requests, ReqErrors     uint32
+	ReqMedian               float64
+	HasReqMedian            bool
 }
 
 func toSev(e *schemas.Event) sev {
@@ -117,7 +126,8 @@ func toSev(e *schemas.Event) sev {
 	trace := strings.TrimLeft(string(e.TraceID), "0")
 	return sev{Kind: e.Kind.String(), Name: string(e.Name), Trace: trace, Span: strings.TrimLeft(string(e.SpanID), "0"),
 		TS: e.TS, Tools: strings.Join(tools, ","), In: e.InputTokens, Out: e.OutputTokens, Cost: math.Round(e.CostUSD*1e9) / 1e9,
-		HasCost: e.HasCost, Error: e.Error, HasOutcome: e.HasOutcome, Success: e.OutcomeSuccess}
+		HasCost: e.HasCost, Error: e.Error, HasOutcome: e.HasOutcome, Success: e.OutcomeSuccess,
+		Requests: e.Requests, ReqErrors: e.RequestErrors, ReqMedian: e.RequestMedianMS, HasReqMedian: e.HasRequestMedian}
 }
 
 // sessionRig runs fake records through one Sessions decoder.
@@ -178,7 +188,9 @@ func turn(tr string, base int64) []tspan {
 
 func wantAgent(tr string, base int64) sev {
 	return sev{Kind: "agent", Name: "support", Trace: tr, Span: "a" + tr, TS: t0.Add(time.Duration(base+510) * time.Millisecond).UnixNano(),
-		Tools: "search,calc", In: 60, Out: 11, Cost: 0.03, HasCost: true, HasOutcome: true, Success: true}
+		Tools: "search,calc", In: 60, Out: 11, Cost: 0.03, HasCost: true, HasOutcome: true, Success: true,
+		// Durations 100, 90, 40, 295, 100: the median is 100.
+		Requests: 5, ReqErrors: 1, ReqMedian: 100, HasReqMedian: true}
 }
 
 func TestSessionsOneRecord(t *testing.T) {
@@ -419,6 +431,111 @@ func TestSessionsMaxSpans(t *testing.T) {
 	}
 }
 
+// TestSessionsRequestTotals: an agent's request totals count its request
+// spans below it (llm, tool, retrieval, other; not nested agent/task spans
+// nor evals), those in error, and the median of their durations.
+func TestSessionsRequestTotals(t *testing.T) {
+	r := newSessionRig(t, SessionConfig{}, []tspan{
+		// Below the inner task "b": durations 10 (error) and 20.
+		{trace: "1", id: "11", parent: "b", kind: schemas.KindLLM, name: "gpt", start: 5, end: 15, err: true},
+		{trace: "1", id: "12", parent: "b", kind: schemas.KindTool, name: "search", start: 15, end: 35},
+		{trace: "1", id: "e", parent: "b", kind: schemas.KindEval, name: "score", start: 36, end: 36},
+		{trace: "1", id: "b", parent: "a", kind: schemas.KindTask, name: "inner", start: 5, end: 100, err: true},
+	}, []tspan{
+		// Below the outer agent "a" directly: 30 (error), 40 (under the
+		// retrieval), 50; and the inner task with its two.
+		{trace: "1", id: "13", parent: "a", kind: schemas.KindRetrieval, name: "kb", start: 100, end: 130, err: true},
+		{trace: "1", id: "14", parent: "13", kind: schemas.KindOther, name: "GET /kb", start: 100, end: 140},
+		{trace: "1", id: "15", parent: "a", kind: schemas.KindLLM, name: "gpt", start: 140, end: 190},
+		{trace: "1", id: "a", kind: schemas.KindAgent, name: "outer", start: 0, end: 200},
+	})
+	inner := agents(r.decode(0))
+	// An even count: the lower middle, 10, not 15.
+	if len(inner) != 1 || inner[0].Requests != 2 || inner[0].ReqErrors != 1 || inner[0].ReqMedian != 10 || !inner[0].HasReqMedian {
+		t.Fatalf("inner task %+v; want 2 requests, 1 error, median 10", inner)
+	}
+	outer := agents(r.decode(1))
+	if len(outer) != 1 || outer[0].Requests != 5 || outer[0].ReqErrors != 2 || outer[0].ReqMedian != 30 || !outer[0].HasReqMedian {
+		t.Fatalf("outer agent %+v; want 5 requests, 2 errors, median 30", outer)
+	}
+	if outer[0].Tools != "search" || outer[0].Error {
+		t.Fatalf("outer agent %+v; want tools search, not in error (the inner task's error is not a request's)", outer[0])
+	}
+}
+
+// TestSessionsRequestTotalsDurations: only the spans with a duration make the
+// median; none, no median. An event carrying its own Requests keeps its
+// totals; one without request spans below it gets none.
+func TestSessionsRequestTotalsDurations(t *testing.T) {
+	r := newSessionRig(t, SessionConfig{}, []tspan{
+		{trace: "1", id: "11", parent: "a", kind: schemas.KindLLM, name: "gpt", start: 0, end: 70},
+		{trace: "1", id: "12", parent: "a", kind: schemas.KindTool, name: "calc", noDur: true, err: true},
+		{trace: "1", id: "13", parent: "a", kind: schemas.KindLLM, name: "gpt", start: 0, end: 10},
+		{trace: "1", id: "a", kind: schemas.KindAgent, name: "mixed", end: 100},
+
+		{trace: "2", id: "21", parent: "a", kind: schemas.KindTool, name: "calc", noDur: true},
+		{trace: "2", id: "a", kind: schemas.KindAgent, name: "none", end: 100},
+
+		{trace: "3", id: "31", parent: "a", kind: schemas.KindTool, name: "calc", start: 0, end: 5},
+		{trace: "3", id: "a", kind: schemas.KindAgent, name: "own", end: 100, requests: 9},
+
+		{trace: "4", id: "b", parent: "a", kind: schemas.KindTask, name: "step", start: 0, end: 5},
+		{trace: "4", id: "a", kind: schemas.KindAgent, name: "only-steps", end: 100},
+	})
+	got := agents(r.decode(0))
+	want := []struct {
+		requests, errors uint32
+		median           float64
+		hasMedian        bool
+	}{{3, 1, 10, true}, {1, 0, 0, false}, {9, 0, 0, false}, {0, 0, 0, false}, {0, 0, 0, false}}
+	if len(got) != len(want) {
+		t.Fatalf("%d agent/task events; want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Requests != w.requests || g.ReqErrors != w.errors || g.ReqMedian != w.median || g.HasReqMedian != w.hasMedian {
+			t.Errorf("%s: requests %d errors %d median %v (%v); want %d %d %v (%v)", g.Name,
+				g.Requests, g.ReqErrors, g.ReqMedian, g.HasReqMedian, w.requests, w.errors, w.median, w.hasMedian)
+		}
+	}
+}
+
+// TestSessionsRequestTotalsTruncated: past MaxSpansPerTrace, spans are left
+// out of the totals as they are out of the tool calls.
+func TestSessionsRequestTotalsTruncated(t *testing.T) {
+	var spans []tspan
+	for i := range 5 { // durations 50, 40, 30, 20, 10; the 2nd and the 4th in error
+		d := int64(50 - 10*i)
+		spans = append(spans, tspan{trace: "1", id: fmt.Sprint(i + 1), parent: "a", kind: schemas.KindTool,
+			name: fmt.Sprint("t", i), start: int64(100 * i), end: int64(100*i) + d, err: i%2 == 1})
+	}
+	spans = append(spans, tspan{trace: "1", id: "a", kind: schemas.KindAgent, name: "x", end: 1000})
+	for _, tc := range []struct {
+		max              int
+		tools            string
+		requests, errors uint32
+		median           float64
+	}{
+		{3, "t0,t1,t2", 3, 1, 40},
+		{4, "t0,t1,t2,t3", 4, 2, 30}, // even: 20 30 | 40 50 → 30
+		{0, "t0,t1,t2,t3,t4", 5, 2, 30},
+	} {
+		a := agents(newSessionRig(t, SessionConfig{MaxSpansPerTrace: tc.max}, spans).decode(0))
+		if len(a) != 1 || a[0].Tools != tc.tools || a[0].Requests != tc.requests || a[0].ReqErrors != tc.errors ||
+			a[0].ReqMedian != tc.median || !a[0].HasReqMedian {
+			t.Errorf("MaxSpansPerTrace %d: agent %+v; want tools %s, %d requests, %d errors, median %v",
+				tc.max, a, tc.tools, tc.requests, tc.errors, tc.median)
+		}
+	}
+}
+
+// TestSpanNodeSize: otlp.md states the memory of a remembered span.
+func TestSpanNodeSize(t *testing.T) {
+	if n := unsafe.Sizeof(spanNode{}); n != 64 {
+		t.Fatalf("spanNode is %d bytes; want 64 (otlp.md, Sessions: Memory)", n)
+	}
+}
+
 // TestSessionsPassThrough: events without a trace id, eval events and
 // events from the future pass untouched and are not remembered.
 func TestSessionsPassThrough(t *testing.T) {
@@ -505,11 +622,21 @@ func TestSessionsOTLPFixture(t *testing.T) {
 	if len(pb) != 10 || !slices.Equal(pb, js) {
 		t.Fatalf("proto %d agents, json %d; want the same 10", len(pb), len(js))
 	}
+	errs := uint32(0)
 	for _, a := range pb {
 		// The agent spans carry their own usage (3610/402), which stands.
 		if a.Tools != "search_orders,search_orders" || a.In != 3610 || a.Out != 402 || !a.HasOutcome || !a.Success {
 			t.Fatalf("agent %+v", a)
 		}
+		// Two chat spans of 812.5 ms, two tool spans of 48.2 ms: the
+		// lower middle is 48.2.
+		if a.Requests != 4 || a.ReqMedian != 48.2 || !a.HasReqMedian {
+			t.Fatalf("agent %+v; want 4 requests, median 48.2 ms", a)
+		}
+		errs += a.ReqErrors
+	}
+	if errs != 1 { // turn 7's second tool call timed out
+		t.Fatalf("%d request errors over the agents; want 1", errs)
 	}
 
 	// One record per span, spans in reverse order (children first).
@@ -573,8 +700,8 @@ func BenchmarkSessionsOTLPProto(b *testing.B) {
 }
 
 // FuzzSessions decodes two OTLP records (the input cut in two) through
-// Sessions with small limits: no panic, and every agent event within the
-// event limits.
+// Sessions with small limits: no panic, every agent event within the event
+// limits, and its request totals within the spans it can cover.
 func FuzzSessions(f *testing.F) {
 	for _, name := range []string{"bench-genai-50.otlp.pb", "multi-resource.otlp.pb", "genai-execute-tool-span.otlp.pb"} {
 		b := readFixture(f, name)
@@ -588,6 +715,10 @@ func FuzzSessions(f *testing.F) {
 				if len(e.ToolCalls) > schemas.MaxToolCalls || e.InputTokens < 0 || e.InputTokens > schemas.MaxTokens ||
 					e.HasCost && !(e.CostUSD >= 0 && e.CostUSD <= schemas.MaxCostUSD) {
 					t.Fatalf("event out of limits: %+v", e)
+				}
+				if e.Requests > 4 || e.RequestErrors > e.Requests || e.HasRequestMedian && e.Requests == 0 ||
+					!(e.RequestMedianMS >= 0 && e.RequestMedianMS <= schemas.MaxDurationMS) || !e.HasRequestMedian && e.RequestMedianMS != 0 {
+					t.Fatalf("request totals beyond the 4 spans a trace keeps: %+v", e)
 				}
 			})
 		}

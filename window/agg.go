@@ -81,6 +81,18 @@ type Agg struct {
 	// Bigrams counts consecutive tool-call pairs by the rollout's bigram id
 	// (see Closed.Bigrams); index 0 is "_other".
 	Bigrams []uint64
+
+	// Session units: session summaries (agent/task events) that carry their
+	// requests' totals (schemas.Event.Requests > 0).
+	UnitSessions  uint64 // such summaries
+	ErrSessions   uint64 // of those, sessions with at least one failed request
+	SessRequests  uint64 // Σ Requests
+	SessReqErrors uint64 // Σ RequestErrors
+	// SessMedian holds the sessions' median request durations
+	// (RequestMedianMS of the summaries that carry one), on the shared
+	// Mapping; nil until the first. nil and empty mean the same: the
+	// encodings write both as absent and decode that as nil.
+	SessMedian *ddsketch.DDSketch
 }
 
 // NewAgg returns an empty aggregate.
@@ -150,6 +162,25 @@ func (a *Agg) Add(ev *schemas.Event, errType int) {
 			}
 		}
 	}
+	if ev.Requests > 0 {
+		errs := min(ev.RequestErrors, ev.Requests)
+		a.UnitSessions++
+		a.SessRequests += uint64(ev.Requests)
+		a.SessReqErrors += uint64(errs)
+		if errs > 0 {
+			a.ErrSessions++
+		}
+	}
+	if ev.HasRequestMedian {
+		// Lazily: only session summaries carry a median, and most series
+		// are request series.
+		if a.SessMedian == nil {
+			a.SessMedian = NewSketch()
+		}
+		// Validated like durations (finite, non-negative, bounded by
+		// schemas.MaxDurationMS), so Add cannot fail.
+		_ = a.SessMedian.Add(ev.RequestMedianMS)
+	}
 }
 
 // AddBigram counts one tool-call pair by its rollout bigram id.
@@ -199,6 +230,19 @@ func (a *Agg) Merge(b *Agg) {
 	}
 	for i, v := range b.Bigrams {
 		a.Bigrams[i] += v
+	}
+	a.UnitSessions += b.UnitSessions
+	a.ErrSessions += b.ErrSessions
+	a.SessRequests += b.SessRequests
+	a.SessReqErrors += b.SessReqErrors
+	if b.SessMedian != nil && !b.SessMedian.IsEmpty() {
+		// A sketch of a's own, never b's: the caller may go on adding to b.
+		if a.SessMedian == nil {
+			a.SessMedian = NewSketch()
+		}
+		if err := a.SessMedian.MergeWith(b.SessMedian); err != nil {
+			panic("BUG: merging sketches with different mappings: " + err.Error())
+		}
 	}
 }
 

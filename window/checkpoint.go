@@ -16,10 +16,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// CheckpointVersion is the version of the checkpoint envelope and body
-// (checkpoint.md). A fixture of each released version is kept under
-// testdata/ and loaded by a test.
-const CheckpointVersion = 1
+// CheckpointVersion is the version of the checkpoint format (checkpoint.md,
+// "Versions"): the envelope and everything in it. Envelopes are written with
+// it; versions from oldestCheckpointVersion on are read. A fixture of each
+// released version is kept under testdata/ and loaded by a test.
+//
+// Version 2: session units in the snapshot table and in Agg's encoding.
+const CheckpointVersion = 2
+
+// oldestCheckpointVersion is the oldest version open reads.
+const oldestCheckpointVersion = 1
 
 // Checkpoint is one Kafka partition's durable state.
 type Checkpoint struct {
@@ -210,8 +216,8 @@ func open(magic [4]byte, v []byte) ([]byte, error) {
 	if len(v) < envelopeLen || [4]byte(v[:4]) != magic {
 		return nil, fmt.Errorf("%w: bad envelope", ErrCorrupt)
 	}
-	if ver := binary.LittleEndian.Uint16(v[4:]); ver != CheckpointVersion {
-		return nil, fmt.Errorf("%w: checkpoint version %d, this canaryd reads %d", ErrCorrupt, ver, CheckpointVersion)
+	if ver := binary.LittleEndian.Uint16(v[4:]); ver < oldestCheckpointVersion || ver > CheckpointVersion {
+		return nil, fmt.Errorf("%w: checkpoint version %d, this canaryd reads %d to %d", ErrCorrupt, ver, oldestCheckpointVersion, CheckpointVersion)
 	}
 	if got, want := crc32.Checksum(v[envelopeLen:], castagnoli), binary.LittleEndian.Uint32(v[8:]); got != want {
 		return nil, fmt.Errorf("%w: checksum %08x, want %08x", ErrCorrupt, got, want)

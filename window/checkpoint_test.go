@@ -2,6 +2,7 @@ package window
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -14,7 +15,10 @@ import (
 )
 
 // randomEvents returns a reproducible stream over a few rollouts, versions,
-// segments, error types and tool sequences, in roughly increasing time.
+// segments, error types and tool sequences, in roughly increasing time. Most
+// agent events carry their requests' totals, some a median too (derived from
+// i, so that the random draws, and the events of older fixtures, are the
+// same as before those fields).
 func randomEvents(seed uint64, n int, t0 time.Time) []*schemas.Event {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	tools := []string{"search", "fetch", "calc", "mail", "sql"}
@@ -36,6 +40,13 @@ func randomEvents(seed uint64, n int, t0 time.Time) []*schemas.Event {
 				e.ToolCalls = append(e.ToolCalls, []byte(tools[rng.IntN(len(tools))]))
 			}
 			e.HasOutcome, e.HasOutcomeSuccess, e.OutcomeSuccess = true, true, rng.IntN(10) > 0
+			if i%5 != 0 {
+				e.Requests = uint32(1 + i%9)
+				e.RequestErrors = uint32(i % 7 / 5) // 0 or 1
+			}
+			if i%3 != 0 {
+				e.RequestMedianMS, e.HasRequestMedian = e.DurationMS/4, true
+			}
 		}
 		out[i] = e
 	}
@@ -161,13 +172,16 @@ func flip(b []byte, i int) []byte {
 	return c
 }
 
-// TestCheckpointFixtureV1 loads the checkpoint of format version 1 kept
-// under testdata: a released format must stay readable. Regenerate only for
-// a new version, under a new name: CANARYD_WRITE_FIXTURE=1.
-func TestCheckpointFixtureV1(t *testing.T) {
-	path := filepath.Join("testdata", "checkpoint.v1.bin")
+// loadFixture loads the fixture of checkpoint format version under
+// testdata, checks its envelope's version, its header and its 200 events in
+// 3 windows, and returns the windows it holds. CANARYD_WRITE_FIXTURE=1
+// writes the fixture of CheckpointVersion first, and only that one: a
+// released version's fixture stays as it was written.
+func loadFixture(t *testing.T, version uint16) []Closed {
+	t.Helper()
+	path := filepath.Join("testdata", fmt.Sprintf("checkpoint.v%d.bin", version))
 	t0 := time.Unix(1_700_000_000, 0)
-	if os.Getenv("CANARYD_WRITE_FIXTURE") != "" {
+	if version == CheckpointVersion && os.Getenv("CANARYD_WRITE_FIXTURE") != "" {
 		p := NewPartition(0, Options{})
 		p.SetNow(t0)
 		for i, e := range randomEvents(11, 200, t0) {
@@ -186,6 +200,9 @@ func TestCheckpointFixtureV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(raw) < envelopeLen || binary.LittleEndian.Uint16(raw[4:]) != version {
+		t.Fatalf("%s: not an envelope of version %d", path, version)
+	}
 	ck, err := DecodeCheckpoint(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -197,11 +214,25 @@ func TestCheckpointFixtureV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Written again in this version and restored, it holds the same.
+	var snap bytes.Buffer
+	if err := p.Snapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+	p2, err := RestorePartition(0, Options{}, snap.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
 	commit := p.CommitOffset(300)
-	var n uint64
-	var got []Closed
+	var got, again []Closed
 	p.opts.Emit = func(c Closed) { got = append(got, c) }
 	p.Flush()
+	p2.opts.Emit = func(c Closed) { again = append(again, c) }
+	p2.Flush()
+	if !bytes.Equal(closedBytes(got), closedBytes(again)) {
+		t.Fatal("the fixture's windows differ once snapshotted again and restored")
+	}
+	var n uint64
 	for _, c := range got {
 		for _, s := range c.Series {
 			n += s.Agg.Count
@@ -209,5 +240,61 @@ func TestCheckpointFixtureV1(t *testing.T) {
 	}
 	if n != 200 || len(got) != 3 || commit != 100 {
 		t.Fatalf("fixture holds %d events in %d windows, commit %d; want 200 in 3, commit 100", n, len(got), commit)
+	}
+	return got
+}
+
+// TestCheckpointFixtureV1 loads the checkpoint of format version 1 (table
+// version 1) kept under testdata: a released format must stay readable. It
+// has no session-unit columns: they read as zero, SessMedian as nil.
+func TestCheckpointFixtureV1(t *testing.T) {
+	for _, c := range loadFixture(t, 1) {
+		for _, s := range c.Series {
+			if a := s.Agg; a.UnitSessions != 0 || a.ErrSessions != 0 || a.SessRequests != 0 || a.SessReqErrors != 0 || a.SessMedian != nil {
+				t.Fatalf("%s %s: session units %d/%d/%d/%d median %v in a version 1 table; want zero and nil",
+					s.Version, s.Segment, a.UnitSessions, a.ErrSessions, a.SessRequests, a.SessReqErrors, a.SessMedian)
+			}
+		}
+	}
+}
+
+// TestCheckpointFixtureV2 loads the checkpoint of format version 2 (table
+// version 2: session units) kept under testdata.
+func TestCheckpointFixtureV2(t *testing.T) {
+	var sum [5]uint64 // unit sessions, error sessions, requests, request errors, medians
+	var withMedian, withoutMedian int
+	for _, c := range loadFixture(t, 2) {
+		for _, s := range c.Series {
+			a := s.Agg
+			var medians uint64
+			if a.SessMedian != nil {
+				medians = uint64(a.SessMedian.GetCount() + 0.5)
+				withMedian++
+			} else {
+				withoutMedian++
+			}
+			for i, v := range [...]uint64{a.UnitSessions, a.ErrSessions, a.SessRequests, a.SessReqErrors, medians} {
+				sum[i] += v
+			}
+		}
+	}
+	if want := [5]uint64{62, 14, 285, 14, 48}; sum != want {
+		t.Fatalf("fixture session units (sessions, error sessions, requests, request errors, medians) %v; want %v", sum, want)
+	}
+	if withMedian == 0 || withoutMedian == 0 {
+		t.Fatalf("%d series with a session-median sketch, %d without; want both", withMedian, withoutMedian)
+	}
+}
+
+// TestEnvelopeVersions: envelopes of every version from the oldest on are
+// read, others are corrupt.
+func TestEnvelopeVersions(t *testing.T) {
+	raw := EncodeCheckpoint(Checkpoint{Next: 3, Commit: 2, Replay: 1})
+	for v := uint16(0); v <= CheckpointVersion+1; v++ {
+		binary.LittleEndian.PutUint16(raw[4:], v)
+		_, err := DecodeCheckpoint(raw)
+		if ok := v >= oldestCheckpointVersion && v <= CheckpointVersion; ok != (err == nil) || err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("envelope version %d: %v; want ok %v (or ErrCorrupt)", v, err, ok)
+		}
 	}
 }

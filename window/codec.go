@@ -5,17 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/DataDog/sketches-go/ddsketch"
 )
 
 // aggCodecVersion is the version of Agg's binary encoding (see AppendBinary).
-const aggCodecVersion = 1
+// Version 2 added the session-unit counters and SessMedian; decode still
+// reads version 1 (those fields zero, SessMedian nil).
+const aggCodecVersion = 2
 
 // ErrCorrupt reports state bytes that do not decode.
 var ErrCorrupt = errors.New("corrupt state")
 
 // aggFloats and aggUints list Agg's fixed-width fields in encoding order.
 // The columnar table (columnar.go) uses the same lists for its columns, so
-// a field added to Agg is added here once and reaches every format.
+// a field added to Agg is added here once and reaches every format. They
+// are append-only: an older encoding holds a prefix of each (aggUintsV1),
+// and a field added means a new aggCodecVersion and ColumnarVersion.
 func aggFloats(a *Agg) [12]*float64 {
 	return [...]*float64{&a.InputTokens, &a.OutputTokens, &a.Tokens2, &a.CostUSD, &a.CostUSD2,
 		&a.ContextTokens, &a.ContextUse, &a.ContextUse2, &a.ScoreSum, &a.Score2, &a.ToolCalls, &a.ToolCalls2}
@@ -26,18 +32,26 @@ var (
 	floatNames = [...]string{"input_tokens", "output_tokens", "tokens_sq", "cost_usd", "cost_usd_sq",
 		"context_tokens", "context_use", "context_use_sq", "score_sum", "score_sq", "tool_calls", "tool_calls_sq"}
 	uintNames = [...]string{"count", "errors", "failed", "cost_n", "context_n", "successes", "failures",
-		"hallucinations", "halluc_n", "score_n", "loops"}
+		"hallucinations", "halluc_n", "score_n", "loops",
+		"unit_sessions", "error_sessions", "session_requests", "session_request_errors"}
 )
 
-func aggUints(a *Agg) [11]*uint64 {
+func aggUints(a *Agg) [15]*uint64 {
 	return [...]*uint64{&a.Count, &a.Errors, &a.Failed, &a.CostN, &a.ContextN, &a.Successes, &a.Failures,
-		&a.Hallucination, &a.HallucN, &a.ScoreN, &a.Loops}
+		&a.Hallucination, &a.HallucN, &a.ScoreN, &a.Loops,
+		&a.UnitSessions, &a.ErrSessions, &a.SessRequests, &a.SessReqErrors}
 }
+
+// aggUintsV1 is how many of aggUints version 1 of the encoding and of the
+// table hold.
+const aggUintsV1 = 11
 
 // AppendBinary appends a's encoding to dst: a version byte, the counters as
 // uvarints, the sums as IEEE-754 bits (exact), the error-type and bigram
-// counts, and the latency sketch in DDSketch's own encoding without its
-// mapping (every sketch uses Mapping).
+// counts, then the latency sketch and the session-median sketch, each as a
+// uvarint length and DDSketch's own encoding without its mapping (every
+// sketch uses Mapping); length 0 is an empty latency sketch and a nil (or
+// empty) SessMedian.
 func (a *Agg) AppendBinary(dst []byte) []byte {
 	dst = append(dst, aggCodecVersion)
 	for _, p := range aggUints(a) {
@@ -48,9 +62,15 @@ func (a *Agg) AppendBinary(dst []byte) []byte {
 	}
 	dst = appendCounts(dst, a.ErrorTypes)
 	dst = appendCounts(dst, a.Bigrams)
+	dst = appendSketch(dst, a.Latency)
+	return appendSketch(dst, a.SessMedian)
+}
+
+// appendSketch appends s's encoding with its length (0 for nil).
+func appendSketch(dst []byte, s *ddsketch.DDSketch) []byte {
 	var sk []byte
-	if a.Latency != nil {
-		a.Latency.Encode(&sk, true)
+	if s != nil {
+		s.Encode(&sk, true)
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(sk)))
 	return append(dst, sk...)
@@ -76,15 +96,22 @@ func (a *Agg) UnmarshalBinary(b []byte) error {
 	return err
 }
 
-// decode reads one aggregate from b and returns the bytes after it.
+// decode reads one aggregate, of version 1 or 2, from b and returns the
+// bytes after it.
 func (a *Agg) decode(b []byte) ([]byte, error) {
 	*a = Agg{Latency: NewSketch()}
-	if len(b) == 0 || b[0] != aggCodecVersion {
-		return nil, fmt.Errorf("%w: aggregate encoding version %v, want %d", ErrCorrupt, b[:min(1, len(b))], aggCodecVersion)
+	if len(b) == 0 || b[0] < 1 || b[0] > aggCodecVersion {
+		return nil, fmt.Errorf("%w: aggregate encoding version %v, want 1 to %d", ErrCorrupt, b[:min(1, len(b))], aggCodecVersion)
 	}
+	v := b[0]
 	b = b[1:]
+	uints := aggUints(a)
+	n := len(uints)
+	if v == 1 {
+		n = aggUintsV1
+	}
 	var ok bool
-	for _, p := range aggUints(a) {
+	for _, p := range uints[:n] {
 		if *p, b, ok = uvarint(b); !ok {
 			return nil, fmt.Errorf("%w: truncated aggregate", ErrCorrupt)
 		}
@@ -102,16 +129,49 @@ func (a *Agg) decode(b []byte) ([]byte, error) {
 	if a.Bigrams, b, ok = decodeCounts(b); !ok {
 		return nil, fmt.Errorf("%w: bad bigram counts", ErrCorrupt)
 	}
+	lat, b, err := decodeSketch(b)
+	if err != nil {
+		return nil, err
+	}
+	if lat != nil {
+		a.Latency = lat
+	}
+	if v == 1 {
+		return b, nil
+	}
+	if a.SessMedian, b, err = decodeSketch(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// decodeSketch reads a sketch that appendSketch wrote: nil when it is empty.
+func decodeSketch(b []byte) (*ddsketch.DDSketch, []byte, error) {
 	n, b, ok := uvarint(b)
 	if !ok || n > uint64(len(b)) {
-		return nil, fmt.Errorf("%w: bad sketch length", ErrCorrupt)
+		return nil, nil, fmt.Errorf("%w: bad sketch length", ErrCorrupt)
 	}
-	if n > 0 {
-		if err := a.Latency.DecodeAndMergeWith(b[:n]); err != nil {
-			return nil, fmt.Errorf("%w: sketch: %v", ErrCorrupt, err)
-		}
+	s, err := sketchFrom(b[:n])
+	if err != nil {
+		return nil, nil, err
 	}
-	return b[n:], nil
+	return s, b[n:], nil
+}
+
+// sketchFrom decodes a sketch's encoding (mapping omitted) onto Mapping:
+// nil when it holds nothing.
+func sketchFrom(b []byte) (*ddsketch.DDSketch, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	s := NewSketch()
+	if err := s.DecodeAndMergeWith(b); err != nil {
+		return nil, fmt.Errorf("%w: sketch: %v", ErrCorrupt, err)
+	}
+	if s.IsEmpty() {
+		return nil, nil
+	}
+	return s, nil
 }
 
 func uvarint(b []byte) (uint64, []byte, bool) {

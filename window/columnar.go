@@ -21,9 +21,10 @@ import (
 // The columnar layout of window state: one row per series-window. It is the
 // checkpoint's payload (Partition.Snapshot), the HTTP export
 // (application/vnd.apache.arrow.stream) and what a reader that is not ours
-// sees. columnar.md documents it; ColumnarVersion changes with it.
+// sees. columnar.md documents it; ColumnarVersion changes with it. Version
+// 2 added the session-unit columns; ReadIPC still reads version 1.
 const (
-	ColumnarVersion = 1
+	ColumnarVersion = 2
 	// MetaFormat, MetaVersion and MetaPartition are schema metadata keys.
 	MetaFormat    = "canaryd.format"
 	MetaVersion   = "canaryd.version"
@@ -50,6 +51,7 @@ var (
 	colBigrams    = colErrorTypes + 1
 	colSketch     = colBigrams + 1
 	colP50        = colSketch + 1 // p50, p95, p99 follow: derived, for readers
+	colSessMedian = colP50 + 3
 )
 
 // Schema is the Arrow schema of the series-window table (without metadata).
@@ -78,9 +80,26 @@ var Schema = func() *arrow.Schema {
 		arrow.Field{Name: "latency_p50_ms", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
 		arrow.Field{Name: "latency_p95_ms", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
 		arrow.Field{Name: "latency_p99_ms", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+		arrow.Field{Name: "session_median_sketch", Type: arrow.BinaryTypes.Binary, Nullable: true},
 	)
 	return arrow.NewSchema(f, nil)
 }()
+
+// schemaV1 is Schema as version 1 wrote it: without the session-unit
+// columns (the last four uint64 columns and session_median_sketch).
+var schemaV1 = func() *arrow.Schema {
+	var f []arrow.Field
+	for i, fd := range Schema.Fields() {
+		if i >= colFirstUint+aggUintsV1 && i < colFirstFloat || i == colSessMedian {
+			continue
+		}
+		f = append(f, fd)
+	}
+	return arrow.NewSchema(f, nil)
+}()
+
+// tableSchemas holds the schema of each version ReadIPC reads.
+var tableSchemas = [...]*arrow.Schema{1: schemaV1, 2: Schema}
 
 // Row is one series-window.
 type Row struct {
@@ -145,6 +164,14 @@ func (t *Table) Append(r Row) {
 			fb.Append(v)
 		}
 	}
+	sb := b.Field(colSessMedian).(*array.BinaryBuilder)
+	if s := r.Agg.SessMedian; s == nil || s.IsEmpty() {
+		sb.AppendNull()
+	} else {
+		t.sk = t.sk[:0]
+		s.Encode(&t.sk, true)
+		sb.Append(t.sk)
+	}
 	t.out++
 }
 
@@ -175,8 +202,10 @@ func (t *Table) WriteIPC(w io.Writer, meta map[string]string) error {
 // Release frees the table's builders.
 func (t *Table) Release() { t.b.Release() }
 
-// ReadIPC reads an Arrow IPC stream written by WriteIPC: its rows and its
-// schema metadata. It checks the format name and version.
+// ReadIPC reads an Arrow IPC stream written by WriteIPC, of this version or
+// an older one: its rows and its schema metadata. It checks the format name,
+// the version and that the schema is that version's. Columns an older
+// version lacks read as zero (nil for SessMedian).
 func ReadIPC(r io.Reader) ([]Row, map[string]string, error) {
 	rd, err := ipc.NewReader(r)
 	if err != nil {
@@ -191,11 +220,12 @@ func ReadIPC(r io.Reader) ([]Row, map[string]string, error) {
 	if meta[MetaFormat] != formatName {
 		return nil, nil, fmt.Errorf("%w: not a canaryd window table (format %q)", ErrCorrupt, meta[MetaFormat])
 	}
-	if v, _ := strconv.Atoi(meta[MetaVersion]); v != ColumnarVersion {
-		return nil, nil, fmt.Errorf("%w: window table version %q, this canaryd reads %d", ErrCorrupt, meta[MetaVersion], ColumnarVersion)
+	v, _ := strconv.Atoi(meta[MetaVersion])
+	if v < 1 || v > ColumnarVersion {
+		return nil, nil, fmt.Errorf("%w: window table version %q, this canaryd reads 1 to %d", ErrCorrupt, meta[MetaVersion], ColumnarVersion)
 	}
-	if !rd.Schema().Equal(Schema) {
-		return nil, nil, fmt.Errorf("%w: window table schema differs from version %d's", ErrCorrupt, ColumnarVersion)
+	if !rd.Schema().Equal(tableSchemas[v]) {
+		return nil, nil, fmt.Errorf("%w: window table schema differs from version %d's", ErrCorrupt, v)
 	}
 	var rows []Row
 	for rd.Next() {
@@ -210,12 +240,32 @@ func ReadIPC(r io.Reader) ([]Row, map[string]string, error) {
 	return rows, meta, nil
 }
 
+// appendRows appends rec's rows. rec's schema is one of tableSchemas: the
+// leading columns are at the same indexes in every version, the others are
+// found by name, and those an older version lacks are left zero.
 func appendRows(rows []Row, rec arrow.RecordBatch) ([]Row, error) {
+	col := func(name string) arrow.Array {
+		if i := rec.Schema().FieldIndices(name); len(i) == 1 {
+			return rec.Column(i[0])
+		}
+		return nil
+	}
 	str := func(c int) *array.String { return rec.Column(c).(*array.String) }
 	tss := func(c int) *array.Timestamp { return rec.Column(c).(*array.Timestamp) }
 	minOff := rec.Column(colMinOffset).(*array.Int64)
 	keys := rec.Column(colSeriesKey).(*array.Uint32)
-	sk := rec.Column(colSketch).(*array.Binary)
+	var uints [len(uintNames)]*array.Uint64
+	for j, n := range uintNames {
+		uints[j], _ = col(n).(*array.Uint64)
+	}
+	var floats [len(floatNames)]*array.Float64
+	for j, n := range floatNames {
+		floats[j] = col(n).(*array.Float64)
+	}
+	errTypes := col("error_types").(*array.List)
+	bigrams := col("bigrams").(*array.List)
+	sk := col("latency_sketch").(*array.Binary)
+	sessMedian, _ := col("session_median_sketch").(*array.Binary)
 	for i := 0; i < int(rec.NumRows()); i++ {
 		k, ok := schemas.ParseKind([]byte(str(colKind).Value(i)))
 		if !ok {
@@ -223,16 +273,24 @@ func appendRows(rows []Row, rec arrow.RecordBatch) ([]Row, error) {
 		}
 		a := &Agg{Latency: NewSketch()}
 		for j, p := range aggUints(a) {
-			*p = rec.Column(colFirstUint + j).(*array.Uint64).Value(i)
+			if uints[j] != nil {
+				*p = uints[j].Value(i)
+			}
 		}
 		for j, p := range aggFloats(a) {
-			*p = rec.Column(colFirstFloat + j).(*array.Float64).Value(i)
+			*p = floats[j].Value(i)
 		}
-		a.ErrorTypes = listValues(rec.Column(colErrorTypes).(*array.List), i)
-		a.Bigrams = listValues(rec.Column(colBigrams).(*array.List), i)
+		a.ErrorTypes = listValues(errTypes, i)
+		a.Bigrams = listValues(bigrams, i)
 		if b := sk.Value(i); len(b) > 0 {
 			if err := a.Latency.DecodeAndMergeWith(b); err != nil {
 				return nil, fmt.Errorf("%w: row %d: sketch: %v", ErrCorrupt, i, err)
+			}
+		}
+		if sessMedian != nil && sessMedian.IsValid(i) {
+			var err error
+			if a.SessMedian, err = sketchFrom(sessMedian.Value(i)); err != nil {
+				return nil, fmt.Errorf("row %d: session median: %w", i, err)
 			}
 		}
 		rows = append(rows, Row{

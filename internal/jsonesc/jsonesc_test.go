@@ -11,7 +11,7 @@ import (
 func TestDecodeAsEncodingJSON(t *testing.T) {
 	for _, esc := range []string{
 		`\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`, `\u0041`, `\u00e9`, `\u20AC`, `\uffff`,
-		`\ud83d\ude00`, // a surrogate pair
+		`\ud83d\ude00`,                                // a surrogate pair
 		`\ud83d`, `\ude00`, `\ud83d\u0041`, `\ud83dx`, // lone surrogates
 	} {
 		var want string

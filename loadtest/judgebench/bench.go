@@ -122,6 +122,7 @@ func Run(scs []Scenario, opt Options) (*Report, error) {
 		sc    *Scenario
 		oneS  int // runs with the 1-second judge
 		spec  detector.Spec
+		sess  *detector.Spec // canaryd with session units, when the scenario runs it
 		nom   Nominal
 		seed  uint64
 		runs  int
@@ -135,6 +136,14 @@ func Run(scs []Scenario, opt Options) (*Report, error) {
 		specs, err := detector.ParseSpecs(sc.Name, []byte(specYAML(sc)))
 		if err != nil {
 			return nil, fmt.Errorf("scenario %q: %w", sc.Name, err)
+		}
+		var sess *detector.Spec
+		if sc.SessionUnits {
+			ss, err := detector.ParseSpecs(sc.Name, []byte(specYAML(sc)+"units: sessions\n"))
+			if err != nil {
+				return nil, fmt.Errorf("scenario %q (session units): %w", sc.Name, err)
+			}
+			sess = &ss[0]
 		}
 		runs := sc.Runs
 		if opt.Quick {
@@ -154,7 +163,7 @@ func Run(scs []Scenario, opt Options) (*Report, error) {
 		oneS = min(oneS, runs)
 		h := fnv.New64a()
 		h.Write([]byte(sc.Name))
-		preps[i] = &prepared{sc: sc, spec: specs[0], nom: pilot(sc), seed: h.Sum64() ^ opt.Seed*0x9e3779b97f4a7c15, runs: runs, oneS: oneS, outs: make([]runOut, runs), left: runs}
+		preps[i] = &prepared{sc: sc, spec: specs[0], sess: sess, nom: pilot(sc), seed: h.Sum64() ^ opt.Seed*0x9e3779b97f4a7c15, runs: runs, oneS: oneS, outs: make([]runOut, runs), left: runs}
 	}
 
 	start, cpu0 := time.Now(), processCPU()
@@ -172,7 +181,7 @@ func Run(scs []Scenario, opt Options) (*Report, error) {
 			for jb := range jobs {
 				p := preps[jb.p]
 				c0 := threadCPU()
-				out := runOne(p.sc, p.spec, p.nom, p.seed, jb.run, jb.run < p.oneS)
+				out := runOne(p.sc, p.spec, p.sess, p.nom, p.seed, jb.run, jb.run < p.oneS)
 				out.cpu = time.Duration(threadCPU() - c0)
 				p.outs[jb.run] = out
 				mu.Lock()
@@ -343,14 +352,17 @@ func ratio(x, n uint64) float64 {
 }
 
 // runOne simulates one run of a scenario and lets every judge look at it.
-func runOne(sc *Scenario, spec detector.Spec, nom Nominal, seed uint64, run int, oneSec bool) runOut {
+func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, seed uint64, run int, oneSec bool) runOut {
 	rng := rand.New(rand.NewPCG(seed, uint64(run)))
 	s := newSim(sc, rng)
 
 	cd := newCanarydJudge(spec)
-	var cd1 *canarydJudge
+	var cd1, cdS *canarydJudge
 	if oneSec {
 		cd1 = newCanarydJudge(spec)
+	}
+	if sess != nil {
+		cdS = newCanarydJudge(*sess)
 	}
 	var or *oracleJudge
 	if r := sc.Regression; sc.Kind == KindRegression && r.ErrMult > 0 && r.RampS == 0 &&
@@ -360,7 +372,7 @@ func runOne(sc *Scenario, spec detector.Spec, nom Nominal, seed uint64, run int,
 	ky := newKayentaJudge()
 	th := newThresholdJudges(nom)
 	allDecided := func() bool {
-		if !cd.out.decided() || (cd1 != nil && !cd1.out.decided()) || (or != nil && !or.out.decided()) {
+		if !cd.out.decided() || (cd1 != nil && !cd1.out.decided()) || (cdS != nil && !cdS.out.decided()) || (or != nil && !or.out.decided()) {
 			return false
 		}
 		for i := range ky.vars {
@@ -440,9 +452,12 @@ func runOne(sc *Scenario, spec detector.Spec, nom Nominal, seed uint64, run int,
 		}
 		if e := now - latenessS; e > 0 && e%windowS == 0 {
 			w := open[((e-windowS)/windowS)%2]
-			if !cd.out.decided() || (or != nil && !or.out.decided()) {
+			if !cd.out.decided() || (cdS != nil && !cdS.out.decided()) || (or != nil && !or.out.decided()) {
 				cl := closedOf(w.start, windowS, now, &w.aggs, [2]bool{true, true}, s.bigrams)
 				cd.look(cl, now)
+				if cdS != nil {
+					cdS.look(cl, now)
+				}
 				if or != nil {
 					or.look(w.start, windowS, cl, now)
 				}
@@ -468,6 +483,9 @@ func runOne(sc *Scenario, spec detector.Spec, nom Nominal, seed uint64, run int,
 	if cd1 != nil {
 		outs[jCanaryd1s] = &cd1.out
 	}
+	if cdS != nil {
+		outs[jCanarydSess] = &cdS.out
+	}
 	if or != nil {
 		outs[jOracle] = &or.out
 	}
@@ -485,7 +503,7 @@ func runOne(sc *Scenario, spec detector.Spec, nom Nominal, seed uint64, run int,
 			continue
 		}
 		r := judgeRun{outcome: *o, delayReq: math.NaN(), delayS: math.NaN()}
-		interval := j != jCanaryd && j != jCanaryd1s && j != jOracle
+		interval := j != jCanaryd && j != jCanaryd1s && j != jCanarydSess && j != jOracle
 		if (sc.Kind == KindMargin || sc.Kind == KindPromote) && interval && !o.decided() {
 			// Interval judges promote when their analysis ends clean.
 			r.action, r.at = schemas.ActionPromote, sc.Horizon

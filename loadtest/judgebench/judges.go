@@ -13,10 +13,11 @@ import (
 
 // Judges, in table order. Every judge sees the same stream in every run.
 const (
-	jCanaryd   = iota // canaryd's suite on 10-second windows
-	jCanaryd1s        // canaryd's suite on 1-second windows (some scenarios)
-	jOracle           // the SPRT that knows the onset and size (error steps only; oracle.go)
-	jKayenta1         // Kayenta-like, judged every minute
+	jCanaryd     = iota // canaryd's suite on 10-second windows
+	jCanaryd1s          // canaryd's suite on 1-second windows (some scenarios)
+	jCanarydSess        // canaryd with spec units: sessions (some scenarios)
+	jOracle             // the SPRT that knows the onset and size (error steps only; oracle.go)
+	jKayenta1           // Kayenta-like, judged every minute
 	jKayenta1Min
 	jKayenta5 // judged every 5 minutes
 	jKayenta5Min
@@ -30,6 +31,7 @@ const (
 var JudgeNames = [numJudges]string{
 	jCanaryd:     "canaryd, 10 s windows",
 	jCanaryd1s:   "canaryd, 1 s windows",
+	jCanarydSess: "canaryd, units: sessions",
 	jOracle:      "oracle SPRT: knows onset and size, all of alpha (not a real judge)",
 	jKayenta1:    "Kayenta-like, every 1 min",
 	jKayenta1Min: "Kayenta-like, every 1 min, ≥10 points",

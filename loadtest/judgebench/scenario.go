@@ -104,6 +104,9 @@ type Scenario struct {
 	// 1-second windows: 0 none, -1 all. It costs up to ten times the
 	// 10-second judge, so by default only scenarios that end early use it.
 	OneSecondRuns int
+	// SessionUnits also runs canaryd with the spec's "units: sessions"
+	// (error_rate and latency tests on sessions, not requests) in every run.
+	SessionUnits bool
 
 	Clustering Clustering
 	Delivery   Delivery
@@ -162,6 +165,7 @@ func Scenarios() []Scenario {
 	// A/A: false rollbacks.
 	add(base("A/A, 5% canary", KindAA, 5), func(s *Scenario) {
 		s.Note = "Identical versions. Every rollback is false."
+		s.SessionUnits = true
 	})
 	add(base("A/A, 1% canary", KindAA, 1), func(s *Scenario) { s.Note = "Identical versions at a 1% split: few canary requests per window." })
 	add(base("A/A, 20% canary", KindAA, 20), func(s *Scenario) { s.Note = "Identical versions at a 20% split." })
@@ -187,10 +191,11 @@ func Scenarios() []Scenario {
 	add(base("A/A, 5%, strong session clustering", KindAA, 5), func(s *Scenario) {
 		s.Clustering = strongClustering
 		s.AssumptionBroken = true
+		s.SessionUnits = true
 		s.Runs = 300
 		s.Note = "Sessions of 17 requests on average whose errors (frailty log-sd 1.5) and latencies (log-sd 0.6) are strongly correlated. " +
 			"ASSUMPTION BROKEN for canaryd's request-level tests: requests are not independent given the window totals, so the " +
-			"conditional e-values are anti-conservative; session-level units (DESIGN.md) would restore validity."
+			"conditional e-values are anti-conservative. canaryd with units: sessions (one unit per session, independent) is the remedy; its row shows it."
 	})
 
 	// Regressions: errors.
@@ -199,10 +204,12 @@ func Scenarios() []Scenario {
 		s.Note = "Target: canaryd's median detection ≤ 1,000 canary requests (reference: exact conditional ≈950, Kayenta-like ≈3,000, threshold ≈6,700)."
 		s.TargetMedianReq = 1000
 		s.OneSecondRuns = -1
+		s.SessionUnits = true
 	})
 	add(reg("errors ×2 from the start, 5%", 5, Regression{ErrMult: 2}), func(s *Scenario) {
 		s.Regression.OnsetMin, s.Regression.OnsetMax = 0, 0
 		s.Note = "Diagnostic: the same regression with no clean period before it."
+		s.SessionUnits = true
 	})
 	add(reg("errors ×2 after 20 min clean, 5%", 5, Regression{ErrMult: 2}), func(s *Scenario) {
 		s.Regression.OnsetMin, s.Regression.OnsetMax = 1200, 1200
@@ -226,14 +233,17 @@ func Scenarios() []Scenario {
 	add(reg("latency +10%, 5%", 5, Regression{LatMult: 1.10}), func(s *Scenario) {
 		s.Note = "Target: canaryd's median detection ≤ 2,700 canary requests."
 		s.TargetMedianReq = 2700
+		s.SessionUnits = true
 	})
 	add(reg("latency +25%, 5%", 5, Regression{LatMult: 1.25}), func(s *Scenario) {
 		s.Note = "Target: canaryd's median detection ≤ 600 canary requests."
 		s.TargetMedianReq = 600
+		s.SessionUnits = true
 	})
 	add(reg("latency +25% ramped over 10 min, 5%", 5, Regression{LatMult: 1.25, RampS: 600}), nil)
 	add(reg("latency tail: +4 s on 2% of requests, 5%", 5, Regression{TailFrac: 0.02, TailMS: 4000}), func(s *Scenario) {
-		s.Note = "p95 barely moves; p99 moves a lot."
+		s.Note = "p95 barely moves; p99 moves a lot. Session medians hardly move at all: units: sessions trades tail sensitivity for validity."
+		s.SessionUnits = true
 		s.Needs, s.NeedsTests = "latency p99", []string{"latency_p99"}
 	})
 
@@ -257,13 +267,16 @@ func Scenarios() []Scenario {
 	add(base("errors at the margin (odds ×1.5 from the start), 5%", KindMargin, 5), func(s *Scenario) {
 		s.Regression = Regression{ErrMult: 1.5 / (1 + 0.5*0.01)} // odds ×1.5 at a 1% baseline rate
 		s.Note = "The canary's error odds are exactly the margin (1.5): a promote is false. Interval judges promote when the horizon ends without a rollback."
+		s.SessionUnits = true
 	})
 	add(base("latency at the margin (+10% from the start), 5%", KindMargin, 5), func(s *Scenario) {
 		s.Regression = Regression{LatMult: 1.10}
 		s.Note = "The canary's p95 is exactly the margin (+10%): a promote is false."
+		s.SessionUnits = true
 	})
 	add(base("good canary under a step spec, 5%", KindPromote, 5), func(s *Scenario) {
 		s.Note = "A/A with canaryd's step spec (one 5% step, ≥10 min and ≥2,000 canary requests, then 100%): promote rate and time to promote."
+		s.SessionUnits = true
 	})
 	return out
 }

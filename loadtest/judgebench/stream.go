@@ -3,6 +3,7 @@ package judgebench
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -147,7 +148,8 @@ type session struct {
 	lastMS float64 // its latency
 	sid    []byte  // session_id
 
-	toolSegs []uint8 // segments of the tools called, for bigrams
+	toolSegs []uint8   // segments of the tools called, for bigrams
+	lat      []float64 // its requests' latencies, for the summary's median
 }
 
 // Shared, read-only samplers, built once per distinct parameter.
@@ -387,6 +389,7 @@ func (s *sim) request(ss *session, e *effects, sink [numSegs]*window.Agg) {
 		ms += e.tailMS
 	}
 	ev.DurationMS = min(ms, schemas.MaxDurationMS)
+	ss.lat = append(ss.lat, ev.DurationMS)
 	et := 0
 	if ev.Error {
 		ss.errs++
@@ -437,6 +440,10 @@ func (s *sim) finish(ss *session, e *effects, sink [numSegs]*window.Agg, t int) 
 	ev.HasOutcome, ev.HasOutcomeSuccess, ev.OutcomeSuccess = true, true, ok
 	ev.HasOutcomeScore, ev.OutcomeScore = true, 0.5+0.5*b2f(ok)*rng.Float64()
 	ev.HasHallucination, ev.OutcomeHallucinated = true, rng.Float64() < hallucinationP
+	// The session's request totals, as canaryd's session assembly sets them.
+	ev.Requests, ev.RequestErrors = uint32(len(ss.lat)), uint32(ss.errs)
+	slices.Sort(ss.lat)
+	ev.RequestMedianMS, ev.HasRequestMedian = ss.lat[(len(ss.lat)-1)/2], true
 	agg := sink[segAgent]
 	agg.Add(ev, etOther)
 	for i := 1; i < len(ss.toolSegs); i++ {
@@ -464,7 +471,7 @@ func (s *sim) alloc() int32 {
 		id := s.free[n-1]
 		s.free = s.free[:n-1]
 		old := &s.sessions[id]
-		s.sessions[id] = session{tools: old.tools[:0], sid: old.sid[:0], toolSegs: old.toolSegs[:0]}
+		s.sessions[id] = session{tools: old.tools[:0], sid: old.sid[:0], toolSegs: old.toolSegs[:0], lat: old.lat[:0]}
 		return id
 	}
 	s.sessions = append(s.sessions, session{})

@@ -224,7 +224,7 @@ func (res *Result) markdown(w io.Writer) {
 			lo, hi := Wilson(jr.Promotes, jr.Runs)
 			prom = fmt.Sprintf("%.1f%% [%.1f, %.1f]", 100*frac(jr.Promotes, jr.Runs), 100*lo, 100*hi)
 		}
-		if j == jCanaryd || j == jCanaryd1s {
+		if j == jCanaryd || j == jCanaryd1s || j == jCanarydSess {
 			hold = fmt.Sprintf("%.1f%%", 100*frac(jr.Holds, jr.Runs))
 			if jr.Holds > 0 {
 				hold += " (" + byText(jr.HoldBy) + ")"
