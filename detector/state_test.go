@@ -55,6 +55,11 @@ func agentWindows(seed uint64, n int, worse float64) []window.Closed {
 			}
 			e.HasOutcome, e.HasOutcomeSuccess, e.OutcomeSuccess = true, true, rng.Float64() > 0.1*f
 			e.HasHallucination, e.OutcomeHallucinated = true, rng.Float64() < 0.05*f
+			e.Requests = uint32(2*len(e.ToolCalls) + 1)
+			if !e.OutcomeSuccess {
+				e.RequestErrors = 1
+			}
+			e.HasRequestMedian, e.RequestMedianMS = true, 500*f*math.Exp(0.3*rng.NormFloat64())
 		case x < 19:
 			e.Kind, e.Name = schemas.KindEval, []byte("judge")
 			e.HasOutcome, e.HasOutcomeScore, e.OutcomeScore = true, true, min(1, rng.Float64()/f)
@@ -110,12 +115,18 @@ func decisions(t *testing.T, j *Judge, ws []window.Closed) []string {
 // state into a new judge, and checks that every later verdict and command is
 // the one an uninterrupted judge gives.
 func TestJudgeStateRoundTrip(t *testing.T) {
-	for _, worse := range []float64{1, 1.15} {
-		t.Run(fmt.Sprint("worse=", worse), func(t *testing.T) {
+	for _, tc := range []struct {
+		units string
+		worse float64
+	}{{UnitsRequests, 1}, {UnitsRequests, 1.15}, {UnitsSessions, 1}, {UnitsSessions, 1.15}} {
+		worse := tc.worse
+		spec := stateSpec()
+		spec.Units = tc.units
+		t.Run(fmt.Sprint(tc.units, "/worse=", worse), func(t *testing.T) {
 			ws := agentWindows(3, 120_000, worse)
-			want := decisions(t, NewJudge(stateSpec()), ws)
+			want := decisions(t, NewJudge(spec), ws)
 			var got []string
-			j := NewJudge(stateSpec())
+			j := NewJudge(spec)
 			for from, cut := 0, 0; from < len(ws); from = cut {
 				cut = min(len(ws), from+1+len(ws)/5)
 				got = append(got, decisions(t, j, ws[from:cut])...)
@@ -123,7 +134,7 @@ func TestJudgeStateRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				j = NewJudge(stateSpec())
+				j = NewJudge(spec)
 				if err := j.UnmarshalState(b); err != nil {
 					t.Fatal(err)
 				}
