@@ -22,7 +22,7 @@
 // that multiplies their latency (Clustering). Segments: llm/gpt-4o-mini,
 // tool/run_sql, tool/search_docs (requests), agent/support-agent (one
 // session summary per session with tool_calls, tokens, cost, outcome
-// success, score and hallucination flag) and other/user_complaint (a count
+// success, score, hallucination flag and the session's request totals) and other/user_complaint (a count
 // with no denominator, declared as an incident in canaryd's spec). Errors are 1% per request in the baseline, with
 // typed error_types; latencies are lognormal per segment; LLM calls carry
 // input/output tokens, cost and context use.
@@ -58,6 +58,14 @@
 //     followed by 100%. Its conditional rollback e-values mix over when the
 //     regression began (detector.Conditional.ERise), so a regression after
 //     a clean period is not slowed by the clean data before it.
+//   - canaryd, units: sessions (scenarios with SessionUnits): the same judge
+//     with the spec's units: sessions, where error_rate and the latency
+//     tests count sessions (the summaries carry their requests' totals, as
+//     canaryd's session assembly sets them) instead of requests.
+//   - oracle SPRT (error step regressions only; oracle.go): Wald's test at the
+//     true odds ratio from the window that holds the true onset, with all
+//     of alpha — the floor for any test of the same windows, not a judge
+//     anyone can run.
 //   - Kayenta-like: Netflix's ACA judge with its Mann-Whitney classifier on
 //     per-minute values since the start (error rate, p95, p99, tokens per
 //     LLM call, run_sql's share of tool calls): Kayenta's normal-approximation

@@ -57,9 +57,10 @@ Judges, side by side on the same streams:
   1000 h minimum (so it only rolls back or continues), or, for the margin and promotion scenarios, one step
   of ≥10 min and ≥2,000 canary requests then 100%. The spec is parsed from YAML, so tests that the detector
   enables by default are included as they are added. Its conditional rollback e-values (errors, latency
-  exceedances, session rates, incidents) mix over the regression's size (odds ×1.22–×6, weighted towards
-  small rises) and over when it began (a new start point every 8 units of Fisher information); the latency
-  ones are tempered (LR^0.75) for requests correlated within a session.
+  exceedances, session rates, incidents) mix over the regression's size (odds ×1.22–×6) and over when it
+  began (a new start point every 8 units of Fisher information); the latency ones are tempered (LR^0.75)
+  for requests correlated within a session. The "units: sessions" row runs the same judge with the spec's
+  units: sessions (error rate and latency on session units, see the README).
 - Oracle SPRT (error step regressions only; a yardstick, not a judge anyone can run): Wald's test of the
   canary's errors given each window's totals at the true odds ratio, from the window that holds the true
   onset, with all of alpha, on canaryd's 10 s windows. Its delay is the floor for any test of those windows;
