@@ -192,7 +192,6 @@ func Scenarios() []Scenario {
 		s.Clustering = strongClustering
 		s.AssumptionBroken = true
 		s.SessionUnits = true
-		s.Runs = 300
 		s.Note = "Sessions of 17 requests on average whose errors (frailty log-sd 1.5) and latencies (log-sd 0.6) are strongly correlated. " +
 			"ASSUMPTION BROKEN for canaryd's request-level tests: requests are not independent given the window totals, so the " +
 			"conditional e-values are anti-conservative. canaryd with units: sessions (one unit per session, independent) is the remedy; its row shows it."

@@ -107,6 +107,11 @@ func (r *Report) targets(w io.Writer) {
 			}
 			fmt.Fprintf(w, "| A/A false rollback, upper 95%% ≤ 0.05: %s | %d/%d = %.2f%% [%.2f%%, %.2f%%] | %s |\n",
 				sc.Name, cd.Rollbacks, cd.Runs, 100*frac(cd.Rollbacks, cd.Runs), 100*lo, 100*hi, mark)
+			if cs := &res.Judges[jCanarydSess]; cs.Runs > 0 {
+				lo, hi := Wilson(cs.Rollbacks, cs.Runs)
+				fmt.Fprintf(w, "| A/A false rollback, upper 95%% ≤ 0.05: %s, canaryd with units: sessions | %d/%d = %.2f%% [%.2f%%, %.2f%%] | %s |\n",
+					sc.Name, cs.Rollbacks, cs.Runs, 100*frac(cs.Rollbacks, cs.Runs), 100*lo, 100*hi, pass(hi <= 0.05))
+			}
 		case sc.TargetMedianReq > 0:
 			med := quantile(cd.DelayReq, 0.5)
 			others := []string{}
@@ -122,7 +127,7 @@ func (r *Report) targets(w io.Writer) {
 				pass(med <= sc.TargetMedianReq && cd.Detections*2 > cd.Runs))
 		}
 	}
-	if !r.Options.Quick && r.Options.Runs == 0 {
+	if !r.Options.Quick && r.Options.Runs == 0 && len(r.Results) == len(Scenarios()) {
 		est := r.CPU / time.Duration(r.Parallel)
 		fmt.Fprintf(w, "| full benchmark under 10 minutes on 2 cores | wall %s on %d workers; CPU %s ≈ %s on %d dedicated cores | %s |\n",
 			r.Elapsed.Round(time.Second), r.Parallel, r.CPU.Round(time.Second), est.Round(time.Second), r.Parallel, pass(r.Parallel <= 2 && est < 10*time.Minute))
