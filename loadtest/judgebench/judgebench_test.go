@@ -130,7 +130,7 @@ func TestQuick(t *testing.T) {
 		aaRuns, regRuns = 60, 30
 	}
 	var scs []Scenario
-	for _, name := range []string{"A/A, 5% canary", "A/A, 5%, independent requests", "errors ×3, 5%", "errors ×2 (1%→2%), 5%"} {
+	for _, name := range []string{"A/A, 5% canary", "A/A, 5%, independent requests", "A/A, 5%, strong session clustering", "errors ×3, 5%", "errors ×2 (1%→2%), 5%"} {
 		sc := Filter(Scenarios(), name)[0]
 		sc.Horizon, sc.Runs, sc.OneSecondRuns = 1200, regRuns, 0
 		if sc.Kind == KindAA {
@@ -154,7 +154,7 @@ func TestQuick(t *testing.T) {
 	for i := range rep.Results {
 		byName[rep.Results[i].Scenario.Name] = &rep.Results[i]
 	}
-	aa, indep := byName["A/A, 5% canary"], byName["A/A, 5%, independent requests"]
+	aa, indep, strong := byName["A/A, 5% canary"], byName["A/A, 5%, independent requests"], byName["A/A, 5%, strong session clustering"]
 	x3, x2 := byName["errors ×3, 5%"], byName["errors ×2 (1%→2%), 5%"]
 
 	// Where requests are independent, canaryd's false rollbacks stay near
@@ -162,6 +162,13 @@ func TestQuick(t *testing.T) {
 	cd := indep.Judges[jCanaryd]
 	if _, hi := Wilson(cd.Rollbacks, cd.Runs); hi > 0.10 {
 		t.Errorf("canaryd A/A (independent requests) false rollback %d/%d, upper 95%% %.3f; want ≤ 0.10", cd.Rollbacks, cd.Runs, hi)
+	}
+	// Strongly clustered sessions: request units roll back healthy canaries
+	// far beyond alpha, session units stay near it.
+	req, ses := strong.Judges[jCanaryd], strong.Judges[jCanarydSess]
+	if _, hi := Wilson(ses.Rollbacks, ses.Runs); hi > 0.10 || frac(req.Rollbacks, req.Runs) < 0.3 {
+		t.Errorf("strong clustering A/A: request units %d/%d, session units %d/%d false rollbacks; want request units ≥ 30%%, session units' upper 95%% ≤ 0.10",
+			req.Rollbacks, req.Runs, ses.Rollbacks, ses.Runs)
 	}
 	// Peeking: a Kayenta-like judge read every minute from the first
 	// minute rolls back identical versions far more often than canaryd.
