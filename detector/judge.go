@@ -332,32 +332,8 @@ func (j *Judge) Observe(c window.Closed) bool {
 		if j.spec.SLO.MaxP95MS > 0 {
 			j.sloLat.Observe(cAgg.LatencyCount(), cAgg.CountAbove(window.Mapping.Index(j.spec.SLO.MaxP95MS)))
 		}
-		bAgg := findSeries(c.Series, bv, s.Segment)
-		if bAgg == nil || j.bySession {
-			continue
-		}
-		if !j.spec.Metrics.ErrorRate.Disabled {
-			j.rbErr.Observe(bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors)
-			if inStep {
-				j.stepErr.Observe(bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors)
-			}
-		}
-		ref := j.baseLat[s.Segment]
-		if ref == nil || ref.LatencyCount() < minBaselineForThreshold {
-			continue
-		}
-		nb, nc := bAgg.LatencyCount(), cAgg.LatencyCount()
-		for _, lt := range j.lat {
-			thr := ref.Quantile(lt.q)
-			k := window.Mapping.Index(thr)
-			xb := bAgg.CountAbove(k)
-			lt.rb.Observe(nb, xb, nc, cAgg.CountAbove(k))
-			if inStep {
-				// The margin is built into the canary's threshold: under
-				// "canary = baseline × (1+margin)" both exceed with the same odds.
-				kc := window.Mapping.Index(thr * (1 + lt.spec.Margin))
-				lt.ni.Observe(nb, xb, nc, cAgg.CountAbove(kc))
-			}
+		if bAgg := findSeries(c.Series, bv, s.Segment); bAgg != nil && !j.bySession {
+			j.observeUnits(bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors, bAgg, cAgg, j.baseLat[s.Segment], inStep)
 		}
 	}
 	if j.bySession {
@@ -464,29 +440,38 @@ func (j *Judge) observeSessionUnits(c window.Closed, inStep bool) {
 			continue
 		}
 		cAgg := s.Agg
-		if !j.spec.Metrics.ErrorRate.Disabled {
-			j.rbErr.Observe(bAgg.UnitSessions, bAgg.ErrSessions, cAgg.UnitSessions, cAgg.ErrSessions)
-			if inStep {
-				j.stepErr.Observe(bAgg.UnitSessions, bAgg.ErrSessions, cAgg.UnitSessions, cAgg.ErrSessions)
-			}
-		}
-		ref := j.baseLat[s.Segment]
-		if ref == nil || ref.LatencyCount() < minBaselineForThreshold {
-			continue
-		}
 		// Session medians as the Latency of throwaway aggregates, for the
 		// counting methods (same shared mapping).
-		b, k := &window.Agg{Latency: bAgg.SessMedian}, &window.Agg{Latency: cAgg.SessMedian}
-		nb, nc := b.LatencyCount(), k.LatencyCount()
-		for _, lt := range j.lat {
-			thr := ref.Quantile(lt.q)
-			i := window.Mapping.Index(thr)
-			xb := b.CountAbove(i)
-			lt.rb.Observe(nb, xb, nc, k.CountAbove(i))
-			if inStep {
-				ic := window.Mapping.Index(thr * (1 + lt.spec.Margin))
-				lt.ni.Observe(nb, xb, nc, k.CountAbove(ic))
-			}
+		j.observeUnits(bAgg.UnitSessions, bAgg.ErrSessions, cAgg.UnitSessions, cAgg.ErrSessions,
+			&window.Agg{Latency: bAgg.SessMedian}, &window.Agg{Latency: cAgg.SessMedian}, j.baseLat[s.Segment], inStep)
+	}
+}
+
+// observeUnits adds one stratum to the error_rate tests (nb, xb, nc, xc:
+// units and failed units per arm) and to the latency tests (the arms'
+// Latency sketches, counted above thresholds from ref, the baseline's
+// earlier latencies in the stratum's segment).
+func (j *Judge) observeUnits(nb, xb, nc, xc uint64, bLat, cLat, ref *window.Agg, inStep bool) {
+	if !j.spec.Metrics.ErrorRate.Disabled {
+		j.rbErr.Observe(nb, xb, nc, xc)
+		if inStep {
+			j.stepErr.Observe(nb, xb, nc, xc)
+		}
+	}
+	if ref == nil || ref.LatencyCount() < minBaselineForThreshold {
+		return
+	}
+	lb, lc := bLat.LatencyCount(), cLat.LatencyCount()
+	for _, lt := range j.lat {
+		thr := ref.Quantile(lt.q)
+		k := window.Mapping.Index(thr)
+		above := bLat.CountAbove(k)
+		lt.rb.Observe(lb, above, lc, cLat.CountAbove(k))
+		if inStep {
+			// The margin is built into the canary's threshold: under
+			// "canary = baseline × (1+margin)" both exceed with the same odds.
+			kc := window.Mapping.Index(thr * (1 + lt.spec.Margin))
+			lt.ni.Observe(lb, above, lc, cLat.CountAbove(kc))
 		}
 	}
 }
