@@ -233,7 +233,7 @@ func validateCmd(args []string, out io.Writer) error {
 			for _, st := range s.Steps {
 				steps = append(steps, fmt.Sprintf("%d%%", st.Weight))
 			}
-			fmt.Fprintf(out, "%s:%d: rollout %s: %s → %s, steps %s, alpha %g: ok\n", s.File, s.Line, s.Rollout, s.Baseline, s.Canary, strings.Join(steps, " → "), s.Alpha)
+			fmt.Fprintf(out, "%s:%d: rollout %s: %s → %s, steps %s, alpha %g, units %s: ok\n", s.File, s.Line, s.Rollout, s.Baseline, s.Canary, strings.Join(steps, " → "), s.Alpha, s.Units)
 		}
 	}
 	return nil
