@@ -570,6 +570,27 @@ func sessionWindow(rng *rand.Rand, c *window.Closed, version string, n int, errP
 	c.Series = append(c.Series, window.Series{Version: version, Segment: window.Segment{Kind: schemas.KindAgent, Name: "agent"}, Agg: a})
 }
 
+// TestSessionUnitsMissing: with units: sessions and requests but no session
+// summary carrying request totals, the verdict says why nothing is judged.
+func TestSessionUnitsMissing(t *testing.T) {
+	s := testSpec()
+	s.Units = UnitsSessions
+	j := NewJudge(s)
+	rng := rand.New(rand.NewPCG(1, 7))
+	start := time.Unix(1_700_000_000, 0)
+	var v Verdict
+	for w := range 10 {
+		c := simWindow(rng, start.Add(time.Duration(w)*10*time.Second), 10*time.Second,
+			arm{version: "v1", perWindow: 950, errRate: 0.01, latMedian: 200, latSigma: 0.5},
+			arm{version: "v2", perWindow: 50, errRate: 0.2, latMedian: 200, latSigma: 0.5})
+		j.Observe(c)
+		v, _ = j.Decide(c.Watermark)
+	}
+	if v.Action != ActionContinue || !strings.Contains(v.Reason, "no canary session summary with request totals") {
+		t.Fatalf("%s (%s); want continue, saying that session totals are missing", v.Action, v.Reason)
+	}
+}
+
 // TestSessionUnits: with units: sessions the error_rate and latency tests
 // count sessions (failed-request shares, session medians) and ignore the
 // request series; with the default request units the same windows judge

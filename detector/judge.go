@@ -824,6 +824,10 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 	if len(waiting) > 0 {
 		reason += ": " + strings.Join(waiting, ", ")
 	}
+	if j.bySession && j.rbErr.NC == 0 && j.total[j.spec.Canary] != nil {
+		// Requests arrive but no unit: the summaries lack their totals.
+		reason += "; units: sessions, but no canary session summary with request totals yet (agent/task events with requests, request_errors, request_median_ms)"
+	}
 	if len(notYet) > 0 {
 		reason += "; not yet shown: " + strings.Join(notYet, ", ")
 	}
