@@ -1,6 +1,7 @@
 // Package jsonesc decodes the escape sequences of JSON strings for canaryd's
-// hand-written JSON scanners (schemas' event decoder and stream's OTLP/JSON
-// decoder), so that both read escapes exactly as encoding/json does.
+// hand-written OTLP/JSON scanner (stream), exactly as encoding/json does.
+// schemas' event decoder keeps its own copy of these lines: calling this
+// package from its hot path measured 10% slower (see its strEscaped).
 package jsonesc
 
 import (
