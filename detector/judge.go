@@ -131,12 +131,6 @@ type Judge struct {
 
 	baseLat map[window.Segment]*window.Agg // baseline latency per segment, for thresholds
 
-	// bySession: the error_rate and latency tests count sessions (Spec.Units
-	// "sessions"): sessions with a failed request, and the sessions' median
-	// request latencies (baseLat then holds, per session segment, the
-	// baseline's session medians as Latency).
-	bySession bool
-
 	total       map[string]*window.Agg // per version, request segments, whole rollout
 	phase       map[string]*window.Agg // per version, request segments, current step
 	sessions    map[string]*window.Agg // per version, agent/task segments, whole rollout
@@ -164,7 +158,6 @@ func NewJudge(spec Spec) *Judge {
 		seen:     map[string]int64{},
 		specHash: specHash(spec),
 	}
-	j.bySession = spec.Units == UnitsSessions
 	m := &j.spec.Metrics
 	for _, q := range []struct {
 		name string
@@ -173,7 +166,7 @@ func NewJudge(spec Spec) *Judge {
 	}{{"latency_p50", 0.5, &m.LatencyP50}, {"latency_p95", 0.95, &m.Latency}, {"latency_p99", 0.99, &m.LatencyP99}} {
 		if !q.m.Disabled {
 			t := &quantileTest{name: q.name, q: q.q, spec: q.m, rb: Conditional{Discount: latencyDiscount}}
-			if j.bySession {
+			if j.bySession() {
 				t.rb.Discount = 0 // sessions are independent units
 			}
 			j.lat = append(j.lat, t)
@@ -332,11 +325,11 @@ func (j *Judge) Observe(c window.Closed) bool {
 		if j.spec.SLO.MaxP95MS > 0 {
 			j.sloLat.Observe(cAgg.LatencyCount(), cAgg.CountAbove(window.Mapping.Index(j.spec.SLO.MaxP95MS)))
 		}
-		if bAgg := findSeries(c.Series, bv, s.Segment); bAgg != nil && !j.bySession {
+		if bAgg := findSeries(c.Series, bv, s.Segment); bAgg != nil && !j.bySession() {
 			j.observeUnits(bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors, bAgg, cAgg, j.baseLat[s.Segment], inStep)
 		}
 	}
-	if j.bySession {
+	if j.bySession() {
 		j.observeSessionUnits(c, inStep)
 	}
 	// Sessions: the unit whose failures are independent.
@@ -401,7 +394,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 	// Thresholds for later windows learn from this one only now, so that
 	// each window's threshold was fixed before its data (predictable).
 	for _, s := range c.Series {
-		if j.bySession && s.Version == bv && IsSession(s.Segment.Kind) && s.Agg.SessMedian != nil {
+		if j.bySession() && s.Version == bv && IsSession(s.Segment.Kind) && s.Agg.SessMedian != nil {
 			ref := j.baseLat[s.Segment]
 			if ref == nil {
 				ref = window.NewAgg()
@@ -412,7 +405,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 			}
 			continue
 		}
-		if !j.bySession && s.Version == bv && IsRequest(s.Segment.Kind) {
+		if !j.bySession() && s.Version == bv && IsRequest(s.Segment.Kind) {
 			ref := j.baseLat[s.Segment]
 			if ref == nil {
 				ref = window.NewAgg()
@@ -423,6 +416,12 @@ func (j *Judge) Observe(c window.Closed) bool {
 	}
 	return true
 }
+
+// bySession reports whether the error_rate and latency tests count sessions
+// (Spec.Units "sessions"): sessions with a failed request, and the sessions'
+// median request latencies (baseLat then holds, per session segment, the
+// baseline's session medians as Latency).
+func (j *Judge) bySession() bool { return j.spec.Units == UnitsSessions }
 
 // observeSessionUnits feeds the error_rate and latency tests with session
 // units (Spec.Units "sessions"), one stratum per window and session segment
@@ -824,7 +823,7 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 	if len(waiting) > 0 {
 		reason += ": " + strings.Join(waiting, ", ")
 	}
-	if j.bySession && j.rbErr.NC == 0 && j.total[j.spec.Canary] != nil {
+	if j.bySession() && j.rbErr.NC == 0 && j.total[j.spec.Canary] != nil {
 		// Requests arrive but no unit: the summaries lack their totals.
 		reason += "; units: sessions, but no canary session summary with request totals yet (agent/task events with requests, request_errors, request_median_ms)"
 	}
@@ -957,7 +956,7 @@ func (j *Judge) tests() []TestEvidence {
 			t.EValue = Num(c.ELower(margin))
 		}
 		t.Passed = float64(t.EValue) >= 1/alpha
-		if j.bySession && (name == "error_rate" || strings.HasPrefix(name, "latency_")) {
+		if j.bySession() && (name == "error_rate" || strings.HasPrefix(name, "latency_")) {
 			t.Detail = "units: sessions"
 		}
 		return t

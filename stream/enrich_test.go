@@ -288,19 +288,5 @@ func BenchmarkEnrichJSONPath(b *testing.B) {
 // BenchmarkEnrichOTLPProto is BenchmarkOTLPProto through Enrich.
 func BenchmarkEnrichOTLPProto(b *testing.B) {
 	rec := readFixture(b, "bench-genai-50.otlp.pb")
-	d := Enrich(OTLPTraces(OTLPConfig{}), testTable(b), nil)()
-	n := 0
-	emit := func(*schemas.Event) { n++ }
-	if err := d.Decode(rec, emit); err != nil {
-		b.Fatal(err)
-	}
-	perRecord := n
-	b.SetBytes(int64(len(rec)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Decode(rec, emit); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(perRecord)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	benchDecode(b, Enrich(OTLPTraces(OTLPConfig{}), testTable(b), nil)(), rec)
 }

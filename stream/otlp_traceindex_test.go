@@ -291,19 +291,5 @@ func TestTraceIndexAllocs(t *testing.T) {
 // BenchmarkOTLPProtoTraceIndex is BenchmarkOTLPProto filling a trace index.
 func BenchmarkOTLPProtoTraceIndex(b *testing.B) {
 	rec := readFixture(b, "bench-genai-50.otlp.pb")
-	d := OTLPTraces(OTLPConfig{Traces: NewTraceIndex(DefaultTraceIndexCapacity, nil)})()
-	n := 0
-	emit := func(*schemas.Event) { n++ }
-	if err := d.Decode(rec, emit); err != nil {
-		b.Fatal(err)
-	}
-	perRecord := n
-	b.SetBytes(int64(len(rec)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Decode(rec, emit); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(perRecord)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	benchDecode(b, OTLPTraces(OTLPConfig{Traces: NewTraceIndex(DefaultTraceIndexCapacity, nil)})(), rec)
 }

@@ -682,21 +682,7 @@ func TestSessionsAllocs(t *testing.T) {
 // bench record; compare with BenchmarkOTLPProto.
 func BenchmarkSessionsOTLPProto(b *testing.B) {
 	rec := readFixture(b, "bench-genai-50.otlp.pb")
-	d := Sessions(OTLPTraces(OTLPConfig{}), SessionConfig{})()
-	n := 0
-	emit := func(*schemas.Event) { n++ }
-	if err := d.Decode(rec, emit); err != nil {
-		b.Fatal(err)
-	}
-	perRecord := n
-	b.SetBytes(int64(len(rec)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := d.Decode(rec, emit); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(perRecord)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	benchDecode(b, Sessions(OTLPTraces(OTLPConfig{}), SessionConfig{})(), rec)
 }
 
 // FuzzSessions decodes two OTLP records (the input cut in two) through

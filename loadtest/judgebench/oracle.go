@@ -69,14 +69,20 @@ func hyperLogLR(nb, xb, nc, xc uint64, logTheta float64) float64 {
 		lo = k - nb
 	}
 	hi := min(k, nc)
-	// log Σ_y C(nc,y) C(nb,k−y) θ^y − log Σ_y C(nc,y) C(nb,k−y), by log-sum-exp.
-	var terms0, terms1 []float64
+	// log Σ_y C(nc,y) C(nb,k−y) θ^y − log Σ_y C(nc,y) C(nb,k−y), each by a
+	// log-sum-exp over the support, shifted by its largest term.
+	l := func(y uint64) float64 { return lchoose(nc, y) + lchoose(nb, k-y) }
+	m0, m1 := math.Inf(-1), math.Inf(-1)
 	for y := lo; y <= hi; y++ {
-		l := lchoose(nc, y) + lchoose(nb, k-y)
-		terms0 = append(terms0, l)
-		terms1 = append(terms1, l+float64(y)*logTheta)
+		m0 = max(m0, l(y))
+		m1 = max(m1, l(y)+float64(y)*logTheta)
 	}
-	return float64(xc)*logTheta - logSumExp(terms1) + logSumExp(terms0)
+	s0, s1 := 0.0, 0.0
+	for y := lo; y <= hi; y++ {
+		s0 += math.Exp(l(y) - m0)
+		s1 += math.Exp(l(y) + float64(y)*logTheta - m1)
+	}
+	return float64(xc)*logTheta - (m1 + math.Log(s1)) + (m0 + math.Log(s0))
 }
 
 func lchoose(n, k uint64) float64 {
@@ -84,16 +90,4 @@ func lchoose(n, k uint64) float64 {
 	b, _ := math.Lgamma(float64(k) + 1)
 	c, _ := math.Lgamma(float64(n-k) + 1)
 	return a - b - c
-}
-
-func logSumExp(v []float64) float64 {
-	m := math.Inf(-1)
-	for _, x := range v {
-		m = max(m, x)
-	}
-	s := 0.0
-	for _, x := range v {
-		s += math.Exp(x - m)
-	}
-	return m + math.Log(s)
 }
