@@ -67,8 +67,10 @@ type Config struct {
 	KgoOpts []kgo.Opt
 	Logger  *slog.Logger
 	Metrics *metrics.Set
-	// OnVerdict, when set, is called with every verdict (under the daemon's
-	// lock: keep it short) and whether a command was sent for it.
+	// OnVerdict, when set, is called with every verdict and whether a
+	// command was sent for it: a verdict without a command from the
+	// partition goroutine that judged it, one with a command from the
+	// sender once the command's fate is known. No lock is held.
 	OnVerdict func(v detector.Verdict, sent bool)
 }
 
