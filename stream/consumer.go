@@ -55,10 +55,9 @@ type DeadLetter struct {
 // Options configure a Consumer.
 type Options struct {
 	Brokers []string
-	// Topics to consume, each with the decoder of its format. Default:
-	// {"agent.events": JSONDecoder}.
+	// Topics to consume, each with the decoder of its format. Required.
 	Topics map[string]NewDecoder
-	// Group is the consumer group. Default "canaryd".
+	// Group is the consumer group. Required.
 	Group string
 	// Window configures each partition's windows; its Emit is set by the
 	// Consumer to OnClosed.
@@ -93,7 +92,8 @@ type Options struct {
 	// checkpoint unless the group went past it. Nil: state is in memory only;
 	// windows are flushed on revoke and a restart replays from the commits.
 	Checkpoints *window.Store
-	// CheckpointInterval between a busy partition's checkpoints. Default 5s.
+	// CheckpointInterval between a busy partition's checkpoints. Required
+	// with Checkpoints.
 	CheckpointInterval time.Duration
 	// SideState returns entries to write in the same transaction as a
 	// partition's checkpoint (the detector's state), and a function called
@@ -124,11 +124,11 @@ func (o *Options) validate() error {
 	if o.OnClosed == nil || o.DeadLetters == nil {
 		return errors.New("stream: OnClosed and DeadLetters are required")
 	}
-	if len(o.Topics) == 0 {
-		o.Topics = map[string]NewDecoder{"agent.events": JSONDecoder}
+	if len(o.Topics) == 0 || o.Group == "" {
+		return errors.New("stream: Topics and Group are required")
 	}
-	if o.Group == "" {
-		o.Group = "canaryd"
+	if o.Checkpoints != nil && o.CheckpointInterval <= 0 {
+		return errors.New("stream: CheckpointInterval is required with Checkpoints")
 	}
 	if o.Metrics == nil {
 		o.Metrics = metrics.NewSet()
@@ -138,9 +138,6 @@ func (o *Options) validate() error {
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
-	}
-	if o.CheckpointInterval <= 0 {
-		o.CheckpointInterval = 5 * time.Second
 	}
 	if o.Abort == nil {
 		o.Abort = context.Background()

@@ -106,9 +106,6 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.OTLPSpansTopic != "" || cfg.OTLPLogsTopic != "" {
 		ocfg := stream.DefaultOTLPConfig()
 		ocfg.Encoding, ocfg.Metrics = cfg.OTLPEncoding, cfg.Metrics
-		if ocfg.Encoding == "" {
-			ocfg.Encoding = stream.EncodingOTLPProto
-		}
 		if err := ocfg.Validate(); err != nil {
 			d.producer.Close()
 			return nil, err
@@ -170,17 +167,8 @@ func (d *Daemon) HTTPAddr() string {
 
 func windowOpts(cfg Config) window.Options {
 	o := cfg.Window
-	if cfg.EvictAfter > 0 {
-		o.EvictAfter = cfg.EvictAfter
-	}
+	o.EvictAfter = cfg.EvictAfter
 	return o
-}
-
-func (d *Daemon) evictAfter() time.Duration {
-	if d.cfg.EvictAfter > 0 {
-		return d.cfg.EvictAfter
-	}
-	return time.Hour
 }
 
 // unreachableAfter is how long the broker may not answer before canaryd
@@ -448,7 +436,7 @@ func (d *Daemon) onClosed(c window.Closed) {
 		d.replayed.Inc()
 		return
 	}
-	if j.Final() == "" || c.End-j.LastVerdictAt().UnixNano() < int64(d.evictAfter()) {
+	if j.Final() == "" || c.End-j.LastVerdictAt().UnixNano() < int64(d.cfg.EvictAfter) {
 		d.historyOf(c.Rollout).add(c)
 	} else if _, ok := d.history[c.Rollout]; ok {
 		delete(d.history, c.Rollout) // ended long enough ago: free the export history

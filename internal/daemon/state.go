@@ -121,9 +121,6 @@ func (d *Daemon) historyOf(rollout string) *history {
 	h := d.history[rollout]
 	if h == nil {
 		h = &history{max: d.cfg.HistoryWindows, folded: map[foldKey]*window.Agg{}}
-		if h.max <= 0 {
-			h.max = 360
-		}
 		d.history[rollout] = h
 	}
 	return h
