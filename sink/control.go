@@ -6,6 +6,7 @@
 //
 //	canaryd_commands_sent_total{rollout,action}   commands written to the control topic
 //	canaryd_commands_skipped_total                decisions already sent before (deduplicated)
+//	canaryd_commands_unsigned_ignored_total       control-topic commands without a valid signature (with a sign key): ignored
 //	canaryd_dlq_records_total                     records written to the dead-letter topic
 package sink
 
@@ -37,6 +38,8 @@ type Control struct {
 	ms      *metrics.Set
 	log     *slog.Logger
 
+	forged *metrics.Counter
+
 	mu   sync.Mutex
 	sent map[string]bool             // command_id → sent
 	last map[string]*schemas.Command // rollout → latest command sent or found
@@ -53,7 +56,8 @@ func NewControl(cl *kgo.Client, topic string, signKey []byte, ms *metrics.Set, l
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Control{cl: cl, topic: topic, signKey: signKey, ms: ms, log: log, sent: map[string]bool{}, last: map[string]*schemas.Command{}, next: map[int32]int64{}}
+	return &Control{cl: cl, topic: topic, signKey: signKey, ms: ms, log: log, sent: map[string]bool{}, last: map[string]*schemas.Command{}, next: map[int32]int64{},
+		forged: ms.GetOrCreateCounter("canaryd_commands_unsigned_ignored_total")}
 }
 
 // Load reads the control topic to its current end, so that commands already
@@ -98,7 +102,15 @@ func (c *Control) Load(ctx context.Context, opts ...kgo.Opt) (int, error) {
 		fs.EachError(func(_ string, _ int32, err error) { c.log.Warn("reading control topic", "err", err) })
 		fs.EachRecord(func(r *kgo.Record) {
 			var cmd schemas.Command
-			if json.Unmarshal(r.Value, &cmd) == nil && cmd.CommandID != "" {
+			switch {
+			case json.Unmarshal(r.Value, &cmd) != nil || cmd.CommandID == "":
+			case len(c.signKey) > 0 && !cmd.Verify(c.signKey):
+				// Not canaryd's: a writer without the key must not end,
+				// move or pre-empt (by taking a command_id) a rollout.
+				c.forged.Inc()
+				c.log.Warn("control topic: command without a valid signature ignored", "partition", r.Partition, "offset", r.Offset,
+					"rollout", cmd.Rollout, "action", cmd.Action, "command_id", cmd.CommandID)
+			default:
 				c.remember(&cmd)
 				n++
 			}

@@ -99,7 +99,7 @@ func Handler(src StatusSource, ms *metrics.Set, ready func() error) http.Handler
 	mux.HandleFunc("GET /v1/rollouts/{id}", func(w http.ResponseWriter, r *http.Request) {
 		st, ok := src.Status(r.PathValue("id"))
 		if !ok {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no rollout " + r.PathValue("id")})
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no rollout " + quoteID(r.PathValue("id"))})
 			return
 		}
 		writeJSON(w, http.StatusOK, st)
@@ -115,7 +115,7 @@ func Handler(src StatusSource, ms *metrics.Set, ready func() error) http.Handler
 			case err != nil:
 				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 			case !found:
-				writeJSON(w, http.StatusNotFound, map[string]string{"error": "no rollout " + r.PathValue("id")})
+				writeJSON(w, http.StatusNotFound, map[string]string{"error": "no rollout " + quoteID(r.PathValue("id"))})
 			default:
 				w.Header().Set("Content-Type", ArrowStreamType)
 				w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
@@ -132,4 +132,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// quoteID quotes a requested rollout id for an error reply, cut to 64
+// bytes: a 70 kB URL must not come back as a 70 kB reply.
+func quoteID(id string) string {
+	if len(id) > 64 {
+		return strconv.Quote(id[:64]) + "…"
+	}
+	return strconv.Quote(id)
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -63,7 +65,17 @@ func (s *StateTopic) Fetch(ctx context.Context, topic string, ps []int32) (map[i
 		return nil, fmt.Errorf("read state topic: %w", err)
 	}
 	defer rd.Close()
+	// A state topic created at this start has no leaders for a moment:
+	// its retriable errors are waited out (within ctx), not reported.
 	ends, err := endOffsets(ctx, rd, s.topic)
+	for err != nil && kerr.IsRetriable(err) {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read state topic: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		ends, err = endOffsets(ctx, rd, s.topic)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -441,7 +441,7 @@ func (c *Consumer) fetchHandovers(ctx context.Context, pcs []*partConsumer) {
 	for topic, ps := range byTopic {
 		vs, err := c.opts.Handover.Fetch(fctx, topic, ps)
 		if err != nil {
-			c.opts.Logger.Error("reading published checkpoints failed: partitions start from their local checkpoint or the commit", "topic", topic, "err", err)
+			c.opts.Logger.Error("reading the state topic failed: these partitions start from their local checkpoint or the commit", "partitions_of", topic, "err", err)
 			continue
 		}
 		for p, v := range vs {
