@@ -444,7 +444,11 @@ func TestStoreSmallAndFullVolume(t *testing.T) {
 	// refuses saves and loads nothing.
 	fillTo(t, fs, 0)
 	s, err = OpenStoreOrDegraded(dir, nil)
-	defer s.Close()
+	if s == nil {
+		t.Fatalf("OpenStoreOrDegraded returned no store: %v", err)
+	}
+	degraded := s
+	t.Cleanup(func() { degraded.Close() })
 	if !errors.As(err, &full) || full.Dir != dir || full.Free >= full.Need || full.Need < saveNeed(0) {
 		t.Fatalf("open on a full volume: %v; want a DiskFullError naming %s with free < need", err, dir)
 	}
