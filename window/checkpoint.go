@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -56,10 +60,18 @@ type Store struct {
 	dir    string
 	logger *slog.Logger
 
-	mu       sync.Mutex // guards db, openErr, lastOpen
+	mu       sync.Mutex // guards db, openErr, lastOpen, opening, closed; never held across I/O
 	db       *badger.DB // nil while the directory cannot be opened
 	openErr  error
 	lastOpen time.Time
+	opening  bool // a goroutine is opening db (outside mu)
+	closed   bool
+
+	// largest is the largest transaction Save has written (bytes), and
+	// pending the free space claimed by writes in progress (Save and the
+	// value-log GC): see reserve.
+	largest atomic.Int64
+	pending atomic.Int64
 
 	stop chan struct{}
 	wg   sync.WaitGroup // the value-log GC goroutine
@@ -112,35 +124,167 @@ func (s *Store) start() {
 	go s.gcLoop()
 }
 
-// handle returns the open database, retrying to open it when it failed.
+// retryOpen is how often a degraded store tries to open its directory again.
+const retryOpen = 5 * time.Second
+
+// handle returns the open database, retrying to open it when it failed. The
+// open runs outside s.mu: a file system that blocks (frozen, a hung NFS)
+// blocks the goroutine that opens, and the others get the last error.
 func (s *Store) handle() (*badger.DB, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.db == nil && time.Since(s.lastOpen) >= 5*time.Second {
-		s.lastOpen = time.Now()
-		s.db, s.openErr = openBadger(s.dir, s.logger)
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errStoreClosed
 	}
-	return s.db, s.openErr
+	if s.db != nil || s.opening || time.Since(s.lastOpen) < retryOpen {
+		db, err := s.db, s.openErr
+		s.mu.Unlock()
+		return db, err
+	}
+	s.opening, s.lastOpen = true, time.Now()
+	s.mu.Unlock()
+
+	db, err := openBadger(s.dir, s.logger)
+
+	s.mu.Lock()
+	s.opening = false
+	closed := s.closed
+	if !closed {
+		s.db, s.openErr = db, err
+	}
+	s.mu.Unlock()
+	if closed {
+		// Close ran meanwhile: nobody else will close this one.
+		err = errStoreClosed
+		if db != nil {
+			err = errors.Join(err, db.Close())
+		}
+		return nil, err
+	}
+	if err == nil {
+		s.logger.Info("checkpoint directory usable again", "dir", s.dir)
+	}
+	return db, err
 }
 
-// valueLogFileSize is the size of Badger's value-log files, and reserveBytes
-// the free space Save leaves: Badger writes its memtable and value log
-// through memory-mapped files that it extends, and a write into such a file
-// on a full file system kills the process with SIGBUS (measured on a full
-// tmpfs) instead of returning an error. So Save refuses to write unless the
-// directory's file system has room for the value twice over, a new value-log
-// file and a new memtable, with margin.
+var errStoreClosed = errors.New("checkpoint store closed")
+
+// Badger's sizes. Badger maps its memtable's write-ahead log (2×
+// memTableSize) and each value-log file (2× valueLogFileSize) into memory
+// and writes through the mapping; on a file system without free blocks, a
+// write into a mapped page that has none yet kills the process with SIGBUS
+// (measured on a full tmpfs, in badger.Open and in writes) instead of
+// returning an error. Mapped files are sparse: only written pages take
+// blocks. So every write is preceded by a free-space check against what it
+// can make Badger write (openNeed, saveNeed, gcNeed; checkpoint.md, "Disk
+// space"), and the sizes are set here, small and explicit, so that those
+// bounds are known:
+//
+//   - memTableSize bounds what a memtable holds before it is flushed to a
+//     table file (keys, small values and value pointers: a checkpoint's
+//     large values live in the value log), and so what a flush writes;
+//   - valueLogFileSize is where Badger starts a new value-log file, and the
+//     largest value it accepts: a checkpoint transaction cannot exceed it;
+//   - discardFileSize is Badger's own discard-statistics file (1 MB, fixed
+//     by Badger);
+//   - diskMargin covers file headers, the manifest, the last page of each
+//     file and rounding.
 const (
+	memTableSize     = 8 << 20
 	valueLogFileSize = 16 << 20
-	memTableSize     = 16 << 20
-	reserveBytes     = 2*valueLogFileSize + 2*memTableSize
+	discardFileSize  = 1 << 20
+	diskMargin       = 2 << 20
 )
 
-// ErrDiskFull: the checkpoint directory's file system lacks the room a
-// checkpoint needs (see reserveBytes).
+// ErrDiskFull: the checkpoint directory's file system lacks the room that
+// opening Badger or writing a checkpoint needs (see openNeed, saveNeed).
 var ErrDiskFull = errors.New("checkpoint directory full")
 
+// DiskFullError is the error (wrapping ErrDiskFull) of a write or an open
+// refused for lack of free space: it names the directory, the bytes free
+// and the bytes needed.
+type DiskFullError struct {
+	Op   string // "open", "save"
+	Dir  string
+	Free int64
+	Need int64
+}
+
+func (e *DiskFullError) Error() string {
+	return fmt.Sprintf("%s: %s has %s free; %s needs %s (refused rather than risk SIGBUS in Badger's memory-mapped writes; see window/checkpoint.md, \"Disk space\")",
+		ErrDiskFull, e.Dir, mb(e.Free), e.Op, mb(e.Need))
+}
+
+func (e *DiskFullError) Unwrap() error { return ErrDiskFull }
+
+func mb(n int64) string { return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MB" }
+
+// openNeed returns the free bytes that opening Badger in dir needs: what
+// Badger writes on open without a Save asking it to — the discard-stats
+// file, a table file for every memtable a crash left behind (it flushes
+// them; each is at most its log's blocks), a rewrite of every table file (a
+// compaction writes the new tables before deleting the old) — plus the
+// smallest checkpoint's reserve (saveNeed(0)): a store that cannot write a
+// checkpoint is not opened.
+func openNeed(dir string) (int64, error) {
+	need := int64(discardFileSize) + saveNeed(0)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		switch filepath.Ext(e.Name()) {
+		case ".mem", ".sst":
+			fi, err := e.Info()
+			if err != nil {
+				continue // removed meanwhile
+			}
+			need += allocated(fi)
+		}
+	}
+	return need, nil
+}
+
+// saveNeed returns the free space a checkpoint transaction of n bytes needs:
+// n in the value log, n again for the value-log GC's copy of it before the
+// old copy goes, a memtable's flush (the write may fill it) and the margin.
+func saveNeed(n int64) int64 { return 2*n + memTableSize + diskMargin }
+
+// gcNeed returns the free space one value-log GC run needs given the
+// largest transaction written: GC rewrites a file only when at least half
+// of it is garbage (RunValueLogGC(0.5)), so it copies at most half of one
+// file, which is at most valueLogFileSize plus one value long; plus the
+// memtable flush and the margin.
+func gcNeed(largest int64) int64 { return (valueLogFileSize+largest)/2 + memTableSize + diskMargin }
+
+// reserve claims need bytes of the directory's free space for a write in
+// progress, counting the claims of the other writes in progress (Save and
+// GC run concurrently, and each needs its own room). release returns the
+// claim when the write is done.
+func (s *Store) reserve(op string, need int64) (release func(), err error) {
+	free, err := freeBytes(s.dir)
+	if err != nil {
+		// No statfs, no guard: Badger reports what it can.
+		return func() {}, nil
+	}
+	total := s.pending.Add(need)
+	if free < total {
+		s.pending.Add(-need)
+		return nil, &DiskFullError{Op: op, Dir: s.dir, Free: free, Need: total}
+	}
+	return func() { s.pending.Add(-need) }, nil
+}
+
 func openBadger(dir string, logger *slog.Logger) (*badger.DB, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open checkpoint store: %w", err)
+	}
+	// Refuse rather than SIGBUS: see memTableSize.
+	if need, err := openNeed(dir); err == nil {
+		if free, err := freeBytes(dir); err == nil && free < need {
+			return nil, &DiskFullError{Op: "opening the checkpoint store", Dir: dir, Free: free, Need: need}
+		}
+	}
 	// Small caches: canaryd reads checkpoints only at start. Sync writes: a
 	// checkpoint whose offsets get committed must survive a power loss.
 	opts := badger.DefaultOptions(dir).
@@ -165,11 +309,13 @@ func (s *Store) Close() error {
 	close(s.stop)
 	s.wg.Wait()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.db == nil {
+	db := s.db
+	s.db, s.closed = nil, true
+	s.mu.Unlock()
+	if db == nil {
 		return nil
 	}
-	return s.db.Close()
+	return db.Close()
 }
 
 // gcLoop reclaims value-log space: every checkpoint overwrites the previous
@@ -186,12 +332,20 @@ func (s *Store) gcLoop() {
 			s.mu.Lock()
 			db := s.db
 			s.mu.Unlock()
-			// GC rewrites values: not on a file system without room (see
-			// reserveBytes).
-			if free, err := freeBytes(s.dir); err == nil && free < reserveBytes {
+			if db == nil {
 				continue
 			}
-			for db != nil && db.RunValueLogGC(0.5) == nil {
+			for {
+				// GC rewrites values: only with room for it (see gcNeed).
+				release, err := s.reserve("value-log GC", gcNeed(s.largest.Load()))
+				if err != nil {
+					break
+				}
+				err = db.RunValueLogGC(0.5)
+				release()
+				if err != nil {
+					break
+				}
 			}
 		}
 	}
@@ -271,14 +425,19 @@ func (s *Store) Save(topic string, p int32, ck Checkpoint, side map[string][]byt
 		return err
 	}
 	v := EncodeCheckpoint(ck)
-	need := int64(len(v))
-	for _, b := range side {
-		need += int64(len(b))
+	n := int64(len(v))
+	for k, b := range side {
+		n += int64(len(sidePrefix) + len(k) + envelopeLen + len(b))
 	}
-	if free, err := freeBytes(s.dir); err == nil && free < 2*need+reserveBytes {
-		return fmt.Errorf("%w: %s has %d MB free; a checkpoint of %d kB needs %d MB", ErrDiskFull, s.dir, free>>20, need>>10, (2*need+reserveBytes)>>20)
+	// The reserve is sized from the largest checkpoint written, not only
+	// this one: the next checkpoint of the largest partition must still fit.
+	largest := max(n, s.largest.Load())
+	release, err := s.reserve(fmt.Sprintf("a checkpoint of %s (largest so far %s)", mb(n), mb(largest)), saveNeed(largest))
+	if err != nil {
+		return err
 	}
-	return db.Update(func(txn *badger.Txn) error {
+	defer release()
+	err = db.Update(func(txn *badger.Txn) error {
 		if err := txn.Set(partKey(topic, p), v); err != nil {
 			return err
 		}
@@ -289,6 +448,11 @@ func (s *Store) Save(topic string, p int32, ck Checkpoint, side map[string][]byt
 		}
 		return nil
 	})
+	if err == nil {
+		for l := s.largest.Load(); n > l && !s.largest.CompareAndSwap(l, n); l = s.largest.Load() {
+		}
+	}
+	return err
 }
 
 // ErrNoCheckpoint is returned by Load for a partition never checkpointed.
@@ -357,6 +521,11 @@ func (s *Store) RawSet(topic string, p int32, v []byte) error {
 	if err != nil {
 		return err
 	}
+	release, err := s.reserve("a raw write", saveNeed(int64(len(v))))
+	if err != nil {
+		return err
+	}
+	defer release()
 	return db.Update(func(txn *badger.Txn) error { return txn.Set(partKey(topic, p), v) })
 }
 
@@ -440,4 +609,13 @@ func freeBytes(dir string) (int64, error) {
 		return 0, err
 	}
 	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// allocated returns the bytes a file takes on its file system: its blocks,
+// not its length (Badger's mapped files are sparse).
+func allocated(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
 }

@@ -1,0 +1,21 @@
+// Package deploy holds canaryd's deployment files and the tests that keep
+// them true; it has no Go code of its own.
+//
+//   - Dockerfile: a static canaryd binary (no cgo, -trimpath) on
+//     distroless/static, run as a non-root user;
+//   - kubernetes/: a StatefulSet with a volume per pod for --state-dir,
+//     probes, resources and a restricted security context, its Services, a
+//     PodDisruptionBudget, a NetworkPolicy, ConfigMaps of settings, rollout
+//     specs and the model table, and a kustomization;
+//   - systemd/: a hardened unit and its environment file;
+//   - rollouts/ and models.yaml: example rollout specs and model table.
+//
+// deploy_test.go validates the Kubernetes manifests against the Kubernetes
+// schemas (kubernetes-validate, strict, Kubernetes 1.33; it needs
+// CANARYD_PYTHON, which `make test` sets from scripts/pydeps.sh), checks
+// that every CANARYD_ variable named here is one that `canaryd run`
+// reads, that the image's final stage is static and non-root, that the
+// systemd unit passes `systemd-analyze verify`, and that the ConfigMaps'
+// copies of rollouts/ and models.yaml match them. README.md describes each
+// file.
+package deploy
