@@ -114,28 +114,40 @@ func produceOutage(t *testing.T, brokers []string, topic string, n int) {
 	}
 }
 
-// timedGets fetches each path n times and returns the slowest answer; an
-// error or a status other than want fails the test.
-func timedGets(t *testing.T, addr string, n int, want map[string]int) time.Duration {
+// timedGets fetches each path n times and returns the slowest answer and
+// the 95th percentile; an error or a status other than want fails the test.
+func timedGets(t *testing.T, addr string, n int, want map[string]int) (slowest, p95 time.Duration) {
 	t.Helper()
 	cl := &http.Client{Timeout: 10 * time.Second}
-	var slowest time.Duration
+	var took []time.Duration
 	for range n {
 		for path, code := range want {
 			start := time.Now()
 			resp, err := cl.Get("http://" + addr + path)
-			took := time.Since(start)
+			d := time.Since(start)
 			if err != nil {
-				t.Fatalf("GET %s with the broker away: %v (after %s)", path, err, took)
+				t.Fatalf("GET %s with the broker away: %v (after %s)", path, err, d)
 			}
 			resp.Body.Close()
 			if code != 0 && resp.StatusCode != code {
 				t.Fatalf("GET %s with the broker away: status %d; want %d", path, resp.StatusCode, code)
 			}
-			slowest = max(slowest, took)
+			took = append(took, d)
 		}
 	}
-	return slowest
+	slices.Sort(took)
+	return took[len(took)-1], took[len(took)*95/100]
+}
+
+// checkLatency asserts the answers' 95th percentile under 100 ms and the
+// slowest under 1 s (the fault was "never": a GC pause or a busy shared
+// machine may cost tens of ms, not a second).
+func checkLatency(t *testing.T, what string, slowest, p95 time.Duration) {
+	t.Helper()
+	t.Logf("GETs %s: 95th percentile %s, slowest %s", what, p95, slowest)
+	if p95 > 100*time.Millisecond || slowest > time.Second {
+		t.Errorf("GETs %s: 95th percentile %s, slowest %s; want under 100ms and 1s", what, p95, slowest)
+	}
 }
 
 // TestBrokerRefusesWrites: a broker that refuses every write to the control
@@ -216,11 +228,8 @@ func TestBrokerRefusesWrites(t *testing.T) {
 		return sumMetric(m, "canaryd_outbox_commands") >= 1 && sumMetric(m, "canaryd_command_send_errors_total") >= 1 &&
 			strings.Contains(logs.String(), "dead-letter write failed")
 	})
-	slowest := timedGets(t, d.HTTPAddr(), 20, map[string]int{"/metrics": 200, "/v1/rollouts": 200, "/v1/rollouts/outage": 200, "/healthz": 200})
-	t.Logf("slowest of 80 GETs while writes are refused: %s (refused produce requests so far: %d)", slowest, refused.Load())
-	if slowest > time.Second {
-		t.Errorf("slowest GET while writes are refused: %s; want under 1s", slowest)
-	}
+	slowest, p95 := timedGets(t, d.HTTPAddr(), 20, map[string]int{"/metrics": 200, "/v1/rollouts": 200, "/v1/rollouts/outage": 200, "/healthz": 200})
+	checkLatency(t, fmt.Sprintf("while writes are refused (%d produce requests refused)", refused.Load()), slowest, p95)
 
 	took, err := stop()
 	t.Logf("Run returned %s after the stop (shutdown timeout %s): %v", took, shutdown, err)
@@ -264,11 +273,8 @@ func TestBrokerDown(t *testing.T) {
 		return resp.StatusCode == http.StatusServiceUnavailable
 	})
 	t.Logf("/readyz turned 503 %s after the broker was killed", time.Since(killed).Round(100*time.Millisecond))
-	slowest := timedGets(t, d.HTTPAddr(), 20, map[string]int{"/metrics": 200, "/v1/rollouts": 200, "/readyz": 503})
-	t.Logf("slowest of 60 GETs with the broker down: %s", slowest)
-	if slowest > time.Second {
-		t.Errorf("slowest GET with the broker down: %s; want under 1s", slowest)
-	}
+	slowest, p95 := timedGets(t, d.HTTPAddr(), 20, map[string]int{"/metrics": 200, "/v1/rollouts": 200, "/readyz": 503})
+	checkLatency(t, "with the broker down", slowest, p95)
 	took, err := stop()
 	t.Logf("Run returned %s after the stop (shutdown timeout %s): %v", took, shutdown, err)
 	if took > shutdown+2*time.Second {
