@@ -55,17 +55,20 @@ deps:
 	@scripts/kafka.sh fetch
 	@scripts/pydeps.sh >/dev/null
 
-# TEST_P: packages whose tests run at once (go test -p). The integration tests
-# of every package share one broker, on topics and groups of their own.
+# TEST_P: packages whose tests run at once (go test -p); TEST_PARALLEL: tests
+# of one package that run at once (those that call t.Parallel: the integration
+# tests, which mostly wait on event time and the broker rather than on CPU).
+# They share one broker, each on topics and groups of its own.
 TEST_P ?= 2
+TEST_PARALLEL ?= 4
 
 ## test: unit tests + integration tests against kfake and a real Apache Kafka
 ## (pyarrow, which reads the Arrow export in a test, goes into a cached venv)
 test: deps
-	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -p $(TEST_P) -count=1 -timeout 20m $(GO_TEST_PKGS))
+	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -p $(TEST_P) -parallel $(TEST_PARALLEL) -count=1 -timeout 20m $(GO_TEST_PKGS))
 
 test-race: deps
-	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -p $(TEST_P) -race -count=1 -timeout 30m $(GO_TEST_PKGS))
+	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -p $(TEST_P) -parallel $(TEST_PARALLEL) -race -count=1 -timeout 30m $(GO_TEST_PKGS))
 
 ## test-short: no real broker (kfake only), short statistical tests
 test-short:
