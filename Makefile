@@ -19,20 +19,60 @@ with_kafka = if [[ -z "$${KAFKA_BROKERS:-}" ]]; then \
 	echo "Apache Kafka $${KAFKA_VERSION:-?} at $$KAFKA_BROKERS"; \
 	$(1)
 
-.PHONY: all build test test-race test-short demo bench bench-detector lint fmt vet fuzz kafka-fetch clean
+.PHONY: all build deps test test-race test-short demo bench bench-detector lint fmt vet fuzz kafka-fetch clean
 
 all: build
 
 build:
 	go build -o bin/canaryd ./cmd/canaryd
 
+# DEPS_APT: Debian packages make test needs, as "command:package" pairs.
+DEPS_APT := kcat:kcat mvn:maven java:openjdk-17-jre-headless python3:python3 \
+	python3-venv-check:python3-venv
+
+## deps: what make test needs besides Go: kcat, Maven, Java 17, Python 3 with
+## venv (installed with apt-get when run as root on Debian, otherwise named
+## with the command that installs them), the broker's jars in the cache
+## (scripts/kafka.sh fetch) and pyarrow in a cached venv (scripts/pydeps.sh).
+## Idempotent; make test and .ci/run call it.
+deps:
+	@missing=(); \
+	for pair in $(DEPS_APT); do \
+		cmd=$${pair%%:*} pkg=$${pair#*:}; \
+		if [[ $$cmd == python3-venv-check ]]; then \
+			python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=("$$pkg"); \
+		else \
+			command -v "$$cmd" >/dev/null || missing+=("$$pkg"); \
+		fi; \
+	done; \
+	if (( $${#missing[@]} )); then \
+		if (( EUID == 0 )) && command -v apt-get >/dev/null; then \
+			echo "make deps: apt-get install $${missing[*]}"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get update -qq && apt-get install -y -qq --no-install-recommends "$${missing[@]}" >/dev/null; \
+		else \
+			echo "make deps: make test needs $${missing[*]}; install them with:" >&2; \
+			echo "  sudo apt-get install -y $${missing[*]}   (or run: sudo make deps)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+	@scripts/kafka.sh fetch
+	@scripts/pydeps.sh >/dev/null
+
+# TEST_P: packages whose tests run at once (go test -p); TEST_PARALLEL: tests
+# of one package that run at once (those that call t.Parallel: the integration
+# tests, which mostly wait on event time and the broker rather than on CPU).
+# They share one broker, each on topics and groups of its own.
+TEST_P ?= 2
+TEST_PARALLEL ?= 4
+
 ## test: unit tests + integration tests against kfake and a real Apache Kafka
 ## (pyarrow, which reads the Arrow export in a test, goes into a cached venv)
-test:
-	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -count=1 -timeout 20m $(GO_TEST_PKGS))
+test: deps
+	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -p $(TEST_P) -parallel $(TEST_PARALLEL) -count=1 -timeout 20m $(GO_TEST_PKGS))
 
-test-race:
-	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -race -count=1 -timeout 30m $(GO_TEST_PKGS))
+test-race: deps
+	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -p $(TEST_P) -parallel $(TEST_PARALLEL) -race -count=1 -timeout 30m $(GO_TEST_PKGS))
 
 ## test-short: no real broker (kfake only), short statistical tests
 test-short:

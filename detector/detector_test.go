@@ -201,7 +201,8 @@ func TestSLOGuardRail(t *testing.T) {
 
 // TestAAFalseRollbackRate checks the anytime validity of the error-rate
 // test: identical versions, read after every window for 100 windows, roll
-// back in at most alpha of the runs (with slack for 300 runs' noise).
+// back in at most alpha of the runs: more than binomMax(300, alpha, aaEps)
+// rollbacks fail the test, by luck with chance ≤ aaEps.
 func TestAAFalseRollbackRate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("statistical test")
@@ -220,8 +221,8 @@ func TestAAFalseRollbackRate(t *testing.T) {
 			}
 		}
 	}
-	if rate := float64(rollbacks) / float64(runs); rate > 0.08 {
-		t.Fatalf("A/A false rollback rate %.3f over %d runs; want ≤ alpha 0.05 (+ noise)", rate, runs)
+	if lim := binomMax(runs, 0.05, aaEps); rollbacks > lim {
+		t.Fatalf("A/A false rollbacks %d/%d; want ≤ %d (alpha 0.05; chance ≤ %g by luck)", rollbacks, runs, lim, aaEps)
 	}
 }
 
@@ -356,7 +357,10 @@ func TestTimeBudgetHolds(t *testing.T) {
 }
 
 // TestMeanTestAA checks the mean test's validity: identical arms, 100
-// looks, false alarms at most alpha (+ noise).
+// looks, false alarms in at most alpha of the runs (more than
+// binomMax(300, alpha, aaEps) fail the test, by luck with chance ≤ aaEps;
+// the confidence sequence is asymptotic, 220 lognormal values per look make
+// it accurate here).
 func TestMeanTestAA(t *testing.T) {
 	if testing.Short() {
 		t.Skip("statistical test")
@@ -382,8 +386,8 @@ func TestMeanTestAA(t *testing.T) {
 			}
 		}
 	}
-	if rate := float64(fired) / float64(runs); rate > 0.08 {
-		t.Fatalf("A/A false alarm rate %.3f; want ≤ 0.05 (+ noise)", rate)
+	if lim := binomMax(runs, 0.05, aaEps); fired > lim {
+		t.Fatalf("A/A false alarms %d/%d; want ≤ %d (alpha 0.05; chance ≤ %g by luck)", fired, runs, lim, aaEps)
 	}
 }
 
@@ -487,8 +491,9 @@ func TestIncidentsWithoutDenominator(t *testing.T) {
 
 // TestERiseAAValid: the change-point rollback e-value keeps its anytime
 // guarantee — identical versions read after every stratum cross 1/alpha in
-// at most alpha of the runs (with slack for the runs' noise) — for exact
-// and for tempered (Discount) evidence.
+// at most alpha of the runs (more than binomMax(300, alpha, aaEps) fail the
+// test, by luck with chance ≤ aaEps) — for exact and for tempered
+// (Discount) evidence.
 func TestERiseAAValid(t *testing.T) {
 	if testing.Short() {
 		t.Skip("statistical test")
@@ -507,8 +512,8 @@ func TestERiseAAValid(t *testing.T) {
 				}
 			}
 		}
-		if rate := float64(rollbacks) / float64(runs); rate > 0.08 {
-			t.Errorf("discount %v: A/A false rollback rate %.3f over %d runs; want ≤ alpha 0.05 (+ noise)", discount, rate, runs)
+		if lim := binomMax(runs, 0.05, aaEps); rollbacks > lim {
+			t.Errorf("discount %v: A/A false rollbacks %d/%d; want ≤ %d (alpha 0.05; chance ≤ %g by luck)", discount, rollbacks, runs, lim, aaEps)
 		}
 	}
 }

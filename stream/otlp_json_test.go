@@ -115,10 +115,7 @@ func TestOTLPJSONStrEnd(t *testing.T) {
 
 // TestOTLPJSONCompactIndent decodes each JSON fixture compact and indented.
 func TestOTLPJSONCompactIndent(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "otlp", "*.json"))
-	if len(files) == 0 {
-		t.Fatal("no fixtures")
-	}
+	files := globFixtures(t, filepath.Join("testdata", "otlp", "*.json"))
 	for _, name := range files {
 		checkCompactIndent(t, readFixture(t, filepath.Base(name)))
 	}
@@ -127,7 +124,7 @@ func TestOTLPJSONCompactIndent(t *testing.T) {
 // FuzzOTLPJSONCompactIndent: any JSON value decodes compact as it does
 // indented, to the same events or the same error (but for its offset).
 func FuzzOTLPJSONCompactIndent(f *testing.F) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "otlp", "*.json"))
+	files := globFixtures(f, filepath.Join("testdata", "otlp", "*.json"))
 	for _, name := range files {
 		f.Add(readFixture(f, filepath.Base(name)))
 	}

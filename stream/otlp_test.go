@@ -195,7 +195,9 @@ func TestOTLPFixtures(t *testing.T) {
 // The shared fixtures as written (indented, as in ../shared) and
 // re-marshalled by pdata decode alike; the copies here are the originals.
 func TestOTLPFixturesMatchShared(t *testing.T) {
-	shared, _ := filepath.Glob("../../shared/testdata/otlp/*.json")
+	// The shared fixtures sit beside the clone (../shared, as in CI); a
+	// missing folder fails rather than passing with nothing compared.
+	shared := globFixtures(t, "../../shared/testdata/otlp/*.json")
 	for _, f := range shared {
 		want, err := os.ReadFile(f)
 		if err != nil {
@@ -585,8 +587,23 @@ func checkEvent(t *testing.T, e *schemas.Event) {
 	}
 }
 
+// globFixtures returns the files matching pattern, failing t on a bad
+// pattern or when nothing matches: a test over zero fixtures checks nothing.
+func globFixtures(t testing.TB, pattern string) []string {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
+	if err != nil {
+		t.Fatalf("glob %s: %v", pattern, err)
+	}
+	if len(files) == 0 {
+		abs, _ := filepath.Abs(pattern)
+		t.Fatalf("no fixtures match %s (%s); got 0 files; want at least 1", pattern, abs)
+	}
+	return files
+}
+
 func fuzzOTLP(f *testing.F, cfg OTLPConfig, ext string) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "otlp", "*"+ext))
+	files := globFixtures(f, filepath.Join("testdata", "otlp", "*"+ext))
 	for _, name := range files {
 		b, err := os.ReadFile(name)
 		if err != nil {

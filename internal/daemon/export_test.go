@@ -40,6 +40,7 @@ func python() string {
 // counts must be what canaryd's own reader sees, and older windows must be
 // folded (a row spanning more than one window) once the history is full.
 func TestArrowExportReadByPyarrow(t *testing.T) {
+	t.Parallel()
 	py := python()
 	if out, err := exec.Command(py, "-c", "import pyarrow").CombinedOutput(); err != nil {
 		t.Fatalf("pyarrow is not importable by %s (%v: %s): `make test` installs it (scripts/pydeps.sh), or pip install pyarrow", py, err, out)

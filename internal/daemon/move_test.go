@@ -36,8 +36,10 @@ func totalsOf(d *daemon.Daemon) map[string]string {
 // rest) and b finishes alone. b's totals, windows, digests and the commands
 // sent must equal those of one instance reading the whole stream.
 func TestPartitionMove(t *testing.T) {
+	t.Parallel()
 	for _, kind := range kafkatest.Kinds() {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			brokers := kafkatest.Brokers(t, kind)
 			tp := newTopics(t)
 			kafkatest.CreateTopics(t, brokers, int32(len(crashRollouts)), tp.events)

@@ -18,8 +18,10 @@ import (
 // session, as the Collector's exporter batches them); canaryd maps them,
 // assembles sessions from traces and judges: the bad canary is rolled back.
 func TestOTLPLoop(t *testing.T) {
+	t.Parallel()
 	for _, kind := range kafkatest.Kinds() {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			brokers := kafkatest.Brokers(t, kind)
 			tp := newTopics(t)
 			spans := tp.events + ".otlp"

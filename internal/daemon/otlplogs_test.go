@@ -62,6 +62,7 @@ func evalJoinLog(i int, service, version string, score float64, ts time.Time) []
 // evidence counts every evaluation under the version of its trace, with
 // that version's scores, and none goes to "unknown".
 func TestOTLPLogsTraceJoin(t *testing.T) {
+	t.Parallel()
 	const (
 		traces = 200
 		// The canary scores better, so that eval_score's rollback test
@@ -71,6 +72,7 @@ func TestOTLPLogsTraceJoin(t *testing.T) {
 	)
 	for _, kind := range kafkatest.Kinds() {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			brokers := kafkatest.Brokers(t, kind)
 			tp := newTopics(t)
 			spans, logs := tp.events+".otlp_spans", tp.events+".otlp_logs"

@@ -403,6 +403,20 @@ func Topic(t testing.TB) string {
 // leader that answers. Topics that already exist are left as they are.
 func CreateTopics(t testing.TB, brokers []string, partitions int32, topics ...string) {
 	t.Helper()
+	CreateTopicsConfig(t, brokers, partitions, nil, topics...)
+}
+
+// CreateTopicsConfig is [CreateTopics] with topic configs, e.g.
+// {"max.message.bytes": "100000"}.
+func CreateTopicsConfig(t testing.TB, brokers []string, partitions int32, configs map[string]string, topics ...string) {
+	t.Helper()
+	var cfg map[string]*string
+	for k, v := range configs {
+		if cfg == nil {
+			cfg = map[string]*string{}
+		}
+		cfg[k] = &v
+	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
 		t.Fatalf("kafkatest: create topics: new client: %v", err)
@@ -412,7 +426,7 @@ func CreateTopics(t testing.TB, brokers []string, partitions int32, topics ...st
 	ctx, cancel := context.WithTimeout(t.Context(), readyTimeout)
 	defer cancel()
 
-	resps, err := adm.CreateTopics(ctx, partitions, -1, nil, topics...)
+	resps, err := adm.CreateTopics(ctx, partitions, -1, cfg, topics...)
 	if err != nil {
 		t.Fatalf("kafkatest: create topics %v: %v", topics, err)
 	}

@@ -19,6 +19,7 @@ func TestMain(m *testing.M) { kafkatest.Main(m) }
 // TestRoundTrip produces records with one client and consumes them in a
 // consumer group with another, against every kind of Kafka.
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	const n = 1000
 	for _, kind := range kafkatest.Kinds() {
 		t.Run(kind, func(t *testing.T) {
@@ -64,6 +65,7 @@ func TestRoundTrip(t *testing.T) {
 // each time, with one producer client open throughout: no acknowledged record
 // may be lost and the client must find the broker on the same port again.
 func TestOwnRestart(t *testing.T) {
+	t.Parallel()
 	if !slices.Contains(kafkatest.Kinds(), kafkatest.KindReal) {
 		t.Skipf("CANARYD_KAFKA=%s excludes %s", os.Getenv("CANARYD_KAFKA"), kafkatest.KindReal)
 	}
