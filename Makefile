@@ -27,7 +27,7 @@ build:
 	go build -o bin/canaryd ./cmd/canaryd
 
 # DEPS_APT: Debian packages make test needs, as "command:package" pairs.
-DEPS_APT := kcat:kcat mvn:maven java:openjdk-17-jre-headless python3:python3 \
+DEPS_APT := kcat:kcat mvn:maven java:openjdk-17-jre-headless openssl:openssl python3:python3 \
 	python3-venv-check:python3-venv
 
 ## deps: what make test needs besides Go: kcat, Maven, Java 17, Python 3 with
