@@ -134,11 +134,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-// quoteID quotes a requested rollout id for an error reply, cut to 64
-// bytes: a 70 kB URL must not come back as a 70 kB reply.
+// quoteID cuts a requested rollout id to 64 bytes for an error reply: a
+// 70 kB URL must not come back as a 70 kB reply.
 func quoteID(id string) string {
 	if len(id) > 64 {
-		return strconv.Quote(id[:64]) + "…"
+		return id[:64] + "…"
 	}
-	return strconv.Quote(id)
+	return id
 }
