@@ -35,6 +35,9 @@ func fixtureWindows() []window.Closed {
 			arm{version: "v1", perWindow: 2000, errRate: 0.05, latMedian: 100, latSigma: 0.5},
 			arm{version: "v2", perWindow: 500, errRate: 0.05, latMedian: 100, latSigma: 0.5})
 		ws[i].Source = "t"
+		// Closed by a partition whose wall clock is 2 s past the window's
+		// end: wall time does not bind (a version 1 judge had none).
+		ws[i].Wall = ws[i].End + int64(2*time.Second)
 	}
 	return ws
 }
@@ -77,6 +80,9 @@ func TestJudgeStateFixtures(t *testing.T) {
 			}
 			if st := j.Status(); st.Windows != fixtureCut || st.Step != 0 {
 				t.Fatalf("restored %d windows at step %d; want %d at step 0", st.Windows, st.Step, fixtureCut)
+			}
+			if hasWall := j.wall != 0 && j.stepWall != 0; hasWall != (v >= 2) {
+				t.Fatalf("version %d state restored wall clocks %d (step start %d)", v, j.wall, j.stepWall)
 			}
 			got := decisions(t, j, ws[fixtureCut:])
 			for i, g := range got {
