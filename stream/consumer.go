@@ -9,7 +9,7 @@
 //
 //	canaryd_records_total                       records consumed
 //	canaryd_records_rejected_total{reason="…"}  records sent to the DLQ, by reason
-//	canaryd_events_late_total                   events behind the watermark, dropped
+//	canaryd_events_late_total{rollout="…"}      events behind the watermark, dropped (at most the window's MaxRollouts rollouts per partition, then "_other"); logged at most every 10 s per partition
 //	canaryd_consumer_lag{topic,partition}       high watermark − next offset
 //	canaryd_partitions_assigned                 partitions owned by this instance
 //	canaryd_fetch_errors_total                  fetch errors (the client retries)
@@ -141,8 +141,8 @@ type Consumer struct {
 	mu    sync.Mutex // guards parts
 	parts map[tp]*partConsumer
 
-	records, late, fetchErrors *metrics.Counter
-	rejected                   sync.Map // reason label → *metrics.Counter
+	records, fetchErrors *metrics.Counter
+	rejected             sync.Map // reason label → *metrics.Counter
 
 	// ckMu serialises checkpoint writes with the SideState calls that feed
 	// them: see Options.SideState.
@@ -168,7 +168,6 @@ func New(opts Options) (*Consumer, error) {
 		topics = append(topics, t)
 	}
 	c.records = opts.Metrics.NewCounter("canaryd_records_total")
-	c.late = opts.Metrics.NewCounter("canaryd_events_late_total")
 	c.fetchErrors = opts.Metrics.NewCounter("canaryd_fetch_errors_total")
 	c.checkpoints = opts.Metrics.NewCounter("canaryd_checkpoints_total")
 	c.ckErrors = opts.Metrics.NewCounter("canaryd_checkpoint_errors_total")
@@ -499,6 +498,7 @@ type partConsumer struct {
 	muteUntil   int64
 	liveGauge   *metrics.Gauge
 	limitLogged bool // the live-rollout limit was reported
+	late        lateEvents
 	backlog     bool // the last batch ended behind the high watermark
 
 	// Checkpoints. pending and pendingPart are the loaded checkpoint until
@@ -567,12 +567,13 @@ func (pc *partConsumer) loadCheckpoint() {
 	}
 }
 
-// add counts one decoded event; late events are counted and dropped, other
-// refusals send the record to the DLQ.
+// add counts one decoded event; late events are counted per rollout, logged
+// (rate-limited: late.go) and dropped, other refusals send the record to the
+// DLQ.
 func (pc *partConsumer) add(ev *schemas.Event) {
 	if err := pc.part.Add(ev, pc.off); err != nil {
 		if errors.Is(err, window.ErrLate) {
-			pc.c.late.Inc()
+			pc.countLate(ev)
 			return
 		}
 		if errors.Is(err, window.ErrTooManyRoll) {

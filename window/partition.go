@@ -267,6 +267,9 @@ func (p *Partition) HoldIdle(hold bool) { p.idleHold = hold }
 // IdleAfter returns the Idle option in effect (defaults applied).
 func (p *Partition) IdleAfter() time.Duration { return p.opts.Idle }
 
+// RolloutLimit returns the MaxRollouts option in effect (defaults applied).
+func (p *Partition) RolloutLimit() int { return p.opts.MaxRollouts }
+
 // Watermark returns the event time up to which the partition's data is
 // complete: an event of a window that ends at or before it is late. Windows
 // behind it close at the next Advance.
