@@ -24,8 +24,8 @@ type logLines struct {
 }
 
 func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logLines) WithAttrs([]slog.Attr) slog.Handler        { return l }
-func (l *logLines) WithGroup(string) slog.Handler             { return l }
+func (l *logLines) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logLines) WithGroup(string) slog.Handler            { return l }
 func (l *logLines) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
 	b.WriteString(r.Message)
@@ -68,7 +68,7 @@ func TestLateEventsPerRollout(t *testing.T) {
 	c, err := New(Options{Brokers: brokers, Topics: map[string]NewDecoder{topic: JSONDecoder}, Group: "late",
 		Window:   window.Options{Width: 10 * time.Second, Lateness: 5 * time.Second},
 		OnClosed: func(window.Closed) {}, DeadLetters: func(context.Context, []DeadLetter) error { return nil },
-		Metrics:  ms, Logger: slog.New(logs), Clock: func() time.Time { return time.Unix(0, clock.Load()) }})
+		Metrics: ms, Logger: slog.New(logs), Clock: func() time.Time { return time.Unix(0, clock.Load()) }})
 	if err != nil {
 		t.Fatal(err)
 	}
