@@ -7,10 +7,14 @@ GO_TEST_PKGS ?= ./...
 # KAFKA_BROKERS if set, otherwise those of a fresh single-node Apache Kafka that
 # scripts/kafka.sh starts (fetching its jars from Maven Central on first use)
 # and stops afterwards, even when $(1) fails. Every package's tests share it.
+# Its SASL_SSL and mTLS listeners (KAFKA_SASL_SSL_BROKERS, KAFKA_MTLS_BROKERS,
+# KAFKA_TLS_DIR, KAFKA_SASL_USER, KAFKA_SASL_PASSWORD) are exported too; the
+# security tests skip when they are not set.
 with_kafka = if [[ -z "$${KAFKA_BROKERS:-}" ]]; then \
 		kafka_env=$$(scripts/kafka.sh start); eval "$$kafka_env"; \
 		trap 'scripts/kafka.sh stop "$$KAFKA_DIR"' EXIT; \
-		export KAFKA_BROKERS KAFKA_VERSION; \
+		export KAFKA_BROKERS KAFKA_VERSION KAFKA_SASL_SSL_BROKERS KAFKA_MTLS_BROKERS \
+			KAFKA_TLS_DIR KAFKA_SASL_USER KAFKA_SASL_PASSWORD; \
 	fi; \
 	echo "Apache Kafka $${KAFKA_VERSION:-?} at $$KAFKA_BROKERS"; \
 	$(1)

@@ -234,25 +234,19 @@ const (
 )
 
 // LoadSpecs reads every rollout spec from path: a YAML file (one or more
-// documents) or a directory of *.yaml/*.yml files. Any error names the file,
-// line and field; rollouts must be unique.
+// documents) or a directory of *.yaml/*.yml files (see specFiles for what a
+// directory listing skips). Any error names the file, line and field;
+// rollouts must be unique.
 func LoadSpecs(path string) ([]Spec, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("rollout specs: %w", err)
 	}
-	var files []string
+	files := []string{path}
 	if st.IsDir() {
-		for _, pat := range []string{"*.yaml", "*.yml"} {
-			m, _ := filepath.Glob(filepath.Join(path, pat))
-			files = append(files, m...)
+		if files, err = specFiles(path); err != nil {
+			return nil, err
 		}
-		slices.Sort(files)
-		if len(files) == 0 {
-			return nil, fmt.Errorf("rollout specs: no *.yaml or *.yml file in %s", path)
-		}
-	} else {
-		files = []string{path}
 	}
 	var specs []Spec
 	seen := map[string]string{}
@@ -274,6 +268,38 @@ func LoadSpecs(path string) ([]Spec, error) {
 		}
 	}
 	return specs, nil
+}
+
+// specFiles lists the spec files of a directory, sorted: the *.yaml and
+// *.yml entries (regular files or symlinks to them), not in subdirectories.
+// It skips what is not a spec although its name may end in .yaml:
+//   - names starting with '.': hidden files, editor swap files
+//     (.foo.yaml.swp) and lock symlinks (.#foo.yaml, dangling, from Emacs),
+//     and the ..data and ..2026_12_03_… entries of a Kubernetes ConfigMap
+//     volume, whose files are symlinks name.yaml -> ..data/name.yaml, so
+//     each is read once, through its name;
+//   - names starting with '#' (Emacs auto-save) or ending in '~' (backups).
+func specFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("rollout specs: %w", err)
+	}
+	var files []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || strings.HasPrefix(name, "#") || strings.HasSuffix(name, "~") {
+			continue
+		}
+		if ext := filepath.Ext(name); ext != ".yaml" && ext != ".yml" {
+			continue
+		}
+		files = append(files, filepath.Join(dir, name))
+	}
+	slices.Sort(files)
+	if len(files) == 0 {
+		return nil, fmt.Errorf("rollout specs: no *.yaml or *.yml file in %s", dir)
+	}
+	return files, nil
 }
 
 // ParseSpecs parses the YAML documents of one file; name is used in errors.
@@ -325,6 +351,31 @@ func decodeStrict(n *yaml.Node, v any) error {
 		return errors.New(strings.TrimSpace(strings.ReplaceAll(msg, "\n ", ";")))
 	}
 	return nil
+}
+
+// nodeAt returns the map value at path (keys only) under n, or nil. It
+// follows aliases but not merge keys (<<).
+func nodeAt(n *yaml.Node, path ...string) *yaml.Node {
+	for _, p := range path {
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		if n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == p {
+				next = n.Content[i+1]
+				break
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		n = next
+	}
+	return n
 }
 
 // lineOf returns the line of the value at path (map keys and sequence
@@ -391,7 +442,13 @@ func (s *Spec) validate(root *yaml.Node) error {
 			return bad(fmt.Sprintf("max_duration %s is shorter than min_duration %s", time.Duration(st.MaxDuration), time.Duration(st.MinDuration)), f("max_duration")...)
 		}
 	}
-	if s.Alpha == 0 {
+	// Defaults fill absent (or null) fields only: an explicit 0 (alpha: 0,
+	// margin: 0) is refused below, not silently replaced.
+	absent := func(path ...string) bool {
+		n := nodeAt(root, path...)
+		return n == nil || n.Tag == "!!null"
+	}
+	if s.Alpha == 0 && absent("alpha") {
 		s.Alpha = DefaultAlpha
 	}
 	for name, w := range s.AlphaWeights {
@@ -418,13 +475,13 @@ func (s *Spec) validate(root *yaml.Node) error {
 	if !(s.Alpha > 0 && s.Alpha < 0.5) {
 		return bad(fmt.Sprintf("%g is outside (0, 0.5)", s.Alpha), "alpha")
 	}
-	if s.Metrics.ErrorRate.Margin == 0 {
+	if s.Metrics.ErrorRate.Margin == 0 && absent("metrics", "error_rate", "margin") {
 		s.Metrics.ErrorRate.Margin = DefaultErrorRateMargin
 	}
 	if m := s.Metrics.ErrorRate.Margin; !(m > 1 && m < 20) {
 		return bad(fmt.Sprintf("odds-ratio margin %g must be in (1, 20)", m), "metrics", "error_rate", "margin")
 	}
-	if s.Metrics.Latency.Margin == 0 {
+	if s.Metrics.Latency.Margin == 0 && absent("metrics", "latency_p95", "margin") {
 		s.Metrics.Latency.Margin = DefaultLatencyMargin
 	}
 	if m := s.Metrics.Latency.Margin; !(m > 0 && m < 10) {
@@ -434,7 +491,7 @@ func (s *Spec) validate(root *yaml.Node) error {
 		m    *LatencyMetric
 		name string
 	}{{&s.Metrics.LatencyP50, "latency_p50"}, {&s.Metrics.LatencyP99, "latency_p99"}} {
-		if lm.m.Margin == 0 {
+		if lm.m.Margin == 0 && absent("metrics", lm.name, "margin") {
 			lm.m.Margin = DefaultLatencyMargin
 		}
 		if m := lm.m.Margin; !(m > 0 && m < 10) {
@@ -445,7 +502,7 @@ func (s *Spec) validate(root *yaml.Node) error {
 		m    *ErrorRateMetric
 		name string
 	}{{&s.Metrics.SessionFailure, "session_failure"}, {&s.Metrics.Loops, "loops"}, {&s.Metrics.Hallucination, "hallucination"}} {
-		if em.m.Margin == 0 {
+		if em.m.Margin == 0 && absent("metrics", em.name, "margin") {
 			em.m.Margin = DefaultErrorRateMargin
 		}
 		if m := em.m.Margin; !(m > 1 && m < 20) {
@@ -457,7 +514,7 @@ func (s *Spec) validate(root *yaml.Node) error {
 		name string
 	}{{&s.Metrics.Tokens, "tokens"}, {&s.Metrics.Cost, "cost"}, {&s.Metrics.ContextUse, "context_use"},
 		{&s.Metrics.ToolCalls, "tool_calls"}, {&s.Metrics.EvalScore, "eval_score"}} {
-		if mm.m.Margin == 0 {
+		if mm.m.Margin == 0 && absent("metrics", mm.name, "margin") {
 			mm.m.Margin = DefaultMeanMargin
 		}
 		if m := mm.m.Margin; !(m > 0 && m < 10) {

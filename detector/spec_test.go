@@ -2,6 +2,7 @@ package detector
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,5 +102,128 @@ func TestLoadSpecsDirDuplicate(t *testing.T) {
 	}
 	if _, err := LoadSpecs(filepath.Join(dir, "a.yaml")); err != nil {
 		t.Fatalf("LoadSpecs file: %v", err)
+	}
+}
+
+// TestExplicitZeroRefused: alpha and margins given as 0 (or out of range)
+// are refused with file:line; only absent ones take the default.
+func TestExplicitZeroRefused(t *testing.T) {
+	const head = "rollout: r\nbaseline: a\ncanary: b\nsteps: [{weight: 5}]\n"
+	for _, tc := range []struct {
+		name, src, want string
+	}{
+		{"alpha 0", head + "alpha: 0\n", "bad.yaml:5: alpha: 0 is outside (0, 0.5)"},
+		{"alpha 0.0", head + "alpha: 0.0\n", "bad.yaml:5: alpha: 0 is outside (0, 0.5)"},
+		{"alpha negative", head + "alpha: -0.01\n", "bad.yaml:5: alpha: -0.01 is outside (0, 0.5)"},
+		{"alpha 1", head + "alpha: 1\n", "bad.yaml:5: alpha: 1 is outside (0, 0.5)"},
+		{"error_rate margin 0", head + "metrics:\n  error_rate: {margin: 0}\n", "bad.yaml:6: metrics.error_rate.margin: odds-ratio margin 0 must be in (1, 20)"},
+		{"latency margin 0", head + "metrics:\n  latency_p95:\n    margin: 0\n", "bad.yaml:7: metrics.latency_p95.margin: relative margin 0 must be in (0, 10)"},
+		{"cost margin 0", head + "metrics:\n  cost: {margin: 0}\n", "bad.yaml:6: metrics.cost.margin: relative margin 0 must be in (0, 10)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseSpecs("bad.yaml", []byte(tc.src))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got error %v; want one containing %q", err, tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name, src string
+		alpha     float64
+	}{
+		{"absent", head, DefaultAlpha},
+		{"null", head + "alpha: ~\n", DefaultAlpha},
+		{"given", head + "alpha: 0.01\n", 0.01},
+	} {
+		ss, err := ParseSpecs("ok.yaml", []byte(tc.src))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := ss[0].Alpha; got != tc.alpha {
+			t.Errorf("%s: alpha %g; want %g", tc.name, got, tc.alpha)
+		}
+		if got := ss[0].Metrics.ErrorRate.Margin; got != DefaultErrorRateMargin {
+			t.Errorf("%s: error_rate margin %g; want the default %g", tc.name, got, DefaultErrorRateMargin)
+		}
+	}
+	// A margin shared through an alias is read, not replaced by the default.
+	ss, err := ParseSpecs("ok.yaml", []byte(head+"metrics:\n  error_rate: &m {margin: 3}\n  session_failure: *m\n"))
+	if err != nil {
+		t.Fatalf("aliased margin: %v", err)
+	}
+	if got := ss[0].Metrics.SessionFailure.Margin; got != 3 {
+		t.Errorf("aliased margin %g; want 3", got)
+	}
+}
+
+const okSpec = "rollout: %s\nbaseline: a\ncanary: b\nsteps: [{weight: 5}]\n"
+
+func writeSpec(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLoadSpecsDirSkipsEditorAndHiddenFiles: hidden files, editor lock,
+// swap, auto-save and backup files in a spec directory are skipped, not
+// errors and not specs.
+func TestLoadSpecsDirSkipsEditorAndHiddenFiles(t *testing.T) {
+	dir := t.TempDir()
+	writeSpec(t, filepath.Join(dir, "a.yaml"), fmt.Sprintf(okSpec, "a"))
+	const broken = "rollout: [\n"
+	for _, name := range []string{".hidden.yaml", "a.yaml~", ".a.yaml.swp", "#a.yaml#", "notes.txt"} {
+		writeSpec(t, filepath.Join(dir, name), broken)
+	}
+	// Emacs's lock file: a dangling symlink named .#a.yaml.
+	if err := os.Symlink("user@host.1234:1700000000", filepath.Join(dir, ".#a.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	ss, err := LoadSpecs(dir)
+	if err != nil {
+		t.Fatalf("LoadSpecs: %v; want the editor's and hidden files skipped", err)
+	}
+	if len(ss) != 1 || ss[0].Rollout != "a" || ss[0].File != filepath.Join(dir, "a.yaml") {
+		t.Fatalf("got %d specs %+v; want rollout a from a.yaml", len(ss), ss)
+	}
+	// A dangling symlink with a spec's name is an error, naming it.
+	if err := os.Symlink("gone.yaml", filepath.Join(dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadSpecs(dir); err == nil || !strings.Contains(err.Error(), "b.yaml") {
+		t.Fatalf("dangling b.yaml: got %v; want an error naming it", err)
+	}
+}
+
+// TestLoadSpecsConfigMapVolume: a directory shaped as Kubernetes mounts a
+// ConfigMap — name.yaml -> ..data/name.yaml, ..data -> ..<timestamp>/ —
+// yields each spec exactly once, named by its visible file.
+func TestLoadSpecsConfigMapVolume(t *testing.T) {
+	dir := t.TempDir()
+	ts := "..2026_12_03_10_00_00.123456789"
+	if err := os.Mkdir(filepath.Join(dir, ts), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"a", "b"} {
+		writeSpec(t, filepath.Join(dir, ts, r+".yaml"), fmt.Sprintf(okSpec, r))
+	}
+	if err := os.Symlink(ts, filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"a", "b"} {
+		if err := os.Symlink(filepath.Join("..data", r+".yaml"), filepath.Join(dir, r+".yaml")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ss, err := LoadSpecs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range ss {
+		got = append(got, s.Rollout+"@"+filepath.Base(s.File))
+	}
+	if want := "a@a.yaml,b@b.yaml"; strings.Join(got, ",") != want {
+		t.Fatalf("specs %v; want %s", got, want)
 	}
 }

@@ -6,9 +6,14 @@
 #   scripts/kafka.sh fetch           fetch the broker's jars into the cache (idempotent)
 #   scripts/kafka.sh start [DIR]     format fresh storage in DIR (default: a new temp dir),
 #                                    start the broker, wait until it answers, and print
-#                                      KAFKA_BROKERS=127.0.0.1:PORT
+#                                      KAFKA_BROKERS=127.0.0.1:PORT           PLAINTEXT
 #                                      KAFKA_VERSION=4.4.0
 #                                      KAFKA_DIR=DIR
+#                                      KAFKA_SASL_SSL_BROKERS=127.0.0.1:PORT  SASL_SSL
+#                                      KAFKA_MTLS_BROKERS=127.0.0.1:PORT      SSL, client certificate required
+#                                      KAFKA_TLS_DIR=DIR/tls
+#                                      KAFKA_SASL_USER=canaryd
+#                                      KAFKA_SASL_PASSWORD=canaryd-secret
 #                                    on stdout (all other output goes to stderr)
 #   scripts/kafka.sh stop DIR        SIGTERM, wait up to 30 s, SIGKILL; remove the data (all of
 #                                    DIR if start made it, else all but kafka.log)
@@ -19,9 +24,23 @@
 #                                    keep data and ports, start it again and wait until it answers
 #   scripts/kafka.sh status DIR      exit 0 if the broker of DIR runs
 #
+# Listeners, all on 127.0.0.1 (inter-broker and controller traffic stays PLAINTEXT):
+#   PLAINTEXT  KAFKA_BROKERS: no security, what every test uses unless it tests security
+#   SASL_SSL   KAFKA_SASL_SSL_BROKERS: TLS (server certificate only) and SASL with
+#              PLAIN and SCRAM-SHA-256/512 for user KAFKA_SASL_USER with password
+#              KAFKA_SASL_PASSWORD (SCRAM credentials are written at format time,
+#              PLAIN's in the listener's JAAS config), and OAUTHBEARER with Kafka's
+#              built-in unsecured validator: it accepts any unsigned JWT
+#              (header {"alg":"none"}) with a "sub" and an "exp" in the future
+#   SSL        KAFKA_MTLS_BROKERS: TLS with a client certificate signed by the CA required
+# KAFKA_TLS_DIR holds PEM files made with openssl at each start: ca.pem (the CA that
+# signs the broker's and the client's certificates), client.pem and client.key (a
+# client certificate, CN=canaryd-client), broker.pem and broker.key (SANs 127.0.0.1
+# and localhost), broker-keystore.pem (key and chain, the broker's PEM keystore).
+#
 # Files in DIR: server.properties, log4j2.properties, data/ (log.dirs and the
 # KRaft metadata log), kafka.log (the broker's log), pid, brokers
-# (KAFKA_BROKERS=...), env (KAFKA_BROKERS, KAFKA_VERSION, KAFKA_DIR: sourceable),
+# (KAFKA_BROKERS=...), env (the variables start prints: sourceable), tls/,
 # version, watchdog.pid (see KAFKA_OWNER_PID).
 #
 # Environment:
@@ -36,6 +55,7 @@
 #                          removes its data when that process exits, so a test process
 #                          that dies without cleaning up leaks no broker
 #   JAVA_HOME / JAVA       Java 17 or newer
+# Needs openssl (for the TLS listeners' certificates).
 set -euo pipefail
 
 readonly DEFAULT_VERSIONS=(4.4.0 4.3.1) # the first is preferred; later ones are fallbacks
@@ -46,6 +66,10 @@ readonly POM="$ROOT/loadtest/kafka/pom.xml"
 readonly CACHE="${CANARYD_CACHE:-$HOME/.cache/canaryd}"
 readonly START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 readonly STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
+# The one SASL user of the SASL_SSL listener (a throwaway local broker: the
+# password is no secret, and start prints it).
+readonly SASL_USER=canaryd
+readonly SASL_PASSWORD=canaryd-secret
 
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() {
@@ -151,17 +175,47 @@ cmd_fetch() {
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # pick_port prints a free loopback port below the kernel's ephemeral range,
-# so outgoing connections cannot take it between now and the broker's bind.
+# so outgoing connections cannot take it between now and the broker's bind;
+# it is none of the ports given as arguments.
 pick_port() {
-	local p i
+	local p q i taken
 	for ((i = 0; i < 200; i++)); do
 		p=$((20000 + RANDOM % 12000))
-		if port_free "$p" && [[ "$p" != "${1:-}" ]]; then
+		taken=0
+		for q in "$@"; do [[ "$p" == "$q" ]] && taken=1; done
+		if ((!taken)) && port_free "$p"; then
 			printf '%s' "$p"
 			return
 		fi
 	done
 	die "no free loopback port found"
+}
+
+# make_tls writes a CA, the broker's certificate and a client certificate, all
+# PEM, into DIR/tls (see the header). EC P-256 keys, PKCS#8, unencrypted.
+make_tls() {
+	local tls="$1/tls" ext
+	command -v openssl >/dev/null || die "openssl not found: it makes the TLS listeners' certificates (Debian: apt-get install openssl)"
+	rm -rf "$tls"
+	mkdir -p "$tls"
+	ext="$tls/ext.cnf"
+	{
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+			-keyout "$tls/ca.key" -out "$tls/ca.pem" -subj "/CN=canaryd test CA" \
+			-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-keyout "$tls/broker.key" -out "$tls/broker.csr" -subj "/CN=localhost"
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$ext"
+		openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+			-set_serial "0x$(openssl rand -hex 8)" -days 30 -extfile "$ext" -out "$tls/broker.pem"
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-keyout "$tls/client.key" -out "$tls/client.csr" -subj "/CN=canaryd-client"
+		printf 'extendedKeyUsage=clientAuth\n' >"$ext"
+		openssl x509 -req -in "$tls/client.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+			-set_serial "0x$(openssl rand -hex 8)" -days 30 -extfile "$ext" -out "$tls/client.pem"
+	} >>"$1/kafka.log" 2>&1 || die "openssl failed making the certificates; see $1/kafka.log"
+	cat "$tls/broker.key" "$tls/broker.pem" "$tls/ca.pem" >"$tls/broker-keystore.pem"
+	rm -f "$tls/broker.csr" "$tls/client.csr" "$ext"
 }
 
 # random_cluster_id prints a Kafka Uuid: 16 random bytes, URL-safe base64, no padding.
@@ -187,18 +241,33 @@ running_pid() {
 }
 
 write_config() {
-	local dir="$1" bport="$2" cport="$3"
+	local dir="$1" bport="$2" cport="$3" sport="$4" mport="$5"
 	cat >"$dir/server.properties" <<EOF
 # Written by scripts/kafka.sh: one KRaft node that is both broker and controller.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$bport
+listeners=PLAINTEXT://127.0.0.1:$bport,SASL_SSL://127.0.0.1:$sport,SSL://127.0.0.1:$mport,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$bport,SASL_SSL://127.0.0.1:$sport,SSL://127.0.0.1:$mport
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
 log.dirs=$dir/data
+
+# TLS of the SASL_SSL and SSL listeners: PEM files from make_tls. SSL requires a
+# client certificate signed by the CA (mTLS).
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/tls/broker-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/tls/ca.pem
+listener.name.ssl.ssl.client.auth=required
+# SASL on SASL_SSL. SCRAM credentials are in the metadata log (written at format);
+# OAUTHBEARER without a validator class uses Kafka's unsecured JWS validator.
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$SASL_PASSWORD";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="kafka";
 
 # Fast tests on one node: no replication, no rebalance delay, few internal partitions.
 num.partitions=3
@@ -233,13 +302,23 @@ logger.request.level = WARN
 EOF
 }
 
+# all_bound reports whether something listens on each of the given loopback ports.
+all_bound() {
+	local p
+	for p in "$@"; do
+		port_free "$p" && return 1
+	done
+	return 0
+}
+
 # launch starts the broker of DIR in the background and waits until it
 # answers. It returns 1 and leaves no process behind if it does not.
 launch() {
-	local dir="$1" version="$2" libs java pid bport deadline
+	local dir="$1" version="$2" libs java pid bport ports p deadline
 	libs="$(libs_dir "$version")"
 	java="$(java_bin)"
-	bport="$(sed -n 's/^advertised.listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$dir/server.properties")"
+	bport="$(sed -n 's/^advertised.listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\).*$/\1/p' "$dir/server.properties")"
+	ports="$(sed -n 's/^advertised.listeners=//p' "$dir/server.properties" | grep -o ':[0-9]*' | tr -d ':')"
 	# The flags kafka-run-class.sh uses, with a small heap.
 	# shellcheck disable=SC2086 # word splitting of the option variables is intended
 	"$java" ${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} \
@@ -252,7 +331,7 @@ launch() {
 	pid=$!
 	echo "$pid" >"$dir/pid"
 	deadline=$((SECONDS + START_TIMEOUT))
-	until grep -q "Kafka Server started" "$dir/kafka.log" && ! port_free "$bport"; do
+	until grep -q "Kafka Server started" "$dir/kafka.log" && all_bound $ports; do
 		if ! kill -0 "$pid" 2>/dev/null; then
 			log "broker exited during start; last lines of $dir/kafka.log:"
 			tail -n 30 "$dir/kafka.log" >&2 || true
@@ -320,7 +399,7 @@ report() {
 }
 
 cmd_start() {
-	local dir="${1:-}" owned=0 t0 version id bport cport pid attempt
+	local dir="${1:-}" owned=0 t0 version id bport cport sport mport pid attempt
 	t0="$(now)"
 	if [[ -z "$dir" ]]; then
 		dir="$(mktemp -d "${TMPDIR:-/tmp}/canaryd-kafka.XXXXXX")"
@@ -344,11 +423,16 @@ cmd_start() {
 		if ((owned)); then touch "$dir/.owned"; fi
 		bport="$(pick_port)"
 		cport="$(pick_port "$bport")"
-		write_config "$dir" "$bport" "$cport"
+		sport="$(pick_port "$bport" "$cport")"
+		mport="$(pick_port "$bport" "$cport" "$sport")"
+		write_config "$dir" "$bport" "$cport" "$sport" "$mport"
+		make_tls "$dir"
 		id="$(random_cluster_id)"
 		if ! "$(java_bin)" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
 			-cp "$(libs_dir "$version")/*" kafka.tools.StorageTool format \
-			-t "$id" -c "$dir/server.properties" --ignore-formatted >>"$dir/kafka.log" 2>&1; then
+			-t "$id" -c "$dir/server.properties" --ignore-formatted \
+			--add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$SASL_PASSWORD]" \
+			--add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$SASL_PASSWORD]" >>"$dir/kafka.log" 2>&1; then
 			tail -n 30 "$dir/kafka.log" >&2 || true
 			die "kafka-storage format failed; see $dir/kafka.log"
 		fi
@@ -367,10 +451,15 @@ cmd_start() {
 		cat "$dir/brokers"
 		printf 'KAFKA_VERSION=%s\n' "$version"
 		printf 'KAFKA_DIR=%s\n' "$dir"
+		printf 'KAFKA_SASL_SSL_BROKERS=127.0.0.1:%s\n' "$sport"
+		printf 'KAFKA_MTLS_BROKERS=127.0.0.1:%s\n' "$mport"
+		printf 'KAFKA_TLS_DIR=%s\n' "$dir/tls"
+		printf 'KAFKA_SASL_USER=%s\n' "$SASL_USER"
+		printf 'KAFKA_SASL_PASSWORD=%s\n' "$SASL_PASSWORD"
 	} >"$dir/env"
 	start_watchdog "$dir"
 	trap - EXIT
-	log "Kafka $version (KRaft, broker+controller) on 127.0.0.1:$bport, controller 127.0.0.1:$cport, pid $(cat "$dir/pid"), dir $dir; started in $(since "$t0")"
+	log "Kafka $version (KRaft, broker+controller) on 127.0.0.1:$bport, SASL_SSL 127.0.0.1:$sport, mTLS 127.0.0.1:$mport, controller 127.0.0.1:$cport, pid $(cat "$dir/pid"), dir $dir; started in $(since "$t0")"
 	report "$dir"
 }
 
@@ -391,7 +480,7 @@ cleanup_failed_start() {
 # cleanup_data removes what start wrote into DIR except kafka.log.
 cleanup_data() {
 	local dir="$1"
-	rm -rf "$dir/data" "$dir/pid" "$dir/brokers" "$dir/env" "$dir/version" \
+	rm -rf "$dir/data" "$dir/tls" "$dir/pid" "$dir/brokers" "$dir/env" "$dir/version" \
 		"$dir/server.properties" "$dir/log4j2.properties" "$dir/watchdog.pid" "$dir/.owned"
 }
 

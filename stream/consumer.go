@@ -10,8 +10,11 @@
 //	canaryd_records_total                       records consumed
 //	canaryd_records_rejected_total{reason="…"}  records sent to the DLQ, by reason
 //	canaryd_events_late_total{rollout="…"}      events behind the watermark, dropped (at most the window's MaxRollouts rollouts per partition, then "_other"); logged at most every 10 s per partition
-//	canaryd_consumer_lag{topic,partition}       high watermark − next offset
+//	canaryd_consumer_lag{topic,partition}       the broker's end offset − next offset to process (end offsets
+//	                                            listed every LagInterval; kept, not zeroed, while the broker is away)
 //	canaryd_partitions_assigned                 partitions owned by this instance
+//	canaryd_broker_contact_age_seconds          seconds since the broker last answered (lists, fetches)
+//	canaryd_dead_letters_unwritten_total        dead letters given up at shutdown (their offsets stay uncommitted)
 //	canaryd_fetch_errors_total                  fetch errors (the client retries)
 //	canaryd_checkpoints_total                   checkpoints written
 //	canaryd_checkpoint_errors_total             checkpoints that failed (offsets not committed)
@@ -36,6 +39,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/inferensys/canaryd/schemas"
@@ -51,10 +55,9 @@ type DeadLetter struct {
 // Options configure a Consumer.
 type Options struct {
 	Brokers []string
-	// Topics to consume, each with the decoder of its format. Default:
-	// {"agent.events": JSONDecoder}.
+	// Topics to consume, each with the decoder of its format. Required.
 	Topics map[string]NewDecoder
-	// Group is the consumer group. Default "canaryd".
+	// Group is the consumer group. Required.
 	Group string
 	// Window configures each partition's windows; its Emit is set by the
 	// Consumer to OnClosed.
@@ -73,6 +76,14 @@ type Options struct {
 	Clock func() time.Time
 	// KgoOpts are extra client options (TLS, SASL, …).
 	KgoOpts []kgo.Opt
+	// Abort, when done, makes the I/O that stopping waits on give up: dead
+	// letters, handovers and the final commit (the daemon ends it when its
+	// shutdown timeout is near). Until then such writes are retried. Nil:
+	// never.
+	Abort context.Context
+	// LagInterval between listings of the assigned partitions' end offsets
+	// (lag, broker contact, group size for readiness). Default 2s.
+	LagInterval time.Duration
 
 	// Checkpoints, when set, makes partition state durable: each partition
 	// goroutine writes its open windows and offsets there every
@@ -81,7 +92,8 @@ type Options struct {
 	// checkpoint unless the group went past it. Nil: state is in memory only;
 	// windows are flushed on revoke and a restart replays from the commits.
 	Checkpoints *window.Store
-	// CheckpointInterval between a busy partition's checkpoints. Default 5s.
+	// CheckpointInterval between a busy partition's checkpoints. Required
+	// with Checkpoints.
 	CheckpointInterval time.Duration
 	// SideState returns entries to write in the same transaction as a
 	// partition's checkpoint (the detector's state), and a function called
@@ -112,11 +124,11 @@ func (o *Options) validate() error {
 	if o.OnClosed == nil || o.DeadLetters == nil {
 		return errors.New("stream: OnClosed and DeadLetters are required")
 	}
-	if len(o.Topics) == 0 {
-		o.Topics = map[string]NewDecoder{"agent.events": JSONDecoder}
+	if len(o.Topics) == 0 || o.Group == "" {
+		return errors.New("stream: Topics and Group are required")
 	}
-	if o.Group == "" {
-		o.Group = "canaryd"
+	if o.Checkpoints != nil && o.CheckpointInterval <= 0 {
+		return errors.New("stream: CheckpointInterval is required with Checkpoints")
 	}
 	if o.Metrics == nil {
 		o.Metrics = metrics.NewSet()
@@ -127,18 +139,28 @@ func (o *Options) validate() error {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	if o.CheckpointInterval <= 0 {
-		o.CheckpointInterval = 5 * time.Second
+	if o.Abort == nil {
+		o.Abort = context.Background()
+	}
+	if o.LagInterval <= 0 {
+		o.LagInterval = 2 * time.Second
 	}
 	return nil
 }
 
 // Consumer consumes the events topic in a consumer group.
+//
+// Goroutines: Run's poll loop (owns the client's polling), one goroutine per
+// assigned partition (started on assign, stopped and waited on revoke, loss
+// and shutdown), and Run's lag lister. franz-go runs the rebalance callbacks
+// (assigned, revoked, lost, adjustOffsets) on its own goroutine. c.mu guards
+// only the parts map and is never held while sending to a partition, waiting
+// for one, or doing I/O.
 type Consumer struct {
 	opts Options
 	cl   *kgo.Client
 
-	mu    sync.Mutex // guards parts
+	mu    sync.Mutex // guards parts; held only for map reads and writes
 	parts map[tp]*partConsumer
 
 	records, fetchErrors *metrics.Counter
@@ -153,7 +175,11 @@ type Consumer struct {
 	ckBytes               atomic.Int64
 	rolloutLimit          *metrics.Counter
 	replayedRecords       *metrics.Counter
+	unwritten             *metrics.Counter
 	lastFetchErr          atomic.Int64 // wall clock, unix ns
+	lastContact           atomic.Int64 // wall clock, unix ns: the broker last answered
+	groupMembers          atomic.Int64 // members of the group at the last listing, -1 unknown
+	topicPartitions       atomic.Int64 // partitions of the consumed topics at the last listing
 }
 
 // New validates opts and creates the Kafka client; it starts no goroutine
@@ -174,6 +200,15 @@ func New(opts Options) (*Consumer, error) {
 	c.ckSeconds = opts.Metrics.NewSummary("canaryd_checkpoint_seconds")
 	c.rolloutLimit = opts.Metrics.NewCounter("canaryd_rollouts_limit_total")
 	c.replayedRecords = opts.Metrics.NewCounter("canaryd_records_replayed_total")
+	c.unwritten = opts.Metrics.NewCounter("canaryd_dead_letters_unwritten_total")
+	c.groupMembers.Store(-1)
+	opts.Metrics.NewGauge("canaryd_broker_contact_age_seconds", func() float64 {
+		last := c.lastContact.Load()
+		if last == 0 {
+			return -1
+		}
+		return float64(c.opts.Clock().UnixNano()-last) / 1e9
+	})
 	c.ckHealthy.Store(true)
 	opts.Metrics.NewGauge("canaryd_checkpoint_healthy", func() float64 {
 		if c.ckHealthy.Load() {
@@ -208,6 +243,9 @@ func New(opts Options) (*Consumer, error) {
 	return c, nil
 }
 
+// SetAbort replaces Options.Abort; call it before Run.
+func (c *Consumer) SetAbort(ctx context.Context) { c.opts.Abort = ctx }
+
 // Client returns the underlying Kafka client (for lag and admin queries).
 func (c *Consumer) Client() *kgo.Client { return c.cl }
 
@@ -216,6 +254,13 @@ func (c *Consumer) Client() *kgo.Client { return c.cl }
 // client. It returns nil on a clean stop.
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.cl.Close()
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagDone := make(chan struct{})
+	go func() {
+		defer close(lagDone)
+		c.listLag(lagCtx)
+	}()
+	defer func() { stopLag(); <-lagDone }()
 	for {
 		fetches := c.cl.PollRecords(ctx, 10_000)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
@@ -227,29 +272,113 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.opts.Logger.Warn("fetch error", "topic", t, "partition", p, "err", err)
 		})
 		// Hand each partition's records to its goroutine and poll again at
-		// once: fetching and decoding overlap. The send blocks when the
-		// partition is queueBatches behind, which bounds memory. c.mu is held
-		// so that a revoke cannot close the channel under the send.
+		// once: fetching and decoding overlap. The send waits while the
+		// partition is queueBatches behind, which bounds memory, but never
+		// under c.mu, and it gives up when the partition is stopped (its
+		// records are then its next owner's) or Run's context ends.
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
 			if len(ftp.Records) == 0 {
 				return
 			}
 			c.mu.Lock()
-			if pc := c.parts[tp{ftp.Topic, ftp.Partition}]; pc != nil {
-				pc.work <- ftp
-			}
+			pc := c.parts[tp{ftp.Topic, ftp.Partition}]
 			c.mu.Unlock()
+			if pc == nil {
+				return
+			}
+			select {
+			case pc.work <- ftp:
+			case <-pc.quit:
+			case <-ctx.Done():
+			}
 		})
 	}
 	// Shutdown, in order: stop partition goroutines (they flush their windows
-	// and mark their offsets), commit what was marked, then leave the group.
+	// and mark their offsets), commit what was marked, then leave the group
+	// (the deferred Close). Each step's I/O gives up when Abort ends.
 	c.stopAll(c.allParts(), stopRevoke)
-	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cctx, cancel := context.WithTimeout(c.opts.Abort, 10*time.Second)
 	defer cancel()
 	if err := c.cl.CommitMarkedOffsets(cctx); err != nil {
 		c.opts.Logger.Warn("final commit failed", "err", err)
 	}
 	return nil
+}
+
+// listLag lists the end offsets of the assigned partitions and the group's
+// size every LagInterval until ctx ends: the lag gauges, the broker contact
+// time and the group size that readiness reads. It runs on its own
+// goroutine and takes c.mu only to copy the assignment.
+func (c *Consumer) listLag(ctx context.Context) {
+	adm := kadm.NewClient(c.cl)
+	topics := make([]string, 0, len(c.opts.Topics))
+	for t := range c.opts.Topics {
+		topics = append(topics, t)
+	}
+	tick := time.NewTicker(c.opts.LagInterval)
+	defer tick.Stop()
+	for {
+		lctx, cancel := context.WithTimeout(ctx, max(c.opts.LagInterval, 5*time.Second))
+		ends, err := adm.ListEndOffsets(lctx, topics...)
+		if err == nil {
+			err = ends.Error()
+		}
+		var members int64 = -1
+		if err == nil {
+			if gs, gerr := adm.DescribeGroups(lctx, c.opts.Group); gerr == nil {
+				if g, ok := gs[c.opts.Group]; ok && g.Err == nil {
+					members = int64(len(g.Members))
+				}
+			}
+		}
+		cancel()
+		if err == nil {
+			c.lastContact.Store(c.opts.Clock().UnixNano())
+			c.groupMembers.Store(members)
+			n := int64(0)
+			ends.Each(func(o kadm.ListedOffset) { n++ })
+			c.topicPartitions.Store(n)
+			c.mu.Lock()
+			for k, pc := range c.parts {
+				if o, ok := ends.Lookup(k.topic, k.p); ok && o.Err == nil {
+					pc.end.Store(o.Offset)
+					if pos := pc.pos.Load(); pos >= 0 {
+						pc.lagGauge.Set(float64(max(o.Offset-pos, 0)))
+					}
+				}
+			}
+			c.mu.Unlock()
+		} else if ctx.Err() == nil {
+			c.opts.Logger.Debug("listing end offsets failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Health describes the consumer for readiness checks.
+type Health struct {
+	Assigned int // partitions owned by this instance
+	// LastContact is when the broker last answered a listing (zero: never).
+	LastContact time.Time
+	// GroupMembers is the group's size at the last listing, -1 when unknown;
+	// TopicPartitions the consumed topics' partitions then.
+	GroupMembers, TopicPartitions int
+}
+
+// Health returns the consumer's health. It takes no lock held across I/O.
+func (c *Consumer) Health() Health {
+	c.mu.Lock()
+	n := len(c.parts)
+	c.mu.Unlock()
+	h := Health{Assigned: n, GroupMembers: int(c.groupMembers.Load()), TopicPartitions: int(c.topicPartitions.Load())}
+	if t := c.lastContact.Load(); t != 0 {
+		h.LastContact = time.Unix(0, t)
+	}
+	return h
 }
 
 // tp names one partition of one topic.
@@ -429,12 +558,19 @@ func (c *Consumer) stopAll(tps map[string][]int32, mode stopMode) {
 	c.mu.Unlock()
 	for _, pc := range stopped {
 		pc.mode = mode
-		close(pc.work)
+		close(pc.quit)
+		// A stopping partition's retries (dead letters) give up after
+		// stopGrace, or at once when Abort ends.
+		t := time.AfterFunc(stopGrace, pc.ioCancel)
+		defer t.Stop()
 	}
 	for _, pc := range stopped {
 		<-pc.done
 	}
 }
+
+// stopGrace bounds how long a stopping partition retries its dead letters.
+const stopGrace = 10 * time.Second
 
 func (c *Consumer) rejectCounter(reason string) *metrics.Counter {
 	label := reasonLabel(reason)
@@ -483,9 +619,20 @@ type partConsumer struct {
 	mute  func(*schemas.Event)         // drops events of replayed records
 	off   int64                        // offset of the record being decoded
 	err   error                        // first refusal of an event of the record
-	work  chan kgo.FetchTopicPartition // closed on revoke; drained before stop
+	work  chan kgo.FetchTopicPartition // batches from the poll loop
+	quit  chan struct{}                // closed to stop; work is drained first
 	done  chan struct{}
-	mode  stopMode // set before work is closed
+	mode  stopMode // set before quit is closed
+	// ioCtx bounds the partition's retried writes (dead letters): it ends
+	// stopGrace after quit, or with Options.Abort.
+	ioCtx    context.Context
+	ioCancel context.CancelFunc
+	end      atomic.Int64 // the broker's end offset at the last listing (listLag)
+	pos      atomic.Int64 // next, for listLag
+	// holdAt caps the offsets marked for commit: the offset of the first
+	// dead letter that could not be written (-1: none), so that it is read
+	// again rather than lost.
+	holdAt int64
 
 	next     int64 // offset after the last record processed
 	epoch    int32
@@ -529,12 +676,18 @@ func (c *Consumer) newPart(topic string, id int32) *partConsumer {
 	wopts.Emit = c.opts.OnClosed
 	wopts.Source = topic
 	pc := &partConsumer{c: c, topic: topic, id: id, part: window.NewPartition(id, wopts), wopts: wopts, dec: c.opts.Topics[topic](),
-		work: make(chan kgo.FetchTopicPartition, queueBatches), done: make(chan struct{}), next: -1, epoch: -1,
-		resume: make(chan resumeState, 1), started: c.opts.Clock(), ckNext: -1}
+		work: make(chan kgo.FetchTopicPartition, queueBatches), quit: make(chan struct{}), done: make(chan struct{}), next: -1, epoch: -1,
+		resume: make(chan resumeState, 1), started: c.opts.Clock(), ckNext: -1, holdAt: -1}
+	pc.ioCtx, pc.ioCancel = context.WithCancel(c.opts.Abort)
+	pc.end.Store(-1)
+	pc.pos.Store(-1)
 	pc.emit = pc.add
 	pc.mute = func(*schemas.Event) {}
 	pc.state, _ = pc.dec.(Stateful)
-	pc.lagGauge = c.opts.Metrics.GetOrCreateGauge(`canaryd_consumer_lag{topic="`+topic+`",partition="`+strconv.Itoa(int(id))+`"}`, nil)
+	// One gauge per partition, whoever owns it over time: the latest owner's
+	// positions are read.
+	lag := c.opts.Metrics.GetOrCreateGauge(`canaryd_consumer_lag{topic="`+topic+`",partition="`+strconv.Itoa(int(id))+`"}`, nil)
+	pc.lagGauge = lag
 	pc.liveGauge = c.opts.Metrics.GetOrCreateGauge(`canaryd_live_rollouts{topic="`+topic+`",partition="`+strconv.Itoa(int(id))+`"}`, nil)
 	return pc
 }
@@ -592,17 +745,28 @@ func (pc *partConsumer) add(ev *schemas.Event) {
 
 func (pc *partConsumer) run() {
 	defer close(pc.done)
+	defer pc.ioCancel()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
-		case ftp, ok := <-pc.work:
-			if !ok {
-				pc.stop()
-				return
-			}
+		case ftp := <-pc.work:
 			pc.applyResume()
 			pc.process(ftp)
+		case <-pc.quit:
+			// Batches already handed over are processed before stopping.
+			for {
+				select {
+				case ftp := <-pc.work:
+					pc.applyResume()
+					pc.process(ftp)
+					continue
+				default:
+				}
+				break
+			}
+			pc.stop()
+			return
 		case <-tick.C:
 			pc.applyResume()
 			// Quiet partitions still close windows as the wall clock moves.
@@ -665,7 +829,7 @@ func (pc *partConsumer) stop() {
 // replays from the commit.
 func (pc *partConsumer) publish() {
 	c := pc.c
-	if c.opts.Handover == nil || pc.next < 0 {
+	if c.opts.Handover == nil || pc.next < 0 || pc.holdAt >= 0 {
 		return
 	}
 	var buf bytes.Buffer
@@ -680,7 +844,7 @@ func (pc *partConsumer) publish() {
 		side = c.opts.HandoverSide(pc.part.Rollouts())
 	}
 	v := window.EncodeHandover(ck, side)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(c.opts.Abort, 10*time.Second)
 	defer cancel()
 	if err := c.opts.Handover.Publish(ctx, pc.topic, pc.id, v); err != nil {
 		c.opts.Logger.Error("handing the partition over failed: its next owner replays from the commit", "topic", pc.topic, "partition", pc.id, "err", err)
@@ -715,29 +879,57 @@ func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {
 	c.records.Add(len(ftp.Records))
 	pc.part.Advance()
 	if len(pc.dead) > 0 {
-		// Dead letters are written before the offsets that pass them are
-		// committed; on failure the client retries (franz-go produce retries
-		// until delivered), so nothing is lost.
-		for {
-			err := c.opts.DeadLetters(context.Background(), pc.dead)
-			if err == nil {
-				break
-			}
-			c.opts.Logger.Error("dead-letter write failed; retrying", "err", err)
-			time.Sleep(time.Second)
-		}
-		for _, d := range pc.dead {
-			c.rejectCounter(d.Reason).Inc()
-		}
-		clear(pc.dead)
-		pc.dead = pc.dead[:0]
+		pc.writeDead()
 	}
 	pc.liveGauge.Set(float64(pc.part.LiveRollouts()))
-	if ftp.HighWatermark > 0 {
-		pc.lagGauge.Set(float64(ftp.HighWatermark - pc.next))
-		pc.backlog = pc.next < ftp.HighWatermark
+	pc.pos.Store(pc.next)
+	end := ftp.HighWatermark
+	if end > 0 {
+		pc.backlog = pc.next < end
+	}
+	if e := pc.end.Load(); e > end {
+		end = e
+	}
+	if end > 0 {
+		pc.lagGauge.Set(float64(max(end-pc.next, 0)))
 	}
 	pc.save()
+}
+
+// writeDead writes the batch's dead letters before the offsets that pass
+// them are marked, retrying with backoff until they are written or ioCtx
+// ends (the partition is stopping, or shutdown is out of time). Dead letters
+// given up are counted and logged, and the offsets marked from then on stay
+// at the first of them, so that they are read again rather than lost.
+func (pc *partConsumer) writeDead() {
+	c := pc.c
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.opts.DeadLetters(pc.ioCtx, pc.dead)
+		if err == nil {
+			for _, d := range pc.dead {
+				c.rejectCounter(d.Reason).Inc()
+			}
+			break
+		}
+		if pc.ioCtx.Err() != nil {
+			if pc.holdAt < 0 {
+				pc.holdAt = pc.dead[0].Record.Offset
+			}
+			c.unwritten.Add(len(pc.dead))
+			c.opts.Logger.Error("dead letters not written: stopping; their offsets are not committed, so they are read again",
+				"topic", pc.topic, "partition", pc.id, "records", len(pc.dead), "first_offset", pc.dead[0].Record.Offset, "err", err)
+			break
+		}
+		c.opts.Logger.Error("dead-letter write failed; retrying", "topic", pc.topic, "partition", pc.id, "records", len(pc.dead), "retry_in", backoff, "err", err)
+		select {
+		case <-pc.ioCtx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	clear(pc.dead)
+	pc.dead = pc.dead[:0]
 }
 
 // save marks offsets for commit: at once without checkpoints, or through a
@@ -764,6 +956,12 @@ func (pc *partConsumer) checkpoint(mark bool) {
 	pc.lastCk = c.opts.Clock()
 	if pc.next < 0 || pc.next == pc.ckNext && pc.part.OpenWindows() == pc.ckOpen {
 		return // nothing consumed, or nothing changed since the last one
+	}
+	if pc.holdAt >= 0 {
+		// A dead letter was given up (see writeDead): the last checkpoint,
+		// from before it, stays the one to resume from, so that it is read
+		// and dead-lettered again.
+		return
 	}
 	start := time.Now()
 	pc.ckBuf.Reset()
@@ -818,6 +1016,9 @@ func (pc *partConsumer) replayFrom() int64 {
 // mark marks off for commit: every record before it has reached the
 // detector (or the DLQ), or is in a checkpoint.
 func (pc *partConsumer) mark(off int64) {
+	if pc.holdAt >= 0 {
+		off = min(off, pc.holdAt)
+	}
 	pc.c.cl.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{
 		pc.topic: {pc.id: {Epoch: pc.epoch, Offset: off}},
 	})

@@ -7,7 +7,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,14 +18,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
-
 	"github.com/inferensys/canaryd/detector"
 	"github.com/inferensys/canaryd/internal/daemon"
 	"github.com/inferensys/canaryd/stream"
-	"github.com/inferensys/canaryd/window"
 )
 
 const usage = `canaryd — a streaming canary judge for AI agents
@@ -40,161 +34,222 @@ Run 'canaryd <command> --help' for a command's flags.
 `
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is canaryd with its arguments (without the program name); it returns
+// the exit code. Help goes to stdout with code 0, errors to stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
 	var err error
-	switch os.Args[1] {
+	switch args[0] {
 	case "run":
-		err = runCmd(ctx, os.Args[2:])
+		err = runCmd(ctx, args[1:], stdout)
 	case "demo":
-		err = demoCmd(ctx, os.Args[2:], os.Stdout)
+		err = demoCmd(ctx, args[1:], stdout)
 	case "validate":
-		err = validateCmd(os.Args[2:], os.Stdout)
-	case "-h", "--help", "help":
-		fmt.Print(usage)
-		return
+		err = validateCmd(args[1:], stdout)
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "canaryd: unknown command %q\n\n%s", os.Args[1], usage)
-		os.Exit(2)
+		fmt.Fprintf(stderr, "canaryd: unknown command %q\n\n%s", args[0], usage)
+		return 2
 	}
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return
+			return 0
 		}
-		fmt.Fprintln(os.Stderr, "canaryd:", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "canaryd:", err)
+		return 1
 	}
+	return 0
 }
 
-// env returns the environment variable's value or def.
-func env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
-}
-
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(name); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-	}
-	return def
-}
-
-func runCmd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `canaryd run — the daemon
+const runUsage = `canaryd run — the daemon
 
 Reads agent events (JSON v1, see schemas/agent-event.v1.json) from Kafka,
 compares each rollout's canary with its baseline with anytime-valid
 sequential tests, and writes set_weight / promote / rollback commands to the
-control topic. Every flag has an environment variable (shown in brackets).
+control topic.
+
+Every flag has an environment variable, shown in brackets: CANARYD_ and the
+flag's name in upper snake case (-v: CANARYD_VERBOSE). A flag on the command
+line wins over its variable; a variable set to "" counts as unset. Values are
+parsed strictly (booleans: true/false/1/0; durations with a unit: 30s, 5m;
+integers in base 10); a bad one stops the start, naming the variable.
+The SASL password has only a variable, CANARYD_SASL_PASSWORD, or a file
+(--sasl-password-file).
+
+Kafka security: any --tls-* flag implies --tls. --tls-ca-file is a PEM bundle
+(default: the system roots); --tls-cert-file and --tls-key-file present a
+client certificate (mTLS, e.g. Strimzi's TLS authentication). SASL over TLS
+or plaintext: --sasl-mechanism plain, scram-sha-256 or scram-sha-512 with
+--sasl-user and a password; oauthbearer with --sasl-oauth-token-file (read
+again at each authentication, so a rotated Kubernetes projected token works).
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
-	brokers := fs.String("brokers", env("CANARYD_BROKERS", ""), "Kafka seed brokers, comma-separated [CANARYD_BROKERS]")
-	specs := fs.String("specs", env("CANARYD_SPECS", ""), "rollout spec YAML file or directory [CANARYD_SPECS]")
-	events := fs.String("events-topic", env("CANARYD_EVENTS_TOPIC", "agent.events"), "events topic [CANARYD_EVENTS_TOPIC]")
-	control := fs.String("control-topic", env("CANARYD_CONTROL_TOPIC", "canary.control"), "control topic [CANARYD_CONTROL_TOPIC]")
-	dlq := fs.String("dlq-topic", env("CANARYD_DLQ_TOPIC", "agent.events.dlq"), "dead-letter topic [CANARYD_DLQ_TOPIC]")
-	group := fs.String("group", env("CANARYD_GROUP", "canaryd"), "consumer group [CANARYD_GROUP]")
-	httpAddr := fs.String("http", env("CANARYD_HTTP", ":8080"), "HTTP address for /metrics, /healthz, /v1/rollouts [CANARYD_HTTP]")
-	width := fs.Duration("window", envDuration("CANARYD_WINDOW", 10*time.Second), "event-time window width [CANARYD_WINDOW]")
-	lateness := fs.Duration("lateness", envDuration("CANARYD_LATENESS", 5*time.Second), "allowed lateness behind the newest event time [CANARYD_LATENESS]")
+`
+
+// runFlags are the values of `canaryd run`'s flags: a daemon.Config that
+// starts as daemon.DefaultConfig(), and what is turned into Config fields
+// after parsing.
+type runFlags struct {
+	cfg                                     daemon.Config
+	brokers, specs, modelsFile, signKeyFile string
+	logLevel                                string
+	verbose                                 bool
+	sec                                     security
+}
+
+// newRunFlags defines the flags of `canaryd run`, each with its environment
+// variable in its usage. Defaults come from daemon.DefaultConfig.
+func newRunFlags() (*flag.FlagSet, *runFlags) {
+	r := &runFlags{cfg: daemon.DefaultConfig(), logLevel: "info"}
+	c := &r.cfg
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // runCmd prints help and errors itself
+	dur := func(p *time.Duration, name, usage string) { fs.Var((*durationValue)(p), name, usage) }
+	boolean := func(p *bool, name, usage string) { fs.Var((*boolValue)(p), name, usage) }
+
+	fs.StringVar(&r.brokers, "brokers", "", "Kafka seed brokers, comma-separated (required)")
+	fs.StringVar(&r.specs, "specs", "", "rollout spec YAML file or directory (required)")
+	fs.StringVar(&c.EventsTopic, "events-topic", c.EventsTopic, "events topic")
+	fs.StringVar(&c.ControlTopic, "control-topic", c.ControlTopic, "control topic")
+	fs.StringVar(&c.DLQTopic, "dlq-topic", c.DLQTopic, "dead-letter topic")
+	fs.StringVar(&c.Group, "group", c.Group, "consumer group")
+	fs.Var((*int32Value)(&c.Partitions), "partitions", "partitions of the events topic when canaryd creates it")
+	boolean(&c.NoCreateTopics, "no-create-topics", "do not create missing topics")
+	fs.StringVar(&c.HTTPAddr, "http", c.HTTPAddr, "HTTP address for /metrics, /healthz, /v1/rollouts (\"\" on the command line: no HTTP server)")
+	dur(&c.Window.Width, "window", "event-time window width")
+	dur(&c.Window.Lateness, "lateness", "allowed lateness behind the newest event time")
+	dur(&c.Window.MaxFuture, "max-future", "events further ahead of the wall clock than this go to the dead-letter topic")
 	// A crashed instance's partitions wait this long for another instance;
 	// Kafka bounds it with group.min.session.timeout.ms (default 6s).
-	sessionTimeout := fs.Duration("session-timeout", envDuration("CANARYD_SESSION_TIMEOUT", 45*time.Second), "consumer group session timeout: how long before a crashed instance's partitions go to the others [CANARYD_SESSION_TIMEOUT]")
-	otlpSpans := fs.String("otlp-spans-topic", env("CANARYD_OTLP_SPANS_TOPIC", ""), "also consume OTLP spans from this topic (the Collector's Kafka exporter, e.g. otlp_spans) [CANARYD_OTLP_SPANS_TOPIC]")
-	otlpLogs := fs.String("otlp-logs-topic", env("CANARYD_OTLP_LOGS_TOPIC", ""), "also consume OTLP evaluation log events from this topic (e.g. otlp_logs) [CANARYD_OTLP_LOGS_TOPIC]")
-	otlpEnc := fs.String("otlp-encoding", env("CANARYD_OTLP_ENCODING", "otlp_proto"), "encoding of the OTLP topics: otlp_proto or otlp_json [CANARYD_OTLP_ENCODING]")
-	modelsFile := fs.String("models", env("CANARYD_MODELS", ""), "model table YAML: context limits and prices per model, to fill in context use and cost (see deploy/models.yaml) [CANARYD_MODELS]")
-	noCreate := fs.Bool("no-create-topics", env("CANARYD_NO_CREATE_TOPICS", "") != "", "do not create missing topics [CANARYD_NO_CREATE_TOPICS]")
-	signKeyFile := fs.String("sign-key-file", env("CANARYD_SIGN_KEY_FILE", ""), "file with the HMAC key that signs commands [CANARYD_SIGN_KEY_FILE]")
-	useTLS := fs.Bool("tls", env("CANARYD_TLS", "") != "", "connect to Kafka with TLS [CANARYD_TLS]")
-	saslMech := fs.String("sasl-mechanism", env("CANARYD_SASL_MECHANISM", ""), "SASL mechanism: plain, scram-sha-256 or scram-sha-512 [CANARYD_SASL_MECHANISM]")
-	saslUser := fs.String("sasl-user", env("CANARYD_SASL_USER", ""), "SASL user [CANARYD_SASL_USER]")
-	stateDir := fs.String("state-dir", env("CANARYD_STATE_DIR", ""), "directory of the Badger checkpoints (window state, offsets, judge state); empty: state in memory only, a restart replays from the committed offsets and loses the judges' evidence [CANARYD_STATE_DIR]")
-	ckInterval := fs.Duration("checkpoint-interval", envDuration("CANARYD_CHECKPOINT_INTERVAL", 5*time.Second), "time between a partition's checkpoints; offsets are committed only with a checkpoint [CANARYD_CHECKPOINT_INTERVAL]")
-	stateTopic := fs.String("state-topic", env("CANARYD_STATE_TOPIC", "canaryd.state"), "compacted topic that hands a revoked partition's checkpoint to its next owner (with --state-dir) [CANARYD_STATE_TOPIC]")
-	evictAfter := fs.Duration("evict-after", envDuration("CANARYD_EVICT_AFTER", time.Hour), "drop a rollout's partition state this long (event time) after its last event, and its export history this long after its final verdict [CANARYD_EVICT_AFTER]")
-	historyWindows := fs.Int("history-windows", 360, "closed windows per rollout kept for the Arrow export (older ones are folded into one row per series)")
-	verbose := fs.Bool("v", false, "debug logging")
+	dur(&c.SessionTimeout, "session-timeout", "consumer group session timeout: how long before a crashed instance's partitions go to the others")
+	fs.StringVar(&c.OTLPSpansTopic, "otlp-spans-topic", "", "also consume OTLP spans from this topic (the Collector's Kafka exporter, e.g. otlp_spans)")
+	fs.StringVar(&c.OTLPLogsTopic, "otlp-logs-topic", "", "also consume OTLP evaluation log events from this topic (e.g. otlp_logs)")
+	fs.StringVar(&c.OTLPEncoding, "otlp-encoding", c.OTLPEncoding, "encoding of the OTLP topics: otlp_proto or otlp_json")
+	fs.StringVar(&r.modelsFile, "models", "", "model table YAML: context limits and prices per model, to fill in context use and cost (see deploy/models.yaml)")
+	fs.StringVar(&r.signKeyFile, "sign-key-file", "", "file with the HMAC key that signs commands")
+	fs.StringVar(&c.StateDir, "state-dir", "", "directory of the Badger checkpoints (window state, offsets, judge state); empty: state in memory only, a restart replays from the committed offsets and loses the judges' evidence")
+	dur(&c.CheckpointInterval, "checkpoint-interval", "time between a partition's checkpoints; offsets are committed only with a checkpoint")
+	fs.StringVar(&c.StateTopic, "state-topic", c.StateTopic, "compacted topic that hands a revoked partition's checkpoint to its next owner (with --state-dir)")
+	dur(&c.EvictAfter, "evict-after", "drop a rollout's partition state this long (event time) after its last event, and its export history this long after its final verdict")
+	fs.Var((*intValue)(&c.HistoryWindows), "history-windows", "closed windows per rollout kept for the Arrow export (older ones are folded into one row per series)")
+	dur(&c.ShutdownTimeout, "shutdown-timeout", "after SIGTERM, exit within this long whatever the broker does, logging what could not be flushed")
+	fs.StringVar(&r.logLevel, "log-level", r.logLevel, "log level: debug, info, warn or error")
+	boolean(&r.verbose, "v", "debug logging (same as --log-level debug)")
+	boolean(&r.sec.TLS, "tls", "connect to Kafka with TLS (implied by any --tls-* flag)")
+	fs.StringVar(&r.sec.CAFile, "tls-ca-file", "", "PEM bundle of the CAs that sign the brokers' certificates (default: the system roots)")
+	fs.StringVar(&r.sec.CertFile, "tls-cert-file", "", "client certificate (PEM) for mTLS; needs --tls-key-file")
+	fs.StringVar(&r.sec.KeyFile, "tls-key-file", "", "private key (PEM) of --tls-cert-file")
+	fs.StringVar(&r.sec.ServerName, "tls-server-name", "", "name the brokers' certificates must carry (default: the host dialled)")
+	fs.StringVar(&r.sec.Mechanism, "sasl-mechanism", "", "SASL mechanism: plain, scram-sha-256, scram-sha-512 or oauthbearer")
+	fs.StringVar(&r.sec.User, "sasl-user", "", "SASL user (plain, scram-*)")
+	fs.StringVar(&r.sec.PasswordFile, "sasl-password-file", "", "file with the SASL password, read at each authentication (or set CANARYD_SASL_PASSWORD)")
+	fs.StringVar(&r.sec.TokenFile, "sasl-oauth-token-file", "", "file with the OAUTHBEARER token (a JWT), read at each authentication")
+	withEnvUsage(fs)
+	return fs, r
+}
+
+// parseRun parses run's flags after the environment and checks the values
+// no default could make sense of. It prints help to stdout.
+func parseRun(args []string, environ []string, lookup func(string) (string, bool), stdout io.Writer) (*runFlags, []string, error) {
+	fs, r := newRunFlags()
+	if err := applyEnv(fs, lookup); err != nil {
+		return nil, nil, fmt.Errorf("run: %w", err)
+	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, runUsage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return nil, nil, err
+		}
+		return nil, nil, fmt.Errorf("run: %w (see canaryd run --help)", err)
 	}
-	if *brokers == "" {
-		return errors.New("run: --brokers (or CANARYD_BROKERS) is required")
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("run: unexpected argument %q (see canaryd run --help)", fs.Arg(0))
 	}
-	if *specs == "" {
-		return errors.New("run: --specs (or CANARYD_SPECS) is required")
+	c := &r.cfg
+	errs := []error{
+		positive("window", c.Window.Width),
+		positive("lateness", c.Window.Lateness),
+		positive("max-future", c.Window.MaxFuture),
+		positive("session-timeout", c.SessionTimeout),
+		positive("checkpoint-interval", c.CheckpointInterval),
+		positive("evict-after", c.EvictAfter),
+		positive("shutdown-timeout", c.ShutdownTimeout),
+		positive("history-windows", c.HistoryWindows),
+		positive("partitions", c.Partitions),
 	}
-	ss, err := detector.LoadSpecs(*specs)
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, fmt.Errorf("run: %w", err)
+	}
+	r.sec.Password, _ = lookup("CANARYD_SASL_PASSWORD")
+	return r, unknownEnv(fs, environ), nil
+}
+
+func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	r, unknown, err := parseRun(args, os.Environ(), os.LookupEnv, stdout)
 	if err != nil {
 		return err
 	}
-	var models *stream.ModelTable
-	if *modelsFile != "" {
-		if models, err = stream.LoadModelTable(*modelsFile); err != nil {
+	cfg := r.cfg
+	for _, b := range strings.Split(r.brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			cfg.Brokers = append(cfg.Brokers, b)
+		}
+	}
+	if len(cfg.Brokers) == 0 {
+		return errors.New("run: --brokers (or CANARYD_BROKERS) is required")
+	}
+	if r.specs == "" {
+		return errors.New("run: --specs (or CANARYD_SPECS) is required")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(r.logLevel)); err != nil {
+		return fmt.Errorf("run: --log-level %q [CANARYD_LOG_LEVEL]: want debug, info, warn or error", r.logLevel)
+	}
+	if r.verbose {
+		level = slog.LevelDebug
+	}
+	if cfg.Specs, err = detector.LoadSpecs(r.specs); err != nil {
+		return err
+	}
+	if r.modelsFile != "" {
+		if cfg.Models, err = stream.LoadModelTable(r.modelsFile); err != nil {
 			return err
 		}
 	}
-	kopts, err := securityOpts(*useTLS, *saslMech, *saslUser, os.Getenv("CANARYD_SASL_PASSWORD"))
-	if err != nil {
-		return err
+	if cfg.KgoOpts, err = securityOpts(r.sec); err != nil {
+		return fmt.Errorf("run: %w", err)
 	}
-	// A group option: the clients without a group (producer, control reader) ignore it.
-	kopts = append(kopts, kgo.SessionTimeout(*sessionTimeout))
-	var signKey []byte
-	if *signKeyFile != "" {
-		if signKey, err = os.ReadFile(*signKeyFile); err != nil {
-			return fmt.Errorf("sign key: %w", err)
+	if r.signKeyFile != "" {
+		key, err := os.ReadFile(r.signKeyFile)
+		if err != nil {
+			return fmt.Errorf("run: --sign-key-file: %w", err)
 		}
-		signKey = []byte(strings.TrimSpace(string(signKey)))
-	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
+		cfg.SignKey = []byte(strings.TrimSpace(string(key)))
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	d, err := daemon.New(daemon.Config{
-		Brokers: strings.Split(*brokers, ","), EventsTopic: *events, ControlTopic: *control, DLQTopic: *dlq,
-		Group: *group, NoCreateTopics: *noCreate, OTLPSpansTopic: *otlpSpans, OTLPLogsTopic: *otlpLogs, OTLPEncoding: *otlpEnc, Specs: ss, Models: models, HTTPAddr: *httpAddr,
-		StateDir: *stateDir, StateTopic: *stateTopic, CheckpointInterval: *ckInterval, HistoryWindows: *historyWindows, EvictAfter: *evictAfter,
-		Window: window.Options{Width: *width, Lateness: *lateness}, SignKey: signKey, KgoOpts: kopts, Logger: log,
-	})
+	for _, name := range unknown {
+		log.Warn("unknown environment variable ignored: no flag reads it", "name", name)
+	}
+	cfg.Logger = log
+	d, err := daemon.New(cfg)
 	if err != nil {
 		return err
 	}
 	log.Info("serving HTTP", "addr", d.HTTPAddr())
 	return d.Run(ctx)
-}
-
-func securityOpts(useTLS bool, mech, user, pass string) ([]kgo.Opt, error) {
-	var opts []kgo.Opt
-	if useTLS {
-		opts = append(opts, kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}))
-	}
-	switch strings.ToLower(mech) {
-	case "":
-	case "plain":
-		opts = append(opts, kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()))
-	case "scram-sha-256":
-		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()))
-	case "scram-sha-512":
-		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()))
-	default:
-		return nil, fmt.Errorf("--sasl-mechanism %q: want plain, scram-sha-256 or scram-sha-512", mech)
-	}
-	return opts, nil
 }
 
 func validateCmd(args []string, out io.Writer) error {

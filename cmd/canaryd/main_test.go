@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,7 +28,7 @@ func TestBadSpecRefusedAtStart(t *testing.T) {
 	if err := os.WriteFile(f, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := runCmd(t.Context(), []string{"--brokers", "127.0.0.1:1", "--specs", f, "--http", ""})
+	err := runCmd(t.Context(), []string{"--brokers", "127.0.0.1:1", "--specs", f, "--http", ""}, io.Discard)
 	if err == nil {
 		t.Fatal("run with a bad spec: no error")
 	}
@@ -44,7 +45,7 @@ func TestBadSpecRefusedAtStart(t *testing.T) {
 func TestRunNeedsBrokersAndSpecs(t *testing.T) {
 	t.Setenv("CANARYD_BROKERS", "")
 	t.Setenv("CANARYD_SPECS", "")
-	if err := runCmd(t.Context(), nil); err == nil || !strings.Contains(err.Error(), "--brokers") {
+	if err := runCmd(t.Context(), nil, io.Discard); err == nil || !strings.Contains(err.Error(), "--brokers") {
 		t.Fatalf("run without brokers: %v", err)
 	}
 }

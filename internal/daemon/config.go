@@ -58,20 +58,77 @@ type Config struct {
 	// ends: flushing partitions, sending the last commands and dead letters,
 	// committing offsets. What could not be done by then is logged. Default 30s.
 	ShutdownTimeout time.Duration
-	// HTTPAddr to serve on; empty means no HTTP server.
+	// SessionTimeout of the consumer group: how long a crashed instance's
+	// partitions wait before they move to the others. Kafka bounds it with
+	// group.min.session.timeout.ms (default 6s). Default 45s.
+	SessionTimeout time.Duration
+	// HTTPAddr to serve on; empty means no HTTP server (DefaultConfig: ":8080").
 	HTTPAddr string
-	Window   window.Options
+	// Window: event-time windows. Defaults: Width 10s, Lateness 5s,
+	// MaxFuture 1m (events further ahead of the wall clock go to the DLQ).
+	Window window.Options
 	// SignKey signs commands with HMAC-SHA256 when set.
 	SignKey []byte
 	// KgoOpts are extra Kafka client options (TLS, SASL).
 	KgoOpts []kgo.Opt
 	Logger  *slog.Logger
 	Metrics *metrics.Set
-	// OnVerdict, when set, is called with every verdict (under the daemon's
-	// lock: keep it short) and whether a command was sent for it.
+	// OnVerdict, when set, is called with every verdict and whether a
+	// command was sent for it: a verdict without a command from the
+	// partition goroutine that judged it, one with a command from the
+	// sender once the command's fate is known. No lock is held.
 	OnVerdict func(v detector.Verdict, sent bool)
 }
 
+// Defaults of Config: DefaultConfig is the one place they are written.
+// cmd/canaryd builds its flags from it and setDefaults fills zero fields from it.
+const (
+	DefaultEventsTopic        = "agent.events"
+	DefaultControlTopic       = "canary.control"
+	DefaultDLQTopic           = "agent.events.dlq"
+	DefaultGroup              = "canaryd"
+	DefaultStateTopic         = "canaryd.state"
+	DefaultPartitions         = 6
+	DefaultCheckpointInterval = 5 * time.Second
+	DefaultHistoryWindows     = 360
+	DefaultEvictAfter         = time.Hour
+	DefaultShutdownTimeout    = 30 * time.Second
+	DefaultSessionTimeout     = 45 * time.Second
+	DefaultHTTPAddr           = ":8080"
+	DefaultWindowWidth        = 10 * time.Second
+	DefaultLateness           = 5 * time.Second
+	DefaultMaxFuture          = time.Minute
+)
+
+// DefaultConfig returns a Config with every default filled in; Brokers,
+// Specs and the optional inputs (OTLP topics, models, state dir, sign key)
+// are left empty. HTTPAddr is ":8080" here, but a zero HTTPAddr given to New
+// still means no HTTP server.
+func DefaultConfig() Config {
+	return Config{
+		EventsTopic:        DefaultEventsTopic,
+		ControlTopic:       DefaultControlTopic,
+		DLQTopic:           DefaultDLQTopic,
+		Group:              DefaultGroup,
+		Partitions:         DefaultPartitions,
+		OTLPEncoding:       stream.EncodingOTLPProto,
+		StateTopic:         DefaultStateTopic,
+		CheckpointInterval: DefaultCheckpointInterval,
+		HistoryWindows:     DefaultHistoryWindows,
+		EvictAfter:         DefaultEvictAfter,
+		ShutdownTimeout:    DefaultShutdownTimeout,
+		SessionTimeout:     DefaultSessionTimeout,
+		HTTPAddr:           DefaultHTTPAddr,
+		Window: window.Options{
+			Width:     DefaultWindowWidth,
+			Lateness:  DefaultLateness,
+			MaxFuture: DefaultMaxFuture,
+		},
+	}
+}
+
+// setDefaults fills c's zero fields from DefaultConfig (except HTTPAddr: empty
+// means no server) and refuses a Config that cannot run.
 func (c *Config) setDefaults() error {
 	if len(c.Brokers) == 0 {
 		return errors.New("no Kafka brokers: set --brokers or CANARYD_BROKERS")
@@ -79,22 +136,43 @@ func (c *Config) setDefaults() error {
 	if len(c.Specs) == 0 {
 		return errors.New("no rollout specs: set --specs to a YAML file or directory")
 	}
-	def := func(s *string, v string) {
+	d := DefaultConfig()
+	str := func(s *string, v string) {
 		if *s == "" {
 			*s = v
 		}
 	}
-	def(&c.EventsTopic, "agent.events")
-	def(&c.ControlTopic, "canary.control")
-	def(&c.DLQTopic, "agent.events.dlq")
-	def(&c.Group, "canaryd")
-	def(&c.StateTopic, "canaryd.state")
-	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = 30 * time.Second
+	dur := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
 	}
+	str(&c.EventsTopic, d.EventsTopic)
+	str(&c.ControlTopic, d.ControlTopic)
+	str(&c.DLQTopic, d.DLQTopic)
+	str(&c.Group, d.Group)
+	str(&c.StateTopic, d.StateTopic)
+	str(&c.OTLPEncoding, d.OTLPEncoding)
 	if c.Partitions <= 0 {
-		c.Partitions = 6
+		c.Partitions = d.Partitions
 	}
+	if c.HistoryWindows <= 0 {
+		c.HistoryWindows = d.HistoryWindows
+	}
+	dur(&c.CheckpointInterval, d.CheckpointInterval)
+	dur(&c.EvictAfter, d.EvictAfter)
+	dur(&c.ShutdownTimeout, d.ShutdownTimeout)
+	dur(&c.SessionTimeout, d.SessionTimeout)
+	dur(&c.Window.Width, d.Window.Width)
+	// A negative Lateness means none (window.Options); only zero is defaulted.
+	if c.Window.Lateness == 0 {
+		c.Window.Lateness = d.Window.Lateness
+	}
+	dur(&c.Window.MaxFuture, d.Window.MaxFuture)
+	// The session timeout is a group option: the clients without a group
+	// (producer, control reader) ignore it. A copy, so the caller's slice is
+	// not appended to; a SessionTimeout in KgoOpts itself comes later and wins.
+	c.KgoOpts = append([]kgo.Opt{kgo.SessionTimeout(c.SessionTimeout)}, c.KgoOpts...)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -13,6 +13,10 @@
 //	canaryd_unjudged_windows_total                   windows of rollouts with no spec
 //	canaryd_replayed_windows_total                   windows judged before (a replay after a restart): ignored
 //	canaryd_judge_restores_total{result}             judge states at start: restored, mismatch (spec changed), corrupt
+//	canaryd_outbox_commands                          commands decided and not yet on the control topic
+//	canaryd_command_send_errors_total                failed attempts to put a command on the control topic (retried)
+//
+// Goroutines, owners and locks: see concurrency.md beside this file.
 //
 // Per tool and per model (kind tool or llm; judged rollouts only; see agentmetrics.go):
 //
@@ -28,10 +32,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -55,15 +61,19 @@ type Daemon struct {
 	dlq      *sink.DLQ
 	server   *sink.Server
 
-	store    *window.Store // nil without StateDir
-	mu       sync.Mutex    // guards judges and every Judge in it, saved, history
+	store *window.Store // nil without StateDir
+	// mu guards judges and every Judge in it, saved, history and gen. It is
+	// held for in-memory work only: never across network or disk I/O.
+	mu       sync.Mutex
 	judges   map[string]*detector.Judge
 	saved    map[string]int // windows each judge had observed at its last checkpoint
 	history  map[string]*history
+	gen      map[string]uint64 // per rollout: bumped when the judge resumes from the topic
 	replayed *metrics.Counter
-	ctx      context.Context // Run's context, for sends from callbacks
+	outbox   *outbox
+	sendErrs *metrics.Counter
 
-	ready    atomic.Bool
+	started  atomic.Bool // the control topic was read: judging may begin
 	unjudged *metrics.Counter
 }
 
@@ -73,12 +83,14 @@ func New(cfg Config) (*Daemon, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, judges: map[string]*detector.Judge{}, saved: map[string]int{}, history: map[string]*history{}}
+	d := &Daemon{cfg: cfg, judges: map[string]*detector.Judge{}, saved: map[string]int{}, history: map[string]*history{}, gen: map[string]uint64{}, outbox: newOutbox()}
 	for _, s := range cfg.Specs {
 		d.judges[s.Rollout] = detector.NewJudge(s)
 	}
 	d.unjudged = cfg.Metrics.NewCounter("canaryd_unjudged_windows_total")
 	d.replayed = cfg.Metrics.NewCounter("canaryd_replayed_windows_total")
+	d.sendErrs = cfg.Metrics.NewCounter("canaryd_command_send_errors_total")
+	cfg.Metrics.NewGauge("canaryd_outbox_commands", func() float64 { return float64(d.outbox.len()) })
 	var err error
 	d.producer, err = kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -94,9 +106,6 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.OTLPSpansTopic != "" || cfg.OTLPLogsTopic != "" {
 		ocfg := stream.DefaultOTLPConfig()
 		ocfg.Encoding, ocfg.Metrics = cfg.OTLPEncoding, cfg.Metrics
-		if ocfg.Encoding == "" {
-			ocfg.Encoding = stream.EncodingOTLPProto
-		}
 		if err := ocfg.Validate(); err != nil {
 			d.producer.Close()
 			return nil, err
@@ -158,22 +167,32 @@ func (d *Daemon) HTTPAddr() string {
 
 func windowOpts(cfg Config) window.Options {
 	o := cfg.Window
-	if cfg.EvictAfter > 0 {
-		o.EvictAfter = cfg.EvictAfter
-	}
+	o.EvictAfter = cfg.EvictAfter
 	return o
 }
 
-func (d *Daemon) evictAfter() time.Duration {
-	if d.cfg.EvictAfter > 0 {
-		return d.cfg.EvictAfter
-	}
-	return time.Hour
-}
+// unreachableAfter is how long the broker may not answer before canaryd
+// reports itself not ready.
+const unreachableAfter = 10 * time.Second
 
+// readyErr says why canaryd is not ready to judge, or nil: it must have read
+// the control topic, heard from the broker within unreachableAfter, and own
+// partitions unless the group has more members than there are partitions.
+// It reads atomics and copies only: it never waits on Kafka.
 func (d *Daemon) readyErr() error {
-	if !d.ready.Load() {
-		return errors.New("starting: reading the control topic")
+	if !d.started.Load() {
+		return errors.New("starting: creating topics and reading the control topic")
+	}
+	h := d.consumer.Health()
+	now := time.Now()
+	if h.LastContact.IsZero() || now.Sub(h.LastContact) > unreachableAfter {
+		if h.LastContact.IsZero() {
+			return errors.New("the broker has not answered yet")
+		}
+		return fmt.Errorf("the broker has not answered for %s", now.Sub(h.LastContact).Round(time.Second))
+	}
+	if h.Assigned == 0 && (h.GroupMembers < 0 || h.GroupMembers <= h.TopicPartitions) {
+		return fmt.Errorf("no partitions assigned (group members %d, partitions %d)", h.GroupMembers, h.TopicPartitions)
 	}
 	return nil
 }
@@ -182,18 +201,46 @@ func (d *Daemon) readyErr() error {
 // consumes until ctx is done. It starts the HTTP server's goroutine and the
 // consumer's partition goroutines and waits for all of them before returning.
 // It returns at once when starting fails.
+//
+// Once ctx ends, Run returns within Config.ShutdownTimeout whatever the
+// broker or the disk do: the I/O of stopping (dead letters, checkpoints'
+// handover, commands still in the outbox, the final commit) gives up at
+// 80% of it, and at the full timeout Run returns ErrShutdownTimeout,
+// logging what it could not finish, without waiting further.
 func (d *Daemon) Run(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	timer := time.NewTimer(d.cfg.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
+		d.cfg.Logger.Error("shutdown timed out: exiting without finishing", "timeout", d.cfg.ShutdownTimeout,
+			"commands_unsent", d.outbox.len(), "partitions_still_stopping", d.consumer.Health().Assigned)
+		return ErrShutdownTimeout
+	}
+}
+
+// ErrShutdownTimeout is returned by Run when stopping took longer than
+// Config.ShutdownTimeout.
+var ErrShutdownTimeout = errors.New("shutdown timed out")
+
+func (d *Daemon) run(ctx context.Context) error {
 	defer d.producer.Close()
 	defer d.closeStore()
-	// Commands decided while the partitions are flushed at shutdown, after
-	// ctx has ended, must still go out: sends get a context that ends
-	// sendGrace after ctx does (bounding retries against an absent broker),
-	// or when Run returns.
-	sendCtx, cancelSends := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelSends()
-	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(sendGrace, cancelSends) })
-	defer stopGrace()
-	d.ctx = sendCtx
+	// abort ends the I/O of stopping: at 80% of the shutdown timeout after
+	// ctx ends, leaving time to log and return.
+	abort, cancelAbort := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelAbort()
+	stopAbort := context.AfterFunc(ctx, func() { time.AfterFunc(d.cfg.ShutdownTimeout*4/5, cancelAbort) })
+	defer stopAbort()
+	d.consumer.SetAbort(abort)
 	// The server stops with ctx, or as soon as starting fails: Run must not
 	// wait for a signal to report a start error.
 	serveCtx, stopServing := context.WithCancel(ctx)
@@ -209,22 +256,31 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	err := d.start(ctx)
 	if err == nil {
-		d.ready.Store(true)
+		// The sender drains the outbox until the consumer has stopped (its
+		// last windows flushed) and the outbox is empty, or abort ends.
+		consumed := make(chan struct{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.sendLoop(abort, consumed)
+		}()
+		d.started.Store(true)
 		err = d.consumer.Run(ctx)
+		close(consumed)
 		d.logTotals()
 	} else {
 		d.consumer.Client().Close()
 	}
 	stopServing()
 	wg.Wait()
+	if n := d.outbox.len(); n > 0 {
+		d.cfg.Logger.Error("stopping with commands not sent: they are decided again from the checkpoint or the replay after a restart", "commands", n)
+	}
 	if err == nil && ctx.Err() == nil {
 		err = serveErr
 	}
 	return err
 }
-
-// sendGrace is how long commands decided at shutdown may take to send.
-const sendGrace = 10 * time.Second
 
 // logTotals logs each rollout's per-version totals once the consumer has
 // stopped (its windows flushed): with the other instances' logs, what was
@@ -253,7 +309,37 @@ func (d *Daemon) Digest(rollout, version string) string {
 	return ""
 }
 
+// start prepares the topics and reads the control topic. A broker that does
+// not answer is waited for (not ready meanwhile, one log line per attempt),
+// until ctx ends; other errors (topics missing with creation off, creation
+// refused) return at once.
 func (d *Daemon) start(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		err := d.startOnce(ctx)
+		if err == nil || ctx.Err() != nil || !unreachable(err) {
+			return err
+		}
+		d.cfg.Logger.Error("Kafka unreachable at start; retrying (not ready meanwhile)", "brokers", d.cfg.Brokers, "retry_in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// unreachable reports whether err means the brokers did not answer (as
+// opposed to answering no).
+func unreachable(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) || errors.As(err, &oe) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, kgo.ErrClientClosed) || kerr.IsRetriable(err)
+}
+
+func (d *Daemon) startOnce(ctx context.Context) error {
 	topics := sink.Topics(d.cfg.EventsTopic, d.cfg.ControlTopic, d.cfg.DLQTopic, d.cfg.Partitions)
 	if d.store != nil {
 		topics = append(topics, sink.StateTopicSpec(d.cfg.StateTopic))
@@ -276,7 +362,10 @@ func (d *Daemon) start(ctx context.Context) error {
 	defer cancel()
 	n, err := d.loadControl(lctx)
 	for err != nil && kerr.IsRetriable(err) && lctx.Err() == nil {
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-lctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 		n, err = d.loadControl(lctx)
 	}
 	if err != nil {
@@ -332,20 +421,22 @@ func checkTopics(ctx context.Context, cl *kgo.Client, specs []sink.TopicSpec) er
 	return errors.Join(errs...)
 }
 
-// onClosed runs on partition goroutines.
+// onClosed runs on partition goroutines. It judges the window under d.mu
+// and leaves the command, if any, in the outbox: it never waits for Kafka.
 func (d *Daemon) onClosed(c window.Closed) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	j := d.judges[c.Rollout]
 	if j == nil {
+		d.mu.Unlock()
 		d.unjudged.Inc()
 		return
 	}
 	if !j.Observe(c) {
+		d.mu.Unlock()
 		d.replayed.Inc()
 		return
 	}
-	if j.Final() == "" || c.End-j.LastVerdictAt().UnixNano() < int64(d.evictAfter()) {
+	if j.Final() == "" || c.End-j.LastVerdictAt().UnixNano() < int64(d.cfg.EvictAfter) {
 		d.historyOf(c.Rollout).add(c)
 	} else if _, ok := d.history[c.Rollout]; ok {
 		delete(d.history, c.Rollout) // ended long enough ago: free the export history
@@ -361,24 +452,50 @@ func (d *Daemon) onClosed(c window.Closed) {
 	}
 	exportAgentSeries(d.cfg.Metrics, c)
 	v, cmd := j.Decide(c.Watermark)
-	sent := false
 	if cmd != nil {
-		var resumed bool
-		sent, resumed = d.send(j, cmd)
-		if resumed {
-			v = j.Status().Verdict
-		} else {
-			ms.GetOrCreateCounter(fmt.Sprintf(`canaryd_verdicts_total{rollout=%q,action=%q}`, c.Rollout, v.Action)).Inc()
-		}
+		// Queued under d.mu, so that the outbox holds each rollout's
+		// commands in the order they were decided, and a checkpoint of the
+		// judge (sideState, also under d.mu) holds its unsent commands.
+		d.outbox.push(pending{cmd: cmd, v: v, gen: d.gen[c.Rollout]})
 	}
-	d.exportVerdict(v)
-	if d.cfg.OnVerdict != nil {
-		d.cfg.OnVerdict(v, sent)
+	d.mu.Unlock()
+	if cmd == nil {
+		d.exportVerdict(v)
+		if d.cfg.OnVerdict != nil {
+			d.cfg.OnVerdict(v, false)
+		}
 	}
 }
 
-// send delivers a command, retrying until it is on the control topic or the
-// daemon stops: a decision is never dropped because the broker was away.
+// sendLoop is the sender goroutine: it puts the outbox's commands on the
+// control topic in order, retrying each with backoff, until consumed is
+// closed and the outbox is empty, or abort ends.
+func (d *Daemon) sendLoop(abort context.Context, consumed <-chan struct{}) {
+	for {
+		p, ok := d.outbox.peek()
+		if !ok {
+			select {
+			case <-d.outbox.wake:
+				continue
+			case <-consumed:
+				if d.outbox.len() == 0 {
+					return
+				}
+				continue
+			case <-abort.Done():
+				return
+			}
+		}
+		if !d.deliver(abort, p) {
+			return // abort ended
+		}
+		d.outbox.pop()
+	}
+}
+
+// deliver puts one command on the control topic, retrying until it is there
+// or abort ends (then it returns false). The judge's lock is taken only to
+// read its generation and to resume it: never across the I/O.
 //
 // Each attempt first reads the control topic back. Judges do not move with
 // partitions: when a rebalance gives this instance a rollout that another
@@ -386,43 +503,87 @@ func (d *Daemon) onClosed(c window.Closed) {
 // and its decision would reuse a command_id with different content (its own
 // set_weight 20% after the other's set_weight 50%), or walk the rollout back.
 // If the topic holds a command for the same versions at cmd's seq or later,
-// cmd is not sent and the judge resumes from that command, as at start
-// (resumed is then true). Called with d.mu held.
-func (d *Daemon) send(j *detector.Judge, cmd *schemas.Command) (sent, resumed bool) {
+// cmd is not sent and the judge resumes from that command, as at start;
+// commands it decided before resuming are dropped.
+func (d *Daemon) deliver(abort context.Context, p pending) bool {
+	cmd := p.cmd
+	backoff := 100 * time.Millisecond
 	for {
-		lctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+		d.mu.Lock()
+		stale := d.gen[cmd.Rollout] != p.gen
+		d.mu.Unlock()
+		if stale {
+			return true // decided before the judge resumed from the topic
+		}
+		lctx, cancel := context.WithTimeout(abort, 10*time.Second)
 		_, err := d.loadControl(lctx)
 		cancel()
-		if err == nil && d.control.Sent(cmd.CommandID) {
-			// This very decision was sent before: a judge replaying windows
-			// after a restart from its checkpoint re-decides what it decided
-			// then, with the same id. It goes on in step with the topic.
-			return false, false
-		}
+		sent := false
 		if err == nil {
-			if last := d.control.Last(cmd.Rollout); last != nil && last.Baseline == cmd.Baseline && last.Canary == cmd.Canary && last.Seq >= cmd.Seq {
-				if last.CommandID == cmd.CommandID {
-					return false, false // this very decision was sent before
-				}
-				resumed = j.Restore(last)
-				d.cfg.Logger.Info("rollout judged elsewhere meanwhile: resumed from the control topic", "rollout", cmd.Rollout,
-					"decided", cmd.Action, "seq", cmd.Seq, "found", last.Action, "found_seq", last.Seq, "resumed", resumed)
-				return false, resumed
+			if d.control.Sent(cmd.CommandID) {
+				// This very decision was sent before: a judge replaying
+				// windows after a restart from its checkpoint re-decides
+				// what it decided then, with the same id.
+				d.verdictDone(p, false)
+				return true
 			}
-			sent, err = d.control.Send(d.ctx, cmd)
+			if last := d.control.Last(cmd.Rollout); last != nil && last.Baseline == cmd.Baseline && last.Canary == cmd.Canary && last.Seq >= cmd.Seq {
+				d.resume(cmd, last)
+				return true
+			}
+			sctx, cancel := context.WithTimeout(abort, 10*time.Second)
+			sent, err = d.control.Send(sctx, cmd)
+			cancel()
 		}
 		if err == nil {
 			if sent {
 				d.cfg.Logger.Info("command sent", "rollout", cmd.Rollout, "action", cmd.Action, "weight", cmd.Weight, "seq", cmd.Seq, "id", cmd.CommandID, "reason", cmd.Reason)
+				d.cfg.Metrics.GetOrCreateCounter(fmt.Sprintf(`canaryd_verdicts_total{rollout=%q,action=%q}`, cmd.Rollout, p.v.Action)).Inc()
 			}
-			return sent, false
+			d.verdictDone(p, sent)
+			return true
 		}
-		if d.ctx.Err() != nil {
-			d.cfg.Logger.Error("command not sent: stopping", "rollout", cmd.Rollout, "id", cmd.CommandID, "err", err)
-			return false, false
+		d.sendErrs.Inc()
+		if abort.Err() != nil {
+			d.cfg.Logger.Error("command not sent: shutdown out of time", "rollout", cmd.Rollout, "id", cmd.CommandID, "err", err)
+			return false
 		}
-		d.cfg.Logger.Error("sending command failed; retrying", "rollout", cmd.Rollout, "err", err)
-		time.Sleep(time.Second)
+		d.cfg.Logger.Error("sending command failed; retrying", "rollout", cmd.Rollout, "id", cmd.CommandID, "retry_in", backoff, "err", err)
+		select {
+		case <-abort.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// resume moves cmd's judge to last, the newer command another instance put
+// on the control topic, and drops the commands it decided before.
+func (d *Daemon) resume(cmd, last *schemas.Command) {
+	d.mu.Lock()
+	j := d.judges[cmd.Rollout]
+	resumed := j != nil && j.Restore(last)
+	d.gen[cmd.Rollout]++
+	var v detector.Verdict
+	if j != nil {
+		v = j.Status().Verdict
+	}
+	d.mu.Unlock()
+	d.cfg.Logger.Info("rollout judged elsewhere meanwhile: resumed from the control topic", "rollout", cmd.Rollout,
+		"decided", cmd.Action, "seq", cmd.Seq, "found", last.Action, "found_seq", last.Seq, "resumed", resumed)
+	if resumed {
+		d.exportVerdict(v)
+		if d.cfg.OnVerdict != nil {
+			d.cfg.OnVerdict(v, false)
+		}
+	}
+}
+
+// verdictDone exports a command's verdict once its fate is known.
+func (d *Daemon) verdictDone(p pending, sent bool) {
+	d.exportVerdict(p.v)
+	if d.cfg.OnVerdict != nil {
+		d.cfg.OnVerdict(p.v, sent)
 	}
 }
 

@@ -63,6 +63,9 @@ func (d *Daemon) restoreJudges() map[string]bool {
 		ms.GetOrCreateCounter(`canaryd_judge_restores_total{result="restored"}`).Inc()
 		d.saved[id] = j.Observed()
 		restored[id] = true
+		if ob, ok := side[outboxKeyPrefix+id]; ok {
+			d.restoreOutbox(id, ob)
+		}
 		st := j.Status()
 		d.cfg.Logger.Info("judge resumed from its checkpoint", "rollout", id, "windows", st.Windows, "step", st.Step, "final", st.Final)
 	}
@@ -86,6 +89,7 @@ func (d *Daemon) sideState() (map[string][]byte, func()) {
 			panic("BUG: judge state does not encode: " + err.Error())
 		}
 		side[judgeKeyPrefix+id] = b
+		side[outboxKeyPrefix+id] = encodeOutbox(d.outbox.commands(id))
 		observed[id] = n
 	}
 	return side, func() {
@@ -117,9 +121,6 @@ func (d *Daemon) historyOf(rollout string) *history {
 	h := d.history[rollout]
 	if h == nil {
 		h = &history{max: d.cfg.HistoryWindows, folded: map[foldKey]*window.Agg{}}
-		if h.max <= 0 {
-			h.max = 360
-		}
 		d.history[rollout] = h
 	}
 	return h
@@ -199,6 +200,7 @@ func (d *Daemon) handoverSide(rollouts []string) map[string][]byte {
 			panic("BUG: judge state does not encode: " + err.Error())
 		}
 		side[judgeKeyPrefix+id] = b
+		side[outboxKeyPrefix+id] = encodeOutbox(d.outbox.commands(id))
 	}
 	return side
 }
@@ -228,6 +230,10 @@ func (d *Daemon) onHandover(topic string, p int32, side map[string][]byte) {
 			continue
 		}
 		d.judges[id] = n
+		d.gen[id]++ // the old judge's unsent commands are replaced by the new one's
+		if ob, ok := side[outboxKeyPrefix+id]; ok {
+			d.restoreOutbox(id, ob)
+		}
 		delete(d.saved, id) // checkpoint it with the next one
 		d.cfg.Metrics.GetOrCreateCounter(`canaryd_judge_restores_total{result="handed_over"}`).Inc()
 		d.cfg.Logger.Info("judge continues from the state handed over", "rollout", id, "partition", src, "windows", n.Observed())

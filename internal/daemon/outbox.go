@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"encoding/json"
+	"sync"
+
+	"github.com/inferensys/canaryd/detector"
+	"github.com/inferensys/canaryd/schemas"
+)
+
+// outboxKeyPrefix prefixes a rollout's unsent commands among the
+// checkpoint's side entries, beside its judge state (judgeKeyPrefix): a
+// judge restored from a checkpoint has decided them, so they are sent
+// after a restart even though their windows are not judged again.
+const outboxKeyPrefix = "outbox/"
+
+// pending is a decided command waiting for the sender.
+type pending struct {
+	cmd *schemas.Command
+	v   detector.Verdict
+	gen uint64 // the judge's generation when it decided (Daemon.gen)
+}
+
+// outbox is the queue between the judges (onClosed, on partition
+// goroutines) and the sender goroutine (Daemon.sendLoop). Its mutex guards
+// only the slice: nothing waits on Kafka while holding it. Commands leave in
+// the order they were pushed, so each rollout's commands keep their order.
+type outbox struct {
+	mu   sync.Mutex
+	q    []pending
+	wake chan struct{} // a token when something was pushed
+}
+
+func newOutbox() *outbox { return &outbox{wake: make(chan struct{}, 1)} }
+
+func (o *outbox) push(p pending) {
+	o.mu.Lock()
+	o.q = append(o.q, p)
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// peek returns the oldest command without removing it: it leaves only once
+// delivered (pop), so a checkpoint taken meanwhile still holds it.
+func (o *outbox) peek() (pending, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.q) == 0 {
+		return pending{}, false
+	}
+	return o.q[0], true
+}
+
+func (o *outbox) pop() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.q[0] = pending{}
+	o.q = o.q[1:]
+}
+
+func (o *outbox) len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.q)
+}
+
+// commands returns the rollout's commands waiting, oldest first.
+func (o *outbox) commands(rollout string) []*schemas.Command {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []*schemas.Command
+	for _, p := range o.q {
+		if p.cmd.Rollout == rollout {
+			out = append(out, p.cmd)
+		}
+	}
+	return out
+}
+
+// encodeOutbox encodes a rollout's unsent commands for a side entry (an
+// empty list too: it replaces an older entry that held some).
+func encodeOutbox(cmds []*schemas.Command) []byte {
+	if cmds == nil {
+		cmds = []*schemas.Command{}
+	}
+	b, err := json.Marshal(cmds)
+	if err != nil {
+		panic("BUG: commands do not encode: " + err.Error())
+	}
+	return b
+}
+
+// restoreOutbox queues the commands of a side entry again, for the judge
+// of rollout at generation gen. The sender skips those already on the
+// control topic. Called with d.mu held.
+func (d *Daemon) restoreOutbox(rollout string, b []byte) {
+	var cmds []*schemas.Command
+	if err := json.Unmarshal(b, &cmds); err != nil {
+		d.cfg.Logger.Error("unsent commands in the checkpoint unreadable: they are not sent", "rollout", rollout, "err", err)
+		return
+	}
+	for _, c := range cmds {
+		if c == nil || c.Rollout != rollout {
+			continue
+		}
+		v := detector.Verdict{Rollout: c.Rollout, Action: c.Action, Step: c.Step, Weight: c.Weight, Reason: c.Reason, At: c.DecidedAt}
+		d.outbox.push(pending{cmd: c, v: v, gen: d.gen[rollout]})
+	}
+	if len(cmds) > 0 {
+		d.cfg.Logger.Info("unsent commands restored from the checkpoint", "rollout", rollout, "commands", len(cmds))
+	}
+}
