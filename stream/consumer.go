@@ -772,6 +772,7 @@ func (pc *partConsumer) run() {
 			// Quiet partitions still close windows as the wall clock moves.
 			pc.setNow()
 			pc.part.Advance()
+			pc.reportLate() // the rest of a burst of late events, 10 s on
 			pc.save()
 		}
 	}

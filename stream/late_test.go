@@ -54,7 +54,8 @@ func (l *logLines) matching(s string) []string {
 // TestLateEventsPerRollout: late events are counted per rollout
 // (canaryd_events_late_total{rollout}) and logged at most once per 10 s of
 // wall time per partition, with how many, of which rollouts and how far
-// behind the watermark. They used to be one unlabelled counter, never
+// behind the watermark; the rest of a burst is logged by the partition's
+// ticks once 10 s have passed. They used to be one unlabelled counter, never
 // logged. The consumer's clock is a fake one: the test decides when 10 s
 // have passed.
 func TestLateEventsPerRollout(t *testing.T) {
@@ -124,18 +125,35 @@ func TestLateEventsPerRollout(t *testing.T) {
 	if len(lines) != 1 || !strings.Contains(lines[0], "events=1 rollouts=a: 1 ") {
 		t.Fatalf("log lines about late events %q; want one, about the first event", lines)
 	}
-	// 10 s later, the next late event brings the line about the rest.
+	// 10 s later, the partition's next tick logs the rest; a late event
+	// right after it is not logged until 10 s more have passed.
 	clock.Add(int64(10 * time.Second))
+	for deadline := time.Now().Add(30 * time.Second); len(logs.matching("late events dropped")) < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no second line 30 s after the clock moved 10 s: %q", logs.matching("late events dropped"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	produce("b", t0.Add(-30*time.Second), 1)
 	waitLate(12)
 	lines = logs.matching("late events dropped")
 	if len(lines) != 2 {
 		t.Fatalf("log lines about late events %q; want two", lines)
 	}
-	for _, want := range []string{"in the last 10s", "events=11 rollouts=a: 6, b: 5 ", "max_behind_watermark=25s", "watermark=2026-12-03T12:59:55Z"} {
+	for _, want := range []string{"in the last 10s", "events=10 rollouts=a: 6, b: 4 ", "max_behind_watermark=25s", "watermark=2026-12-03T12:59:55Z"} {
 		if !strings.Contains(lines[1], want) {
 			t.Fatalf("second line %q; want it to say %q", lines[1], want)
 		}
+	}
+	clock.Add(int64(10 * time.Second))
+	for deadline := time.Now().Add(30 * time.Second); len(logs.matching("late events dropped")) < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no third line 30 s after the clock moved 10 s more: %q", logs.matching("late events dropped"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if l := logs.matching("late events dropped")[2]; !strings.Contains(l, "events=1 rollouts=b: 1 ") {
+		t.Fatalf("third line %q; want the one late event of b", l)
 	}
 	var sb strings.Builder
 	ms.WritePrometheus(&sb)
