@@ -115,9 +115,14 @@ type Judge struct {
 
 	step      int   // index into spec.Steps; -1 before the first set_weight
 	stepStart int64 // event time (unix ns) at which the step began
-	final     schemas.Action
-	now       int64 // newest watermark observed
-	windows   int
+	// stepWall is the wall clock (unix ns) when the step began: the newest
+	// window's Closed.Wall then; 0 when unknown (no wall clock in the
+	// windows, or a state of version 1).
+	stepWall int64
+	final    schemas.Action
+	now      int64 // newest decision time observed (Closed.Watermark: a window's end)
+	wall     int64 // newest wall clock observed (Closed.Wall); 0: none
+	windows  int
 
 	rbErr, stepErr  Conditional // requests: rollback over the rollout, promotion per step
 	rates           []*rateTest // session failures, loops, hallucinations
@@ -228,6 +233,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 	j.seen[k] = c.End
 	j.windows++
 	j.now = max(j.now, c.Watermark)
+	j.wall = max(j.wall, c.Wall)
 	// A window's error-type and bigram ids are its partition's; a partition
 	// rebuilt (a replay from the commit, a move, an eviction) numbers them
 	// anew, so totals are kept in the judge's own numbering, by name.
@@ -668,7 +674,7 @@ type Verdict struct {
 	Step   int       `json:"step"`
 	Weight int       `json:"weight"`
 	Reason string    `json:"reason"`
-	At     time.Time `json:"at"` // event time of the decision
+	At     time.Time `json:"at"` // event time of the decision: the end of the window observed last (Closed.Watermark)
 	// StepElapsed is how long the current step has run, in event time.
 	StepElapsedS float64        `json:"step_elapsed_s"`
 	Tests        []TestEvidence `json:"tests,omitempty"`
@@ -783,6 +789,9 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 	var waiting []string
 	if elapsed < time.Duration(st.MinDuration) {
 		waiting = append(waiting, fmt.Sprintf("%s of %s", elapsed.Truncate(time.Second), time.Duration(st.MinDuration)))
+	} else if wall, ok := j.stepWallElapsed(); ok && wall < time.Duration(st.MinDuration) {
+		waiting = append(waiting, fmt.Sprintf("%s of %s on canaryd's wall clock (event time ran %s ahead of it: producers' clocks fast?)",
+			wall.Truncate(time.Second), time.Duration(st.MinDuration), (elapsed-wall).Truncate(time.Second)))
 	}
 	if canaryN < st.MinCanaryEvents {
 		waiting = append(waiting, fmt.Sprintf("%d of %d canary requests", canaryN, st.MinCanaryEvents))
@@ -919,9 +928,26 @@ func (j *Judge) promoteGuards() int {
 	return max(n, 1)
 }
 
+// stepWallElapsed returns how long the step has run on the wall clock, from
+// the earlier of its start's event time and the wall clock when it started:
+// the minimum duration holds in wall time too, so that producers' clocks
+// running ahead (up to the partition's MaxFuture) cannot shorten a step.
+// With clocks that do not run ahead a window ends before the wall clock at
+// which it closes, so this never binds before the event-time duration does,
+// and a replay (whose wall clock is only later) decides at the same windows.
+// ok is false without a wall clock (windows that carry none, a step started
+// under state version 1).
+func (j *Judge) stepWallElapsed() (d time.Duration, ok bool) {
+	if j.wall == 0 || j.stepWall == 0 {
+		return 0, false
+	}
+	return time.Duration(j.wall - min(j.stepWall, j.stepStart)), true
+}
+
 func (j *Judge) startStep(i int, now int64) {
 	j.step = i
 	j.stepStart = now
+	j.stepWall = j.wall
 	// Promotion tests read ELower only: no change-point components.
 	j.stepErr = Conditional{noRise: true}
 	for _, rt := range j.rates {
@@ -1206,28 +1232,37 @@ func sortedKeys(ms ...map[string]*window.Agg) []string {
 }
 
 // Restore resumes the rollout from the latest command an earlier run sent
-// (read back from the control topic): a final command ends the rollout
-// again; a set_weight resumes at its step, from its decision time. Evidence
-// gathered before the restart is not restored (checkpoints will carry it).
-// It reports whether the command applied to this rollout's versions.
+// (read back from the control topic): a final command — promote, rollback
+// or hold — ends the rollout again (a hold keeps it held at its step, the
+// weight it was held at); a set_weight resumes at its step, from its
+// decision time. Evidence gathered before the restart is not restored
+// (checkpoints carry it). It reports whether the command applied to this
+// rollout's versions.
 func (j *Judge) Restore(last *schemas.Command) bool {
 	if last.Baseline != j.spec.Baseline || last.Canary != j.spec.Canary {
 		return false
 	}
 	at := last.DecidedAt.UnixNano()
 	switch last.Action {
-	case schemas.ActionPromote, schemas.ActionRollback:
+	case schemas.ActionPromote, schemas.ActionRollback, schemas.ActionHold:
+		if last.Action == schemas.ActionHold && (last.Step < 0 || last.Step >= len(j.spec.Steps)) {
+			return false
+		}
 		j.final = last.Action
 		j.step = min(max(last.Step, 0), len(j.spec.Steps)-1)
-		j.last = Verdict{Rollout: j.spec.Rollout, Action: last.Action, Step: j.step, Weight: last.Weight, Reason: last.Reason, At: last.DecidedAt}
+		j.stepStart = at
 	case schemas.ActionSetWeight:
 		if last.Step < 0 || last.Step >= len(j.spec.Steps) {
 			return false
 		}
 		j.startStep(last.Step, at)
-		j.last = Verdict{Rollout: j.spec.Rollout, Action: last.Action, Step: j.step, Weight: last.Weight, Reason: last.Reason, At: last.DecidedAt}
+		// The wall clock of the step's start is not on the topic: its
+		// decision time stands in (the step's wall-clock duration is then
+		// counted from it, which only errs towards a longer step).
+		j.stepWall = at
 	default:
 		return false
 	}
+	j.last = Verdict{Rollout: j.spec.Rollout, Action: last.Action, Step: j.step, Weight: last.Weight, Reason: last.Reason, At: last.DecidedAt}
 	return true
 }

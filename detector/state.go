@@ -15,12 +15,22 @@ import (
 	"github.com/inferensys/canaryd/window"
 )
 
-// StateVersion is the version of MarshalState's encoding. A state of another
-// version, or of another spec, is not restored (that judge starts afresh).
+// StateVersion is the version of MarshalState's encoding. States of versions
+// oldestStateVersion to StateVersion are restored; a state of another
+// version, or of another spec, is not (that judge starts afresh). A fixture
+// of each version is kept under testdata/ (TestJudgeStateFixtures).
 // (A state written when ERise started a component every 16 units of
 // information restores as it is: when the components not yet started will
 // start is a function of the counts, fixed before their data, whatever it is.)
-const StateVersion = 1
+//
+// Version 2: Wall and StepWall, the wall clock of the newest window and of
+// the step's start. A version 1 state restores with both 0: the current
+// step's minimum duration is then held in event time only, the next step's
+// in both.
+const StateVersion = 2
+
+// oldestStateVersion is the oldest state version UnmarshalState reads.
+const oldestStateVersion = 1
 
 // ErrStateMismatch: the state was written for another spec or version.
 var ErrStateMismatch = errors.New("judge state does not match")
@@ -34,8 +44,10 @@ type judgeState struct {
 	SpecHash  [32]byte
 	Step      int
 	StepStart int64
+	StepWall  int64 // from version 2
 	Final     string
 	Now       int64
+	Wall      int64 // from version 2
 	Windows   int
 
 	RbErr, StepErr, Incidents condState
@@ -146,8 +158,8 @@ func (j *Judge) MarshalState() ([]byte, error) {
 		return nil, err
 	}
 	st := judgeState{
-		Version: StateVersion, SpecHash: j.specHash, Step: j.step, StepStart: j.stepStart, Final: string(j.final),
-		Now: j.now, Windows: j.windows,
+		Version: StateVersion, SpecHash: j.specHash, Step: j.step, StepStart: j.stepStart, StepWall: j.stepWall, Final: string(j.final),
+		Now: j.now, Wall: j.wall, Windows: j.windows,
 		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(),
 		ToolMix: j.toolMix.state(), ErrMix: j.errMix.state(), Bigrams: j.bigrams.state(),
 		SRM: j.srm, SloErr: j.sloErr, SloLat: j.sloLat,
@@ -181,8 +193,8 @@ func (j *Judge) UnmarshalState(b []byte) error {
 	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&st); err != nil {
 		return fmt.Errorf("decode judge state: %w", err)
 	}
-	if st.Version != StateVersion {
-		return fmt.Errorf("%w: version %d, this canaryd reads %d", ErrStateMismatch, st.Version, StateVersion)
+	if st.Version < oldestStateVersion || st.Version > StateVersion {
+		return fmt.Errorf("%w: version %d, this canaryd reads %d to %d", ErrStateMismatch, st.Version, oldestStateVersion, StateVersion)
 	}
 	if st.SpecHash != j.specHash {
 		return fmt.Errorf("%w: the spec of rollout %s changed since the state was saved", ErrStateMismatch, j.spec.Rollout)
@@ -192,6 +204,7 @@ func (j *Judge) UnmarshalState(b []byte) error {
 	}
 	n := NewJudge(j.spec) // fill a fresh judge: j stays as it was on error
 	n.step, n.stepStart, n.final, n.now, n.windows = st.Step, st.StepStart, schemas.Action(st.Final), st.Now, st.Windows
+	n.stepWall, n.wall = st.StepWall, st.Wall // 0 in a version 1 state
 	errs := []error{n.rbErr.setState(st.RbErr), n.stepErr.setState(st.StepErr), n.incidents.setState(st.Incidents),
 		n.toolMix.setState(st.ToolMix), n.errMix.setState(st.ErrMix), n.bigrams.setState(st.Bigrams)}
 	for i, r := range n.rates {

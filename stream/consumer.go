@@ -9,7 +9,7 @@
 //
 //	canaryd_records_total                       records consumed
 //	canaryd_records_rejected_total{reason="…"}  records sent to the DLQ, by reason
-//	canaryd_events_late_total                   events behind the watermark, dropped
+//	canaryd_events_late_total{rollout="…"}      events behind the watermark, dropped (at most the window's MaxRollouts rollouts per partition, then "_other"); logged at most every 10 s per partition
 //	canaryd_consumer_lag{topic,partition}       the broker's end offset − next offset to process (end offsets
 //	                                            listed every LagInterval; kept, not zeroed, while the broker is away)
 //	canaryd_partitions_assigned                 partitions owned by this instance
@@ -163,8 +163,8 @@ type Consumer struct {
 	mu    sync.Mutex // guards parts; held only for map reads and writes
 	parts map[tp]*partConsumer
 
-	records, late, fetchErrors *metrics.Counter
-	rejected                   sync.Map // reason label → *metrics.Counter
+	records, fetchErrors *metrics.Counter
+	rejected             sync.Map // reason label → *metrics.Counter
 
 	// ckMu serialises checkpoint writes with the SideState calls that feed
 	// them: see Options.SideState.
@@ -194,7 +194,6 @@ func New(opts Options) (*Consumer, error) {
 		topics = append(topics, t)
 	}
 	c.records = opts.Metrics.NewCounter("canaryd_records_total")
-	c.late = opts.Metrics.NewCounter("canaryd_events_late_total")
 	c.fetchErrors = opts.Metrics.NewCounter("canaryd_fetch_errors_total")
 	c.checkpoints = opts.Metrics.NewCounter("canaryd_checkpoints_total")
 	c.ckErrors = opts.Metrics.NewCounter("canaryd_checkpoint_errors_total")
@@ -646,6 +645,7 @@ type partConsumer struct {
 	muteUntil   int64
 	liveGauge   *metrics.Gauge
 	limitLogged bool // the live-rollout limit was reported
+	late        lateEvents
 	backlog     bool // the last batch ended behind the high watermark
 
 	// Checkpoints. pending and pendingPart are the loaded checkpoint until
@@ -720,12 +720,13 @@ func (pc *partConsumer) loadCheckpoint() {
 	}
 }
 
-// add counts one decoded event; late events are counted and dropped, other
-// refusals send the record to the DLQ.
+// add counts one decoded event; late events are counted per rollout, logged
+// (rate-limited: late.go) and dropped, other refusals send the record to the
+// DLQ.
 func (pc *partConsumer) add(ev *schemas.Event) {
 	if err := pc.part.Add(ev, pc.off); err != nil {
 		if errors.Is(err, window.ErrLate) {
-			pc.c.late.Inc()
+			pc.countLate(ev)
 			return
 		}
 		if errors.Is(err, window.ErrTooManyRoll) {
@@ -771,6 +772,7 @@ func (pc *partConsumer) run() {
 			// Quiet partitions still close windows as the wall clock moves.
 			pc.setNow()
 			pc.part.Advance()
+			pc.reportLate() // the rest of a burst of late events, 10 s on
 			pc.save()
 		}
 	}

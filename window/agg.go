@@ -1,7 +1,9 @@
 // Package window keeps canaryd's per-series state: for every (rollout,
 // version, segment) it aggregates events into event-time tumbling windows,
 // closes them behind a per-partition watermark with allowed lateness, and
-// hands each closed window to the detector.
+// hands each closed window to the detector. How event time, the watermark
+// (a quorum of events), future and late events and the idle rule work is
+// written down in eventtime.md.
 //
 // A Partition is owned by one goroutine (the one consuming its Kafka
 // partition) and is not safe for concurrent use; closed windows leave it

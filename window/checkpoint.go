@@ -26,7 +26,9 @@ import (
 // released version is kept under testdata/ and loaded by a test.
 //
 // Version 2: session units in the snapshot table and in Agg's encoding.
-const CheckpointVersion = 2
+// Version 3: the partition's watermark quorum and recent arrival lags in the
+// snapshot's partition metadata.
+const CheckpointVersion = 3
 
 // oldestCheckpointVersion is the oldest version open reads.
 const oldestCheckpointVersion = 1

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -186,6 +187,11 @@ func loadFixture(t *testing.T, version uint16) []Closed {
 		p.SetNow(t0)
 		for i, e := range randomEvents(11, 200, t0) {
 			_ = p.Add(e, int64(100+i))
+			if i == 99 {
+				// From version 3 the batches' arrival lags are kept: one.
+				p.SetNow(t0.Add(9 * time.Second))
+				p.Advance()
+			}
 		}
 		var snap bytes.Buffer
 		if err := p.Snapshot(&snap); err != nil {
@@ -296,5 +302,70 @@ func TestEnvelopeVersions(t *testing.T) {
 		if ok := v >= oldestCheckpointVersion && v <= CheckpointVersion; ok != (err == nil) || err != nil && !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("envelope version %d: %v; want ok %v (or ErrCorrupt)", v, err, ok)
 		}
+	}
+}
+
+// fixturePartition restores the partition of the checkpoint fixture of a
+// format version.
+func fixturePartition(t *testing.T, version int) *Partition {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", fmt.Sprintf("checkpoint.v%d.bin", version)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := DecodeCheckpoint(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := RestorePartition(0, Options{}, ck.Snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestCheckpointFixtureV3 loads the checkpoint of format version 3 (the
+// watermark quorum and the arrival lags) kept under testdata.
+func TestCheckpointFixtureV3(t *testing.T) {
+	loadFixture(t, 3)
+	p := fixturePartition(t, 3)
+	t0 := time.Unix(1_700_000_000, 0)
+	var ts []int64
+	for _, e := range randomEvents(11, 200, t0) {
+		ts = append(ts, e.TS)
+	}
+	slices.Sort(ts)
+	if want := ts[len(ts)-3:]; !slices.Equal(p.quorum, want) {
+		t.Fatalf("quorum %v; want the 3 newest event times %v", p.quorum, want)
+	}
+	if want := p.quorum[0] - int64(5*time.Second); p.watermark != want {
+		t.Fatalf("watermark %d; want the quorum's %d", p.watermark, want)
+	}
+	if p.nLags != 1 || p.lags[0] <= 0 {
+		t.Fatalf("lags %v (%d); want the one batch's", p.lags, p.nLags)
+	}
+}
+
+// TestOldCheckpointKeepsItsWatermark: a checkpoint older than the quorum
+// (version 2) restores it as its newest event time in every slot — the
+// watermark it followed — so the watermark neither jumps nor stalls.
+func TestOldCheckpointKeepsItsWatermark(t *testing.T) {
+	p := fixturePartition(t, 2)
+	for _, q := range p.quorum {
+		if q != p.maxTS || q == 0 {
+			t.Fatalf("quorum %v of a version 2 checkpoint; want max_ts %d in every slot", p.quorum, p.maxTS)
+		}
+	}
+	if p.nLags != 0 {
+		t.Fatalf("%d lags in a version 2 checkpoint", p.nLags)
+	}
+	// One event newer than any: the watermark follows the checkpoint's
+	// newest event time, as a version 2 canaryd's did, not the new event's.
+	maxTS := p.maxTS
+	if err := p.Add(ev("r0", "v0", schemas.KindTool, "x", time.Unix(0, maxTS+int64(time.Second)), 1, false), 400); err != nil {
+		t.Fatal(err)
+	}
+	if want := maxTS - int64(5*time.Second); p.watermark != want {
+		t.Fatalf("watermark %d after one event; want the checkpoint's newest event time minus Lateness, %d", p.watermark, want)
 	}
 }

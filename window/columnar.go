@@ -313,9 +313,16 @@ func listValues(l *array.List, i int) []uint64 {
 
 // partitionMeta is a checkpoint's partition state besides its rows.
 type partitionMeta struct {
-	MaxTS     int64          `json:"max_ts"`
-	Watermark int64          `json:"watermark"`
-	Rollouts  []rolloutDicts `json:"rollouts"`
+	MaxTS     int64 `json:"max_ts"`
+	Watermark int64 `json:"watermark"`
+	// From checkpoint version 3: the Quorum largest event times counted,
+	// ascending (math.MinInt64 in slots not filled), and the arrival lags of
+	// the recent batches, oldest first. Absent in older checkpoints, whose
+	// watermark followed the newest event time: the quorum restores as
+	// max_ts in every slot, which keeps that watermark.
+	Quorum   []int64        `json:"quorum,omitempty"`
+	Lags     []int64        `json:"lags,omitempty"`
+	Rollouts []rolloutDicts `json:"rollouts"`
 }
 
 // rolloutDicts are a rollout's interned names, in id order, so that ids and
@@ -336,7 +343,10 @@ type rolloutDicts struct {
 func (p *Partition) Snapshot(w io.Writer) error {
 	t := NewTable()
 	defer t.Release()
-	meta := partitionMeta{MaxTS: p.maxTS, Watermark: p.watermark}
+	meta := partitionMeta{MaxTS: p.maxTS, Watermark: p.watermark, Quorum: p.quorum}
+	for i := range p.nLags {
+		meta.Lags = append(meta.Lags, p.lags[(p.lagNext-p.nLags+i+lagBatches)%lagBatches])
+	}
 	for _, r := range p.order {
 		d := rolloutDicts{Name: r.name, Versions: r.versions, ErrorTypes: r.errNames, Bigrams: r.bigNames, LastTS: r.lastTS,
 			Tools: make([]string, len(r.toolIDs)), BigramKeys: make([]uint32, len(r.bigNames))}
@@ -374,11 +384,20 @@ func RestorePartition(id int32, opts Options, snap []byte) (*Partition, error) {
 	if err := json.Unmarshal([]byte(meta[MetaPartition]), &pm); err != nil {
 		return nil, fmt.Errorf("%w: partition metadata: %v", ErrCorrupt, err)
 	}
+	if !slices.IsSorted(pm.Quorum) || slices.ContainsFunc(pm.Lags, func(l int64) bool { return l < 0 }) {
+		return nil, fmt.Errorf("%w: partition metadata: quorum %v not ascending or a negative lag in %v", ErrCorrupt, pm.Quorum, pm.Lags)
+	}
 	p := NewPartition(id, opts)
 	p.maxTS, p.watermark = pm.MaxTS, pm.Watermark
+	restoreQuorum(p.quorum, pm)
+	for _, l := range pm.Lags[max(len(pm.Lags)-lagBatches, 0):] {
+		p.lags[p.lagNext] = l
+		p.lagNext = (p.lagNext + 1) % lagBatches
+		p.nLags = min(p.nLags+1, lagBatches)
+	}
 	// Idleness restarts: the wall clock says nothing about a backlog that
 	// accumulated while canaryd was down.
-	p.idleMaxTS = pm.MaxTS
+	p.idleBase = p.quorum[0]
 	for _, d := range pm.Rollouts {
 		r := &rollout{name: d.Name, versions: d.Versions, errIDs: map[string]int{}, errNames: d.ErrorTypes,
 			toolIDs: map[string]uint16{}, bigIDs: map[uint32]int{}, bigNames: d.Bigrams, lastTS: d.LastTS}
@@ -420,6 +439,23 @@ func RestorePartition(id int32, opts Options, snap []byte) (*Partition, error) {
 		w.series[row.Key] = row.Agg
 	}
 	return p, nil
+}
+
+// restoreQuorum fills q (Quorum slots) from a checkpoint's: its largest
+// values when Quorum was lowered since, padded with empty slots at the bottom
+// when it was raised; a checkpoint older than the quorum (version 1 or 2)
+// restores as max_ts in every slot, the newest event time its watermark
+// followed.
+func restoreQuorum(q []int64, pm partitionMeta) {
+	saved := pm.Quorum
+	if saved == nil && pm.MaxTS != 0 {
+		for i := range q {
+			q[i] = pm.MaxTS
+		}
+		return
+	}
+	saved = saved[max(len(saved)-len(q), 0):]
+	copy(q[len(q)-len(saved):], saved)
 }
 
 // ClosedRows returns a closed window's rows (MinOffset -1, Key 0).

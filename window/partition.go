@@ -14,17 +14,30 @@ import (
 type Options struct {
 	// Width of the event-time tumbling windows. Default 10s.
 	Width time.Duration
-	// Lateness is how far behind the newest event time an event may arrive
-	// and still be counted: the watermark is the newest event time minus
-	// Lateness, and a window closes once its end is at or below it. Default 5s.
+	// Lateness is how far behind the partition's event time an event may
+	// arrive and still be counted: the watermark is the Quorum-th newest
+	// event time counted minus Lateness, and a window closes once its end is
+	// at or below it. Default 5s.
 	Lateness time.Duration
-	// Idle: when a partition's newest event time has not moved for this long
-	// in wall-clock time, its watermark follows the wall clock (minus
-	// Lateness) so that the last windows of a quiet stream still close.
-	// Default 3×Width.
+	// Quorum is how many counted events must have reached an event time
+	// before the watermark follows it: the watermark is the Quorum-th
+	// largest event time counted (minus Lateness), so that up to Quorum−1
+	// events from a clock that runs ahead cannot close the windows the
+	// other producers are still writing. 1: the newest event time. Default 3.
+	Quorum int
+	// Idle: when the partition's event time has not moved for this long in
+	// wall-clock time, its watermark follows the wall clock so that the last
+	// windows of a quiet stream still close — but only as far as the
+	// producers' observed lag allows: to the wall clock minus the largest
+	// arrival lag of the recent batches (how far their newest event time
+	// was behind the wall clock when they arrived) minus Lateness, so that
+	// a producer whose events arrive 20 s behind the wall clock is not
+	// dropped as late once the partition goes quiet. Default 3×Width.
 	Idle time.Duration
 	// MaxFuture refuses events whose time is this far ahead of the wall
-	// clock: one such event would otherwise close every open window. Default 10m.
+	// clock (a *FutureError, errors.Is ErrFuture, with the times in its
+	// message): a clock that runs far ahead would otherwise move the
+	// watermark. Default 1m.
 	MaxFuture time.Duration
 	// MaxRollouts per partition; events of further rollouts are refused
 	// (ErrTooManyRoll) until idle ones are evicted. Default 1000.
@@ -66,11 +79,14 @@ func (o *Options) setDefaults() {
 	} else if o.Lateness == 0 {
 		o.Lateness = 5 * time.Second
 	}
+	if o.Quorum <= 0 {
+		o.Quorum = 3
+	}
 	if o.Idle <= 0 {
 		o.Idle = 3 * o.Width
 	}
 	if o.MaxFuture <= 0 {
-		o.MaxFuture = 10 * time.Minute
+		o.MaxFuture = time.Minute
 	}
 	if o.MaxRollouts <= 0 {
 		o.MaxRollouts = 1000
@@ -117,10 +133,18 @@ type Closed struct {
 	Source     string
 	Partition  int32
 	Start, End int64 // event time, unix ns; End = Start + Width
-	// Watermark of the partition when the window closed: the event time up
-	// to which the partition's data is complete.
+	// Watermark is the event time the window is judged at: its End, the
+	// event time up to which the window's data is complete. It depends on
+	// the window alone — not on how records were batched, nor on how much
+	// backlog the batch that closed it held — so that a replay after a
+	// crash decides at the same times as an uninterrupted run.
 	Watermark int64
-	Series    []Series
+	// Wall is the partition's wall clock (SetNow) when the window closed,
+	// unix ns; 0 when none was set. The judge holds a step's minimum
+	// duration in wall time too, so that clocks running ahead cannot
+	// shorten it.
+	Wall   int64
+	Series []Series
 	// ErrorTypes names the indexes of Agg.ErrorTypes (index 0 is "_other").
 	// Append-only: safe to read while the partition goes on.
 	ErrorTypes []string
@@ -137,6 +161,24 @@ var (
 	ErrTooManyRoll = errors.New("too many live rollouts in this partition")
 )
 
+// FutureError refuses an event whose time is further ahead of the wall
+// clock than MaxFuture. errors.Is(err, ErrFuture) holds. Its message
+// starts with ErrFuture's, then says by how much:
+//
+//	event time too far in the future: 2026-12-03T13:09:00Z is 9m0s ahead of the wall clock (limit 1m0s)
+type FutureError struct {
+	TS, Now int64 // the event's time and the wall clock, unix ns
+	Limit   time.Duration
+}
+
+func (e *FutureError) Error() string {
+	return fmt.Sprintf("%s: %s is %s ahead of the wall clock (limit %s)", ErrFuture, time.Unix(0, e.TS).UTC().Format(time.RFC3339Nano),
+		time.Duration(e.TS-e.Now).Round(time.Millisecond), e.Limit)
+}
+
+// Unwrap returns ErrFuture.
+func (e *FutureError) Unwrap() error { return ErrFuture }
+
 // Partition holds the open windows of one Kafka partition.
 type Partition struct {
 	opts  Options
@@ -146,9 +188,23 @@ type Partition struct {
 	now       int64 // wall clock, unix ns, set by SetNow
 	maxTS     int64 // newest event time seen
 	watermark int64
-	idleSince int64 // wall time at which maxTS last moved
-	idleMaxTS int64
-	idleHold  bool // HoldIdle: the idle rule is suspended
+	// quorum holds the Quorum largest event times counted, ascending
+	// (math.MinInt64 in slots not yet filled): quorum[0] is the newest event
+	// time that Quorum events have reached, which the watermark follows. A
+	// function of the events in offset order, so a replay from a checkpoint
+	// (which holds it) moves the watermark at the same events.
+	quorum    []int64
+	closedAt  int64 // watermark at the last pass that closed windows
+	idleSince int64 // wall time at which quorum[0] last moved
+	idleBase  int64 // quorum[0] at idleSince
+	idleHold  bool  // HoldIdle: the idle rule is suspended
+	// Arrival lags of the recent batches, for the idle rule: the wall clock
+	// minus the newest event time counted in a batch (at least 0), in a
+	// ring of lagBatches.
+	batchMax int64 // newest event time counted since the last Advance; math.MinInt64: none
+	lags     [lagBatches]int64
+	nLags    int // filled slots
+	lagNext  int // next slot written
 
 	rollouts map[string]*rollout
 	order    []*rollout // in creation order, for deterministic emission
@@ -176,15 +232,26 @@ type openWin struct {
 	series    map[uint32]*Agg // version<<16 | segment
 }
 
+// lagBatches is how many recent batches' arrival lags the idle rule
+// remembers. Batches, not wall time: a partition that gets a batch every few
+// minutes still remembers how late its events arrive.
+const lagBatches = 16
+
 // NewPartition returns an empty Partition for Kafka partition id.
 func NewPartition(id int32, opts Options) *Partition {
 	opts.setDefaults()
-	return &Partition{
+	p := &Partition{
 		opts:     opts,
 		id:       id,
 		width:    int64(opts.Width),
 		rollouts: make(map[string]*rollout),
+		quorum:   make([]int64, opts.Quorum),
+		batchMax: math.MinInt64,
 	}
+	for i := range p.quorum {
+		p.quorum[i] = math.MinInt64
+	}
+	return p
 }
 
 // SetNow sets the wall clock used for the future limit and idleness; call it
@@ -200,14 +267,21 @@ func (p *Partition) HoldIdle(hold bool) { p.idleHold = hold }
 // IdleAfter returns the Idle option in effect (defaults applied).
 func (p *Partition) IdleAfter() time.Duration { return p.opts.Idle }
 
-// Watermark returns the event time below which every window is closed.
+// RolloutLimit returns the MaxRollouts option in effect (defaults applied).
+func (p *Partition) RolloutLimit() int { return p.opts.MaxRollouts }
+
+// Watermark returns the event time up to which the partition's data is
+// complete: an event of a window that ends at or before it is late. Windows
+// behind it close at the next Advance.
 func (p *Partition) Watermark() int64 { return p.watermark }
 
-// Add counts ev, read at Kafka offset off, in its window. It refuses late
-// and far-future events and events of a rollout beyond MaxRollouts.
+// Add counts ev, read at Kafka offset off, in its window, and moves the
+// watermark when Quorum events have passed it. It refuses late and
+// far-future events (a *FutureError) and events of a rollout beyond
+// MaxRollouts.
 func (p *Partition) Add(ev *schemas.Event, off int64) error {
 	if p.now != 0 && ev.TS > p.now+int64(p.opts.MaxFuture) {
-		return ErrFuture
+		return &FutureError{TS: ev.TS, Now: p.now, Limit: p.opts.MaxFuture}
 	}
 	start := ev.TS - mod(ev.TS, p.width)
 	if start+p.width <= p.watermark {
@@ -247,7 +321,28 @@ func (p *Partition) Add(ev *schemas.Event, off int64) error {
 	if ev.TS > p.maxTS {
 		p.maxTS = ev.TS
 	}
+	if ev.TS > p.batchMax {
+		p.batchMax = ev.TS
+	}
+	if ev.TS > p.quorum[0] {
+		p.pushQuorum(ev.TS)
+	}
 	return nil
+}
+
+// pushQuorum puts ts, larger than quorum[0], among the Quorum largest event
+// times (dropping the smallest) and moves the watermark to the new
+// quorum[0] minus Lateness.
+func (p *Partition) pushQuorum(ts int64) {
+	q := p.quorum
+	i := 1
+	for ; i < len(q) && q[i] < ts; i++ {
+		q[i-1] = q[i]
+	}
+	q[i-1] = ts
+	if q[0] != math.MinInt64 {
+		p.watermark = max(p.watermark, q[0]-int64(p.opts.Lateness))
+	}
 }
 
 func (p *Partition) version(r *rollout, v []byte) int {
@@ -365,22 +460,30 @@ func (p *Partition) CommitOffset(next int64) int64 {
 	return next
 }
 
-// Advance moves the watermark — from the newest event time, or from the wall
-// clock when the partition has been idle — and emits every window that it
-// closes. Call it after each batch.
+// Advance records the batch's arrival lag, moves the watermark by the idle
+// rule when the partition has been idle, and emits every window behind the
+// watermark. Call it after each batch.
 func (p *Partition) Advance() {
-	if p.maxTS != p.idleMaxTS || p.idleHold {
-		p.idleMaxTS = p.maxTS
+	if p.batchMax != math.MinInt64 {
+		if p.now != 0 {
+			p.lags[p.lagNext] = max(p.now-p.batchMax, 0)
+			p.lagNext = (p.lagNext + 1) % lagBatches
+			p.nLags = min(p.nLags+1, lagBatches)
+		}
+		p.batchMax = math.MinInt64
+	}
+	if p.quorum[0] != p.idleBase || p.idleHold {
+		p.idleBase = p.quorum[0]
 		p.idleSince = p.now
 	}
-	wm := p.maxTS - int64(p.opts.Lateness)
 	if p.now != 0 && p.idleSince != 0 && p.now-p.idleSince >= int64(p.opts.Idle) {
-		wm = max(wm, p.now-int64(p.opts.Lateness))
+		p.watermark = max(p.watermark, p.now-p.ObservedLag()-int64(p.opts.Lateness))
 	}
-	if wm <= p.watermark {
+	if p.watermark <= p.closedAt {
 		return
 	}
-	p.watermark = wm
+	wm := p.watermark
+	p.closedAt = wm
 	for _, r := range p.order {
 		n := 0
 		for _, w := range r.open {
@@ -395,6 +498,17 @@ func (p *Partition) Advance() {
 		}
 	}
 	p.evict()
+}
+
+// ObservedLag returns how far behind the wall clock the partition's events
+// arrive: the largest arrival lag (wall clock minus the newest event time
+// counted) of the last batches that counted events; 0 before any.
+func (p *Partition) ObservedLag() int64 {
+	var l int64
+	for _, v := range p.lags[:p.nLags] {
+		l = max(l, v)
+	}
+	return l
 }
 
 // evict drops rollouts with no open window whose newest event is EvictAfter
@@ -466,7 +580,8 @@ func (p *Partition) emit(r *rollout, w *openWin) {
 			Partition:  p.id,
 			Start:      w.start,
 			End:        w.start + p.width,
-			Watermark:  p.watermark,
+			Watermark:  w.start + p.width,
+			Wall:       p.now,
 			Series:     series,
 			ErrorTypes: r.errNames[:len(r.errNames):len(r.errNames)],
 			Bigrams:    r.bigNames[:len(r.bigNames):len(r.bigNames)],

@@ -37,7 +37,14 @@ func TestWindowsCloseBehindWatermark(t *testing.T) {
 	if off := p.CommitOffset(11); off != 0 {
 		t.Fatalf("commit offset %d with the window open; want 0 (its first record)", off)
 	}
-	// An event at t0+15s moves the watermark to t0+10s: the first window closes.
+	// One event at t0+15s does not move the watermark (the default quorum
+	// is 3 events); the third moves it to t0+10s: the first window closes.
+	add(ev("r", "v1", schemas.KindLLM, "gpt", t0.Add(15*time.Second), 900, false), 11)
+	p.Advance()
+	if len(got) != 0 {
+		t.Fatalf("one event moved the watermark: %d windows closed; want 0", len(got))
+	}
+	add(ev("r", "v1", schemas.KindLLM, "gpt", t0.Add(15*time.Second), 900, false), 11)
 	add(ev("r", "v1", schemas.KindLLM, "gpt", t0.Add(15*time.Second), 900, false), 11)
 	p.Advance()
 	if len(got) != 1 {
@@ -73,8 +80,8 @@ func TestWindowsCloseBehindWatermark(t *testing.T) {
 		t.Fatalf("future event: %v; want ErrFuture", err)
 	}
 	p.Flush()
-	if len(got) != 2 || got[1].Series[0].Agg.Count != 1 || got[1].Series[1].Agg.Count != 1 {
-		t.Fatalf("flush: %d windows; want the second with an llm and a tool event", len(got))
+	if len(got) != 2 || got[1].Series[0].Agg.Count != 3 || got[1].Series[1].Agg.Count != 1 {
+		t.Fatalf("flush: %d windows; want the second with 3 llm and a tool event", len(got))
 	}
 }
 

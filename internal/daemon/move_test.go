@@ -85,7 +85,7 @@ func TestPartitionMove(t *testing.T) {
 				return b.metric("canaryd_partitions_assigned") == float64(len(crashRollouts))
 			})
 			ends = produceRecords(t, brokers, recs[2*n/3:])
-			waitFor(t, 2*time.Minute, "b consumed the stream", consumed(group, ends, 1))
+			waitFor(t, 2*time.Minute, "b consumed the stream", consumed(group, ends, crashClosers))
 			got := totalsOf(b.d)
 			handed := b.metric(`canaryd_checkpoint_restores_total{result="handed_over"}`)
 			judges := b.metric(`canaryd_judge_restores_total{result="handed_over"}`)
@@ -99,7 +99,7 @@ func TestPartitionMove(t *testing.T) {
 
 			// The reference: one instance, the whole stream.
 			ref := runDaemon(t, config("ref", tp.events+".ref", tp.control+".ref"))
-			waitFor(t, 2*time.Minute, "the reference consumed the stream", consumed(tp.events+".ref", ends, 1))
+			waitFor(t, 2*time.Minute, "the reference consumed the stream", consumed(tp.events+".ref", ends, crashClosers))
 			want := totalsOf(ref.d)
 			if err := ref.stop(t); err != nil {
 				t.Fatalf("ref: %v", err)

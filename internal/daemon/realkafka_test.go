@@ -676,10 +676,11 @@ func waitConsumed(t *testing.T, in *instance, brokers []string, topic string, ti
 	})
 }
 
-// closeWindows writes, to each of the topic's partitions, one event of an
-// unjudged rollout a minute ahead: the watermark passes every window of the
-// stream before it, which then closes (with checkpoints, open windows are
-// saved at shutdown rather than flushed).
+// closeWindows writes, to each of the topic's partitions, three events (the
+// watermark's quorum) of an unjudged rollout 30 s ahead (inside the
+// 1-minute future limit): the watermark passes every window of the stream
+// before them, which then closes (with checkpoints, open windows are saved
+// at shutdown rather than flushed).
 func closeWindows(t *testing.T, brokers []string, topic string, partitions int32) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -690,10 +691,12 @@ func closeWindows(t *testing.T, brokers []string, topic string, partitions int32
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var ev schemas.Event
-	ev.Rollout, ev.Version, ev.Kind, ev.Name, ev.TS = []byte("zz-close"), []byte("v1"), schemas.KindOther, []byte("close"), time.Now().Add(time.Minute).UnixNano()
+	ev.Rollout, ev.Version, ev.Kind, ev.Name, ev.TS = []byte("zz-close"), []byte("v1"), schemas.KindOther, []byte("close"), time.Now().Add(30*time.Second).UnixNano()
 	for p := range partitions {
-		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: p, Value: schemas.AppendEvent(nil, &ev)}).FirstErr(); err != nil {
-			t.Fatal(err)
+		for range 3 {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: p, Value: schemas.AppendEvent(nil, &ev)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }

@@ -163,14 +163,15 @@ steps: [{weight: 20, min_duration: 1h}, {weight: 100}]
 			if err := a.stop(t); err != nil {
 				t.Fatalf("a: %v", err)
 			}
-			produce(append(slices.Clone(recs[half:]), closing))
+			// As many closing records as the watermark's quorum (3).
+			produce(append(slices.Clone(recs[half:]), closing, closing, closing))
 			b := runDaemon(t, config("b", group, tp.control, dir))
-			waitFor(t, time.Minute, "b consumed the rest", consumed(b, len(recs)+1-half))
+			waitFor(t, time.Minute, "b consumed the rest", consumed(b, len(recs)+3-half))
 			replayed := b.metric("canaryd_records_replayed_total")
 
 			// The reference: one run over everything, beside b.
 			ref := runDaemon(t, config("ref", tp.events+".ref", tp.control+".ref", t.TempDir()))
-			waitFor(t, time.Minute, "the reference consumed everything", consumed(ref, len(recs)+1))
+			waitFor(t, time.Minute, "the reference consumed everything", consumed(ref, len(recs)+3))
 			// Both have read every record, the closing one included, so
 			// their totals are final (the lag gauge is set after a batch's
 			// windows are closed and judged); poll rather than read once, in
