@@ -33,7 +33,7 @@ const (
 	DefaultSessionMaxTraces        = 10_000
 	DefaultSessionMaxSpansPerTrace = 256
 	DefaultSessionTimeout          = 5 * time.Minute
-	DefaultSessionMaxFuture        = 10 * time.Minute
+	DefaultSessionMaxFuture        = time.Minute
 )
 
 // Upper bounds of SessionConfig's limits.
@@ -61,7 +61,7 @@ type SessionConfig struct {
 	// MaxFuture: a span ending more than MaxFuture after Clock is passed
 	// through untouched, neither remembered nor moving the decoder's event
 	// time (the window refuses it anyway), so that one span with a broken
-	// clock cannot time out every trace. Default DefaultSessionMaxFuture (10
+	// clock cannot time out every trace. Default DefaultSessionMaxFuture (1
 	// min, as window.Options.MaxFuture).
 	MaxFuture time.Duration
 	// Clock gives the wall time for MaxFuture, read once per record. Default

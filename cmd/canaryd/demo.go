@@ -173,7 +173,7 @@ func runDemo(ctx context.Context, o demoOpts, out io.Writer) error {
 	if o.format == "otlp" {
 		// A session's spans reach Kafka together when it ends, so its first
 		// spans are seconds behind the newest: allow for most of them (the
-		// rest are counted in canaryd_events_late_total).
+		// rest are counted in canaryd_events_late_total{rollout}).
 		wopts.Lateness = 8 * time.Second
 		otlpTopic = "otlp_spans"
 	}
