@@ -114,6 +114,10 @@ type Judge struct {
 	spec Spec
 
 	step      int   // index into spec.Steps; -1 before the first set_weight
+	// seqBase is added to every command's seq: the seq of the rollout's
+	// commands before this release (SetSeqBase), so that seq increases
+	// across releases as the schema promises.
+	seqBase uint64
 	stepStart int64 // event time (unix ns) at which the step began
 	// stepWall is the wall clock (unix ns) when the step began: the newest
 	// window's Closed.Wall then; 0 when unknown (no wall clock in the
@@ -1183,18 +1187,20 @@ func (j *Judge) command(v Verdict) *schemas.Command {
 	if err != nil {
 		panic("BUG: evidence does not encode: " + err.Error())
 	}
-	// seq counts the commands of the rollout: the set_weight of step i is
-	// i+1, and the final command (promote, rollback, hold) follows the last
-	// set_weight sent, so the sequence has no gap. The id of a final command
-	// does not depend on the step it was decided in: a replay that reaches
-	// the same end at another step is still the same decision.
-	idStep, seq := j.step, uint64(j.step+1)
-	if v.Action == schemas.ActionPromote || v.Action == schemas.ActionRollback || v.Action == schemas.ActionHold {
-		idStep, seq = -1, uint64(j.step+2)
+	// seq counts the commands of the rollout after the seq base (the
+	// earlier releases' commands): the set_weight of step i is base+i+1,
+	// and the final command (promote, rollback, hold) follows the last
+	// set_weight sent, so the sequence has no gap (SeqBase inverts this).
+	// The id of a final command does not depend on the step it was decided
+	// in: a replay that reaches the same end at another step is still the
+	// same decision.
+	idStep := j.step
+	if isFinal(v.Action) {
+		idStep = -1
 	}
 	return &schemas.Command{
 		CommandID:    schemas.CommandID(j.spec.Rollout, j.spec.Baseline, j.spec.Canary, v.Action, idStep, v.Weight),
-		Seq:          seq,
+		Seq:          j.seqBase + seqOffset(v.Action, j.step),
 		Rollout:      j.spec.Rollout,
 		Baseline:     j.spec.Baseline,
 		Canary:       j.spec.Canary,
@@ -1230,6 +1236,37 @@ func sortedKeys(ms ...map[string]*window.Agg) []string {
 	slices.Sort(out)
 	return out
 }
+
+func isFinal(a schemas.Action) bool {
+	return a == schemas.ActionPromote || a == schemas.ActionRollback || a == schemas.ActionHold
+}
+
+// seqOffset is a command's seq after the release's seq base: step+1 for a
+// set_weight, step+2 for a final command.
+func seqOffset(a schemas.Action, step int) uint64 {
+	if isFinal(a) {
+		return uint64(step + 2)
+	}
+	return uint64(step + 1)
+}
+
+// SeqBase returns the seq base of the release that sent cmd (its seq
+// without the release's own offset), so that a judge of the same release
+// numbers its commands as cmd's sender did. A command whose seq is below
+// its offset (sent before seq bases existed) gives 0.
+func SeqBase(cmd *schemas.Command) uint64 {
+	if off := seqOffset(cmd.Action, cmd.Step); cmd.Seq > off {
+		return cmd.Seq - off
+	}
+	return 0
+}
+
+// SetSeqBase sets the seq base of this release: derive it from the control
+// topic with SeqBase when the rollout's latest command there is of this
+// release (same baseline and canary), else take that command's seq (the
+// release starts after it), else 0. It is not part of the judge's state:
+// the control topic is its source after every restart.
+func (j *Judge) SetSeqBase(base uint64) { j.seqBase = base }
 
 // Restore resumes the rollout from the latest command an earlier run sent
 // (read back from the control topic): a final command — promote, rollback

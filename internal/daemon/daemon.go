@@ -374,6 +374,7 @@ func (d *Daemon) startOnce(ctx context.Context) error {
 	restored := d.restoreJudges()
 	d.mu.Lock()
 	for id, j := range d.judges {
+		j.SetSeqBase(d.seqBase(j.Spec()))
 		// A judge restored from its checkpoint replays the windows after it
 		// and re-decides what it decided then (same command ids, not sent
 		// twice); jumping to the control topic's newest command first would
@@ -389,6 +390,21 @@ func (d *Daemon) startOnce(ctx context.Context) error {
 	d.cfg.Logger.Info("canaryd started", "brokers", d.cfg.Brokers, "events", d.cfg.EventsTopic, "control", d.cfg.ControlTopic,
 		"rollouts", len(d.judges), "commands_found", n)
 	return nil
+}
+
+// seqBase derives a release's seq base from the control topic (see
+// detector.Judge.SetSeqBase): from the rollout's latest command when it is
+// of this release, else after it.
+func (d *Daemon) seqBase(s detector.Spec) uint64 {
+	last := d.control.Last(s.Rollout)
+	switch {
+	case last == nil:
+		return 0
+	case last.Baseline == s.Baseline && last.Canary == s.Canary:
+		return detector.SeqBase(last)
+	default:
+		return last.Seq
+	}
 }
 
 // checkTopics returns an error naming each missing topic and the command

@@ -229,6 +229,7 @@ func (d *Daemon) onHandover(topic string, p int32, side map[string][]byte) {
 			d.cfg.Logger.Warn("handed-over judge state not used: the rollout spans partitions", "rollout", id, "sources", srcs)
 			continue
 		}
+		n.SetSeqBase(d.seqBase(n.Spec()))
 		d.judges[id] = n
 		d.gen[id]++ // the old judge's unsent commands are replaced by the new one's
 		if ob, ok := side[outboxKeyPrefix+id]; ok {

@@ -1,0 +1,176 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/inferensys/canaryd/detector"
+	"github.com/inferensys/canaryd/internal/daemon"
+	"github.com/inferensys/canaryd/internal/kafkatest"
+	"github.com/inferensys/canaryd/schemas"
+	"github.com/inferensys/canaryd/window"
+)
+
+// literalRouter applies control commands exactly as
+// schemas/control-command.v1.json tells routers to: verify the signature on
+// the record's bytes as received (its final ,"signature":"…" member
+// removed), apply a command only if its seq is above the last one applied
+// for its rollout, and drop a command_id already applied.
+type literalRouter struct {
+	key     []byte
+	lastSeq map[string]uint64
+	seen    map[string]bool
+	applied []schemas.Command
+	dropped []string // why each dropped command was dropped
+}
+
+func (r *literalRouter) receive(value []byte) {
+	var c schemas.Command
+	if err := json.Unmarshal(value, &c); err != nil {
+		r.dropped = append(r.dropped, "not JSON: "+err.Error())
+		return
+	}
+	suffix := []byte(`,"signature":"` + c.Signature + `"}`)
+	if c.Signature == "" || !bytes.HasSuffix(value, suffix) {
+		r.dropped = append(r.dropped, c.CommandID+": unsigned")
+		return
+	}
+	signed := append(bytes.Clone(value[:len(value)-len(suffix)]), '}')
+	m := hmac.New(sha256.New, r.key)
+	m.Write(signed)
+	if !hmac.Equal([]byte(hex.EncodeToString(m.Sum(nil))), []byte(c.Signature)) {
+		r.dropped = append(r.dropped, c.CommandID+": bad signature")
+		return
+	}
+	switch {
+	case c.Seq <= r.lastSeq[c.Rollout]:
+		r.dropped = append(r.dropped, fmt.Sprintf("%s: stale seq %d ≤ %d (%s %s→%s)", c.CommandID, c.Seq, r.lastSeq[c.Rollout], c.Action, c.Baseline, c.Canary))
+	case r.seen[c.CommandID]:
+		r.dropped = append(r.dropped, c.CommandID+": seen")
+	default:
+		r.lastSeq[c.Rollout], r.seen[c.CommandID] = c.Seq, true
+		r.applied = append(r.applied, c)
+	}
+}
+
+// TestSeqAcrossReleases: three consecutive releases of one rollout (v1→v2,
+// v2→v3, v3→v4, each rolled back: its canary fails 40% of requests), one
+// canaryd run per release on the same topics and group. A router that
+// applies the schema literally must apply every command of every release
+// in order. Before seq bases, each release's seq started again at 1, and
+// the router dropped every command of the second and third releases as
+// stale.
+func TestSeqAcrossReleases(t *testing.T) {
+	t.Parallel()
+	key := []byte("release key")
+	releases := [][2]string{{"v1", "v2"}, {"v2", "v3"}, {"v3", "v4"}}
+	for _, kind := range kafkatest.Kinds() {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			brokers := kafkatest.Brokers(t, kind)
+			tp := newTopics(t)
+			kafkatest.CreateTopics(t, brokers, 3, tp.events, tp.control, tp.dlq)
+			cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(tp.events))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			for _, rel := range releases {
+				spec := fmt.Sprintf("rollout: rel\nbaseline: %s\ncanary: %s\nsteps: [{weight: 50, min_duration: 1h}, {weight: 100}]\n", rel[0], rel[1])
+				ss, err := detector.ParseSpecs("rel.yaml", []byte(spec))
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, err := daemon.New(daemon.Config{
+					Brokers: brokers, EventsTopic: tp.events, ControlTopic: tp.control, DLQTopic: tp.dlq,
+					Group: tp.events + ".group", Specs: ss, HTTPAddr: "127.0.0.1:0", SignKey: key,
+					Window:  window.Options{Width: time.Second, Lateness: 200 * time.Millisecond},
+					Metrics: metrics.NewSet(), Logger: slog.New(slog.DiscardHandler),
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- d.Run(ctx) }()
+				waitReady(t, d)
+				// Events until the release is rolled back and its rollback is
+				// on the control topic.
+				deadline := time.Now().Add(2 * time.Minute)
+				for i := 0; ; i++ {
+					if st, _ := d.Status("rel"); st.Final == string(schemas.ActionRollback) && len(readCommands(t, brokers, tp.control, 5*time.Second, func(cs map[string][]schemas.Command) bool {
+						return finalOf(cs["rel"]) == schemas.ActionRollback && cs["rel"][len(cs["rel"])-1].Canary == rel[1]
+					})["rel"]) > 0 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("release %s→%s not rolled back after 2 minutes", rel[0], rel[1])
+					}
+					now := time.Now()
+					var recs []*kgo.Record
+					for k := range 400 {
+						v, status := rel[0], "ok"
+						if k%2 == 0 {
+							v = rel[1]
+							if k%5 < 2 {
+								status = "error"
+							}
+						}
+						recs = append(recs, &kgo.Record{Key: []byte("rel"), Value: fmt.Appendf(nil,
+							`{"rollout":"rel","version":%q,"kind":"llm","name":"m","ts":%d,"duration_ms":20,"status":%q}`, v, now.Add(time.Duration(k)*time.Microsecond).UnixNano(), status)})
+					}
+					if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+						t.Fatal(err)
+					}
+					time.Sleep(200 * time.Millisecond) // pacing the producer, not deciding the outcome
+				}
+				cancel()
+				if err := <-done; err != nil {
+					t.Fatalf("release %s→%s: Run: %v", rel[0], rel[1], err)
+				}
+			}
+
+			// The router reads the whole control topic, in order.
+			rd, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(tp.control), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rd.Close()
+			r := &literalRouter{key: key, lastSeq: map[string]uint64{}, seen: map[string]bool{}}
+			n := 0
+			rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer rcancel()
+			for n < 2*len(releases)+len(r.dropped) && rctx.Err() == nil {
+				rd.PollFetches(rctx).EachRecord(func(rec *kgo.Record) {
+					n++
+					r.receive(rec.Value)
+				})
+				if len(r.applied) == 2*len(releases) {
+					break
+				}
+			}
+			if len(r.dropped) > 0 {
+				t.Errorf("the router dropped %d commands: %v", len(r.dropped), r.dropped)
+			}
+			var got []string
+			for _, c := range r.applied {
+				got = append(got, fmt.Sprintf("%d %s %s→%s", c.Seq, c.Action, c.Baseline, c.Canary))
+			}
+			want := []string{"1 set_weight v1→v2", "2 rollback v1→v2", "3 set_weight v2→v3", "4 rollback v2→v3", "5 set_weight v3→v4", "6 rollback v3→v4"}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("commands applied:\n  got  %q\n  want %q", got, want)
+			}
+		})
+	}
+}
