@@ -113,11 +113,11 @@ func (p *meanPair) fresh() (rb, ni MeanTest) {
 type Judge struct {
 	spec Spec
 
-	step      int   // index into spec.Steps; -1 before the first set_weight
+	step int // index into spec.Steps; -1 before the first set_weight
 	// seqBase is added to every command's seq: the seq of the rollout's
 	// commands before this release (SetSeqBase), so that seq increases
 	// across releases as the schema promises.
-	seqBase uint64
+	seqBase   uint64
 	stepStart int64 // event time (unix ns) at which the step began
 	// stepWall is the wall clock (unix ns) when the step began: the newest
 	// window's Closed.Wall then; 0 when unknown (no wall clock in the
