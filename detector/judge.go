@@ -699,6 +699,24 @@ type Status struct {
 	Watermark time.Time    `json:"watermark"`
 	Verdict   Verdict      `json:"verdict"`
 	Totals    []ArmSummary `json:"totals"` // every version seen, whole rollout
+	// SpecError says why the rollout's spec as it now stands in the spec
+	// files is not in force (an invalid file, or an edit that cannot apply
+	// to a running rollout): the judge goes on with the last valid spec.
+	SpecError string `json:"spec_error,omitempty"`
+	// Previous lists the rollout's earlier releases that this instance
+	// judged since it started, newest last, each with how it ended.
+	Previous []Release `json:"previous_releases,omitempty"`
+}
+
+// Release is how an earlier release of a rollout ended.
+type Release struct {
+	Baseline string    `json:"baseline"`
+	Canary   string    `json:"canary"`
+	Final    string    `json:"final"` // promote, rollback, hold, or superseded / removed when the spec moved on first
+	Step     int       `json:"step"`
+	Weight   int       `json:"weight"`
+	Reason   string    `json:"reason"`
+	EndedAt  time.Time `json:"ended_at"`
 }
 
 // Status returns the rollout's current state.

@@ -144,6 +144,7 @@ func newRunFlags() (*flag.FlagSet, *runFlags) {
 	dur(&c.EvictAfter, "evict-after", "drop a rollout's partition state this long (event time) after its last event, and its export history this long after its final verdict")
 	fs.Var((*intValue)(&c.HistoryWindows), "history-windows", "closed windows per rollout kept for the Arrow export (older ones are folded into one row per series)")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "after SIGTERM, exit within this long whatever the broker does, logging what could not be flushed")
+	dur(&c.SpecsPoll, "specs-poll", "how often the spec file or directory is looked at for changes (also read again on SIGHUP)")
 	fs.StringVar(&r.logLevel, "log-level", r.logLevel, "log level: debug, info, warn or error")
 	boolean(&r.verbose, "v", "debug logging (same as --log-level debug)")
 	boolean(&r.sec.TLS, "tls", "connect to Kafka with TLS (implied by any --tls-* flag)")
@@ -187,6 +188,7 @@ func parseRun(args []string, environ []string, lookup func(string) (string, bool
 		positive("checkpoint-interval", c.CheckpointInterval),
 		positive("evict-after", c.EvictAfter),
 		positive("shutdown-timeout", c.ShutdownTimeout),
+		positive("specs-poll", c.SpecsPoll),
 		positive("history-windows", c.HistoryWindows),
 		positive("partitions", c.Partitions),
 	}
@@ -224,6 +226,7 @@ func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if cfg.Specs, err = detector.LoadSpecs(r.specs); err != nil {
 		return err
 	}
+	cfg.SpecsPath = r.specs
 	if r.modelsFile != "" {
 		if cfg.Models, err = stream.LoadModelTable(r.modelsFile); err != nil {
 			return err
@@ -249,6 +252,21 @@ func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	log.Info("serving HTTP", "addr", d.HTTPAddr())
+	// SIGHUP reads the specs again; it never ends the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reading the specs again", "path", r.specs)
+				d.Reload()
+			}
+		}
+	}()
 	return d.Run(ctx)
 }
 

@@ -33,6 +33,13 @@ type Config struct {
 	OTLPLogsTopic  string
 	OTLPEncoding   string
 	Specs          []detector.Spec
+	// SpecsPath, when set, is the spec file or directory Specs came from:
+	// it is watched (polled every SpecsPoll, and read again on Reload) and
+	// the specs are applied again when its contents change. Empty: Specs
+	// stay as they are.
+	SpecsPath string
+	// SpecsPoll between two looks at SpecsPath. Default 5s.
+	SpecsPoll time.Duration
 	// Models, when set, fills in the context limit and the cost of llm
 	// events whose model it lists and whose source sent none (events and
 	// OTLP spans topics; see stream.Enrich). Load it with
@@ -93,6 +100,7 @@ const (
 	DefaultHistoryWindows     = 360
 	DefaultEvictAfter         = time.Hour
 	DefaultShutdownTimeout    = 30 * time.Second
+	DefaultSpecsPoll          = 5 * time.Second
 	DefaultSessionTimeout     = 45 * time.Second
 	DefaultHTTPAddr           = ":8080"
 	DefaultWindowWidth        = 10 * time.Second
@@ -117,6 +125,7 @@ func DefaultConfig() Config {
 		HistoryWindows:     DefaultHistoryWindows,
 		EvictAfter:         DefaultEvictAfter,
 		ShutdownTimeout:    DefaultShutdownTimeout,
+		SpecsPoll:          DefaultSpecsPoll,
 		SessionTimeout:     DefaultSessionTimeout,
 		HTTPAddr:           DefaultHTTPAddr,
 		Window: window.Options{
@@ -162,6 +171,7 @@ func (c *Config) setDefaults() error {
 	dur(&c.CheckpointInterval, d.CheckpointInterval)
 	dur(&c.EvictAfter, d.EvictAfter)
 	dur(&c.ShutdownTimeout, d.ShutdownTimeout)
+	dur(&c.SpecsPoll, d.SpecsPoll)
 	dur(&c.SessionTimeout, d.SessionTimeout)
 	dur(&c.Window.Width, d.Window.Width)
 	// A negative Lateness means none (window.Options); only zero is defaulted.

@@ -72,6 +72,13 @@ type Daemon struct {
 	replayed *metrics.Counter
 	outbox   *outbox
 	sendErrs *metrics.Counter
+	// Spec reloads (reload.go); guarded by mu.
+	previous map[string][]detector.Release // earlier releases per rollout
+	specErrs map[string]string             // per rollout: why its spec edit is not in force
+	fileErr  string                        // why the spec files are invalid ("" when they are not)
+
+	reloadReq  chan struct{} // Reload's requests, buffered 1
+	specsValid atomic.Bool
 
 	started  atomic.Bool // the control topic was read: judging may begin
 	unjudged *metrics.Counter
@@ -83,7 +90,15 @@ func New(cfg Config) (*Daemon, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, judges: map[string]*detector.Judge{}, saved: map[string]int{}, history: map[string]*history{}, gen: map[string]uint64{}, outbox: newOutbox()}
+	d := &Daemon{cfg: cfg, judges: map[string]*detector.Judge{}, saved: map[string]int{}, history: map[string]*history{}, gen: map[string]uint64{}, outbox: newOutbox(),
+		previous: map[string][]detector.Release{}, specErrs: map[string]string{}, reloadReq: make(chan struct{}, 1)}
+	d.specsValid.Store(true)
+	cfg.Metrics.NewGauge("canaryd_specs_valid", func() float64 {
+		if d.specsValid.Load() {
+			return 1
+		}
+		return 0
+	})
 	for _, s := range cfg.Specs {
 		d.judges[s.Rollout] = detector.NewJudge(s)
 	}
@@ -264,6 +279,13 @@ func (d *Daemon) run(ctx context.Context) error {
 			defer wg.Done()
 			d.sendLoop(abort, consumed)
 		}()
+		if d.cfg.SpecsPath != "" && d.cfg.SpecsPoll > 0 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.watchSpecs(serveCtx)
+			}()
+		}
 		d.started.Store(true)
 		err = d.consumer.Run(ctx)
 		close(consumed)
@@ -634,7 +656,9 @@ func (d *Daemon) Statuses() []detector.Status {
 	defer d.mu.Unlock()
 	out := make([]detector.Status, 0, len(d.judges))
 	for _, j := range d.judges {
-		out = append(out, j.Status())
+		st := j.Status()
+		d.decorate(&st)
+		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b detector.Status) int {
 		switch {
@@ -656,7 +680,9 @@ func (d *Daemon) Status(id string) (detector.Status, bool) {
 	if j == nil {
 		return detector.Status{}, false
 	}
-	return j.Status(), true
+	st := j.Status()
+	d.decorate(&st)
+	return st, true
 }
 
 var _ sink.StatusSource = (*Daemon)(nil)

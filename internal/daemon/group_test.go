@@ -446,7 +446,8 @@ func (p *process) lines() []string {
 	return slices.Clone(p.log)
 }
 
-// startProcess runs bin with args and the specs in a file (--specs), logs
+// startProcess runs bin with args and the specs in a file (--specs; none
+// when specs is empty: args name them), logs
 // its stderr to t, and waits until it is ready.
 func startProcess(t *testing.T, name, bin, specs string, args ...string) *process {
 	t.Helper()
@@ -454,7 +455,10 @@ func startProcess(t *testing.T, name, bin, specs string, args ...string) *proces
 	if err := os.WriteFile(file, []byte(specs), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: exec.Command(bin, append(args, "--specs", file)...)}
+	if specs != "" {
+		args = append(args, "--specs", file)
+	}
+	p := &process{cmd: exec.Command(bin, args...)}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
