@@ -117,7 +117,12 @@ type Judge struct {
 	// seqBase is added to every command's seq: the seq of the rollout's
 	// commands before this release (SetSeqBase), so that seq increases
 	// across releases as the schema promises.
-	seqBase   uint64
+	seqBase uint64
+	// Operator controls (controls.go).
+	paused    bool
+	approved  int // the step an operator approved (its gate is open), -1 none
+	attempt   int // 0, then +1 per retry: part of the command ids
+	audit     []OpRecord
 	stepStart int64 // event time (unix ns) at which the step began
 	// stepWall is the wall clock (unix ns) when the step began: the newest
 	// window's Closed.Wall then; 0 when unknown (no wall clock in the
@@ -166,6 +171,7 @@ func NewJudge(spec Spec) *Judge {
 		sessions: map[string]*window.Agg{},
 		seen:     map[string]int64{},
 		specHash: specHash(spec),
+		approved: -1,
 	}
 	m := &j.spec.Metrics
 	for _, q := range []struct {
@@ -703,6 +709,17 @@ type Status struct {
 	// files is not in force (an invalid file, or an edit that cannot apply
 	// to a running rollout): the judge goes on with the last valid spec.
 	SpecError string `json:"spec_error,omitempty"`
+	// Paused: an operator paused the rollout (no step passes, rollbacks
+	// still fire). AwaitingApproval: the current step's gate waits for an
+	// approve. Attempt counts retries of this release.
+	Paused           bool `json:"paused,omitempty"`
+	AwaitingApproval bool `json:"awaiting_approval,omitempty"`
+	Attempt          int  `json:"attempt,omitempty"`
+	// Next lists the operator actions that apply now (pause, resume,
+	// approve, abort, retry): how to leave a hold, for one.
+	Next []string `json:"next_actions,omitempty"`
+	// Audit is the trail of operator actions on this release, oldest first.
+	Audit []OpRecord `json:"audit,omitempty"`
 	// Previous lists the rollout's earlier releases that this instance
 	// judged since it started, newest last, each with how it ended.
 	Previous []Release `json:"previous_releases,omitempty"`
@@ -729,6 +746,9 @@ func (j *Judge) Status() Status {
 	if j.now != 0 {
 		st.Watermark = time.Unix(0, j.now).UTC()
 	}
+	st.Paused, st.Attempt, st.Audit = j.paused, j.attempt, j.audit
+	st.AwaitingApproval = j.awaitingApproval()
+	st.Next = j.nextActions()
 	for _, v := range sortedKeys(j.total, j.sessions) {
 		st.Totals = append(st.Totals, j.summary(v, j.total[v], j.sessions[v]))
 	}
@@ -772,6 +792,9 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 		return j.last, nil
 	}
 	if j.step < 0 {
+		if j.paused {
+			return j.last, nil // not started while paused
+		}
 		j.startStep(0, now)
 		v := j.verdict(schemas.ActionSetWeight, now, fmt.Sprintf("start: canary %s at %d%% (step 1 of %d)", j.spec.Canary, j.weight(), j.judgedSteps()))
 		return v, j.command(v)
@@ -818,6 +841,10 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 	if canaryN < st.MinCanaryEvents {
 		waiting = append(waiting, fmt.Sprintf("%d of %d canary requests", canaryN, st.MinCanaryEvents))
 	}
+	if j.paused {
+		waiting = append(waiting, "paused ("+j.lastOp("pause")+"; resume to go on)")
+	}
+	gated := st.Approval == ApprovalRequired && j.approved != j.step
 	var notYet, proofs []string
 	for _, t := range tests {
 		if t.Role != "promote" {
@@ -828,6 +855,9 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 		} else {
 			proofs = append(proofs, describe(t, j.spec))
 		}
+	}
+	if len(waiting) == 0 && len(notYet) == 0 && gated {
+		waiting = append(waiting, fmt.Sprintf("step %d passed its checks and awaits approval (approve to go on)", j.step+1))
 	}
 	if len(waiting) == 0 && len(notYet) == 0 {
 		next := j.step + 1
@@ -1216,8 +1246,15 @@ func (j *Judge) command(v Verdict) *schemas.Command {
 	if isFinal(v.Action) {
 		idStep = -1
 	}
+	// A retried release's commands must differ from the earlier attempts'
+	// (routers drop ids they applied): attempt n ≥ 1 hashes the canary as
+	// "<canary>#<n>".
+	idCanary := j.spec.Canary
+	if j.attempt > 0 {
+		idCanary = fmt.Sprintf("%s#%d", j.spec.Canary, j.attempt)
+	}
 	return &schemas.Command{
-		CommandID:    schemas.CommandID(j.spec.Rollout, j.spec.Baseline, j.spec.Canary, v.Action, idStep, v.Weight),
+		CommandID:    schemas.CommandID(j.spec.Rollout, j.spec.Baseline, idCanary, v.Action, idStep, v.Weight),
 		Seq:          j.seqBase + seqOffset(v.Action, j.step),
 		Rollout:      j.spec.Rollout,
 		Baseline:     j.spec.Baseline,

@@ -76,7 +76,14 @@ type Step struct {
 	// decision the rollout holds at this weight, and the verdict reports
 	// the power the step achieved. Zero: no budget.
 	MaxDuration Duration `yaml:"max_duration"`
+	// Approval "required" makes the step wait, once its evidence would pass
+	// it, for an operator's approve (HTTP or canaryd approve) before the
+	// next weight or the promotion. Default: no gate.
+	Approval string `yaml:"approval" json:",omitempty"` // omitted when empty: specs without a gate hash as before it existed (specHash)
 }
+
+// Step.Approval values.
+const ApprovalRequired = "required"
 
 // Metrics are the judged metrics and their margins. Every enabled metric can
 // roll the canary back; promotion waits for the guarded ones: error_rate,
@@ -437,6 +444,9 @@ func (s *Spec) validate(root *yaml.Node) error {
 		prev = st.Weight
 		if st.MinDuration < 0 {
 			return bad("negative duration", f("min_duration")...)
+		}
+		if st.Approval != "" && st.Approval != ApprovalRequired {
+			return bad(fmt.Sprintf("approval %q: want %q or nothing", st.Approval, ApprovalRequired), f("approval")...)
 		}
 		if st.MaxDuration != 0 && st.MaxDuration < st.MinDuration {
 			return bad(fmt.Sprintf("max_duration %s is shorter than min_duration %s", time.Duration(st.MaxDuration), time.Duration(st.MinDuration)), f("max_duration")...)

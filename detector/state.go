@@ -64,6 +64,12 @@ type judgeState struct {
 	BigramNames            []string
 	Last                   []byte // JSON of the last Verdict (NaN-safe)
 	Seen                   map[string]int64
+
+	// Operator controls (controls.go); absent (zero) in older states.
+	Paused   bool
+	Approved int // 1 + the step approved, 0 none
+	Attempt  int
+	Audit    []OpRecord
 }
 
 type condState struct {
@@ -165,6 +171,7 @@ func (j *Judge) MarshalState() ([]byte, error) {
 		SRM: j.srm, SloErr: j.sloErr, SloLat: j.sloLat,
 		Total: j.total, Phase: j.phase, Sessions: j.sessions, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
 		Last: last, Seen: j.seen,
+		Paused: j.paused, Approved: j.approved + 1, Attempt: j.attempt, Audit: j.audit,
 	}
 	for _, r := range j.rates {
 		st.Rates = append(st.Rates, [2]condState{r.rb.state(), r.ni.state()})
@@ -205,6 +212,7 @@ func (j *Judge) UnmarshalState(b []byte) error {
 	n := NewJudge(j.spec) // fill a fresh judge: j stays as it was on error
 	n.step, n.stepStart, n.final, n.now, n.windows = st.Step, st.StepStart, schemas.Action(st.Final), st.Now, st.Windows
 	n.stepWall, n.wall = st.StepWall, st.Wall // 0 in a version 1 state
+	n.paused, n.approved, n.attempt, n.audit = st.Paused, st.Approved-1, st.Attempt, st.Audit
 	errs := []error{n.rbErr.setState(st.RbErr), n.stepErr.setState(st.StepErr), n.incidents.setState(st.Incidents),
 		n.toolMix.setState(st.ToolMix), n.errMix.setState(st.ErrMix), n.bigrams.setState(st.Bigrams)}
 	for i, r := range n.rates {
