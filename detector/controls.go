@@ -170,3 +170,7 @@ func (j *Judge) nextActions() []string {
 	}
 	return out
 }
+
+// Note records an action taken on the rollout outside the judge (a start
+// by an operator or a pipeline) in its audit trail.
+func (j *Judge) Note(op OpRecord) { j.record(op) }

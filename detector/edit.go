@@ -73,3 +73,7 @@ func yamlName(goName string) string {
 	}
 	return goName
 }
+
+// SameSpec reports whether two specs say the same (where they were read
+// from aside).
+func SameSpec(a, b Spec) bool { return specHash(a) == specHash(b) }

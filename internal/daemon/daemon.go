@@ -76,6 +76,10 @@ type Daemon struct {
 	previous map[string][]detector.Release // earlier releases per rollout
 	specErrs map[string]string             // per rollout: why its spec edit is not in force
 	fileErr  string                        // why the spec files are invalid ("" when they are not)
+	// fileSpecs are the specs as last read from the files: a reload acts
+	// only on rollouts whose file spec changed, so that a release started
+	// over HTTP is not undone by reading unchanged files again.
+	fileSpecs map[string]detector.Spec
 
 	reloadReq  chan struct{} // Reload's requests, buffered 1
 	specsValid atomic.Bool
@@ -99,8 +103,10 @@ func New(cfg Config) (*Daemon, error) {
 		}
 		return 0
 	})
+	d.fileSpecs = map[string]detector.Spec{}
 	for _, s := range cfg.Specs {
 		d.judges[s.Rollout] = detector.NewJudge(s)
+		d.fileSpecs[s.Rollout] = s
 	}
 	d.unjudged = cfg.Metrics.NewCounter("canaryd_unjudged_windows_total")
 	d.replayed = cfg.Metrics.NewCounter("canaryd_replayed_windows_total")

@@ -93,6 +93,10 @@ func (d *Daemon) applySpecs(ss []detector.Spec) int {
 	for _, s := range ss {
 		keep[s.Rollout] = true
 		j := d.judges[s.Rollout]
+		if old, ok := d.fileSpecs[s.Rollout]; ok && j != nil && detector.SameSpec(old, s) {
+			continue // unchanged in the files (a release started over HTTP stays)
+		}
+		d.fileSpecs[s.Rollout] = s
 		switch {
 		case j == nil:
 			d.judges[s.Rollout] = d.newJudge(s)
@@ -121,6 +125,7 @@ func (d *Daemon) applySpecs(ss []detector.Spec) int {
 		if !keep[id] {
 			d.endRelease(j, "removed", "removed from the specs", now)
 			delete(d.judges, id)
+			delete(d.fileSpecs, id)
 			delete(d.specErrs, id)
 			d.cfg.Logger.Info("spec reload: rollout removed", "rollout", id)
 		}
