@@ -116,8 +116,8 @@ var fieldNames = [numFields]string{"rollout", "version"}
 
 // Slots of the per-rule counts beyond the rules' own indexes.
 const (
-	ruleTrace = maxOTLPRules     // joined through the trace index
-	ruleNone  = maxOTLPRules + 1 // unresolved
+	ruleTrace    = maxOTLPRules     // joined through the trace index
+	ruleNone     = maxOTLPRules + 1 // unresolved
 	numRuleSlots = maxOTLPRules + 2
 )
 
