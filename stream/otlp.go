@@ -26,6 +26,8 @@ import (
 //	canaryd_otlp_skipped_total{signal,reason}         spans/log records not emitted: a value out of range
 //	canaryd_otlp_ignored_total{signal}                spans (GenAIOnly) / log records (not evaluation results) not mapped
 //	canaryd_otlp_unattributed_total{signal,field}     events emitted under OTLPConfig.Unknown (field rollout|version)
+//	canaryd_otlp_resolved_total{signal,field,rule}   events emitted, by the rule that resolved their rollout/version
+//	                                                  (rule: the attribute key, "trace" for a trace join, "none"); otlprules.go
 //	canaryd_otlp_trace_joins_total{result}            logs with OTLPConfig.Traces: evaluation records looked up by trace
 //	                                                  (result joined|unknown_trace|no_trace_id)
 

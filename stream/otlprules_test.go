@@ -128,6 +128,32 @@ func TestOTLPRulesDeployExample(t *testing.T) {
 	}
 }
 
+// TestOTLPRulesDocExample: the example file in otlp.md parses into the
+// rules it describes.
+func TestOTLPRulesDocExample(t *testing.T) {
+	doc, err := os.ReadFile("otlp.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(doc), "### The rules file")
+	if !ok {
+		t.Fatal("otlp.md has no \"### The rules file\" section")
+	}
+	_, after, _ = strings.Cut(after, "```yaml\n")
+	example, _, ok := strings.Cut(after, "```")
+	if !ok {
+		t.Fatal("no yaml block in otlp.md's rules file section")
+	}
+	r, err := ParseOTLPRules("otlp.md", []byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `rollout: k8s.deployment.name (resource), service.name (any), map of 1; version: service.version (resource, trim_prefix "v"), container.image.tag (resource, regex "^v?(\\d+\\.\\d+\\.\\d+)")`
+	if r.String() != want {
+		t.Errorf("otlp.md example: %s\nwant %s", r, want)
+	}
+}
+
 // TestParseOTLPRulesErrors: a bad file is refused with its line and field.
 func TestParseOTLPRulesErrors(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
