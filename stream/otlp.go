@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -277,7 +278,10 @@ func newKeyTable(keys map[string]keyInfo) keyTable {
 	}
 	t := keyTable{slots: make([]keySlot, 1<<bits), shift: 64 - bits}
 	mask := uint64(len(t.slots) - 1)
-	for k, ki := range keys {
+	// In a fixed order, so that the probe chains (and the decoders' speed)
+	// do not change from one process to the next.
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		ki := keys[k]
 		i := keyHash([]byte(k)) >> t.shift
 		for t.slots[i].key != "" {
 			i = (i + 1) & mask
