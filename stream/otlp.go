@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -25,6 +27,8 @@ import (
 //	canaryd_otlp_skipped_total{signal,reason}         spans/log records not emitted: a value out of range
 //	canaryd_otlp_ignored_total{signal}                spans (GenAIOnly) / log records (not evaluation results) not mapped
 //	canaryd_otlp_unattributed_total{signal,field}     events emitted under OTLPConfig.Unknown (field rollout|version)
+//	canaryd_otlp_resolved_total{signal,field,rule}   events emitted, by the rule that resolved their rollout/version
+//	                                                  (rule: the attribute key, "trace" for a trace join, "none"); otlprules.go
 //	canaryd_otlp_trace_joins_total{result}            logs with OTLPConfig.Traces: evaluation records looked up by trace
 //	                                                  (result joined|unknown_trace|no_trace_id)
 
@@ -58,13 +62,17 @@ const (
 type OTLPConfig struct {
 	// Encoding is EncodingOTLPProto (default when empty) or EncodingOTLPJSON.
 	Encoding string
-	// Rollout lists attribute keys naming the rollout, first match wins: each
-	// key is looked up in the span's (log record's) attributes, then in its
-	// resource's, before the next key is tried. Empty means
-	// DefaultOTLPConfig().Rollout.
+	// Rules resolve each event's rollout and version (see OTLPRules and
+	// otlp.md, "Rollout and version"); the decoders load them once per
+	// record, so Store on the RulesRef changes them while the decoders run.
+	// Give the same RulesRef to the spans and logs decoders. Default nil:
+	// the rules of Rollout and Version below.
+	Rules *RulesRef
+	// Rollout and Version, when Rules is nil, are shorthands for rules that
+	// look each key up in the span's (log record's) attributes, then in its
+	// resource's (FromAny), first match wins. An empty list means the
+	// field's default rules (DefaultOTLPRules). Not allowed with Rules.
 	Rollout []string
-	// Version lists attribute keys naming the version, resolved like Rollout.
-	// Empty means DefaultOTLPConfig().Version.
 	Version []string
 	// Unknown is the rollout or version of an event whose rules all failed.
 	// Default "unknown".
@@ -90,21 +98,10 @@ type OTLPConfig struct {
 	Metrics *metrics.Set
 }
 
-// DefaultOTLPConfig returns the default configuration (fresh slices).
+// DefaultOTLPConfig returns the default configuration: otlp_proto, the
+// default rules (Rules, Rollout and Version nil), Unknown "unknown".
 func DefaultOTLPConfig() OTLPConfig {
-	return OTLPConfig{
-		Encoding: EncodingOTLPProto,
-		Rollout:  []string{"gen_ai.agent.name", "service.name"},
-		Version: []string{
-			"gen_ai.agent.version",
-			"service.version",
-			"k8s.pod.label.app.kubernetes.io/version",
-			"container.image.tag",
-			"k8s.pod.label.rollouts-pod-template-hash",
-			"traceloop.entity.version",
-		},
-		Unknown: "unknown",
-	}
+	return OTLPConfig{Encoding: EncodingOTLPProto, Unknown: "unknown"}
 }
 
 // withDefaults fills the empty fields of c from DefaultOTLPConfig.
@@ -113,12 +110,6 @@ func (c OTLPConfig) withDefaults() OTLPConfig {
 	if c.Encoding == "" {
 		c.Encoding = def.Encoding
 	}
-	if len(c.Rollout) == 0 {
-		c.Rollout = def.Rollout
-	}
-	if len(c.Version) == 0 {
-		c.Version = def.Version
-	}
 	if c.Unknown == "" {
 		c.Unknown = def.Unknown
 	}
@@ -126,30 +117,49 @@ func (c OTLPConfig) withDefaults() OTLPConfig {
 }
 
 // Validate reports whether c (with its defaults filled in) is usable: a
-// known encoding, at most 64 keys per rule list, keys non-empty and at most
-// 255 bytes, Unknown valid UTF-8 of at most schemas.MaxStringBytes.
+// known encoding, Rules or Rollout/Version but not both, rules that
+// NewOTLPRules accepts (at most 64 keys per list, keys non-empty and at
+// most 255 bytes), Unknown valid UTF-8 of at most schemas.MaxStringBytes.
 func (c OTLPConfig) Validate() error {
 	c = c.withDefaults()
 	if c.Encoding != EncodingOTLPProto && c.Encoding != EncodingOTLPJSON {
 		return fmt.Errorf("stream: OTLP encoding %q: want %s or %s", c.Encoding, EncodingOTLPProto, EncodingOTLPJSON)
 	}
-	for _, l := range []struct {
-		name string
-		keys []string
-	}{{"rollout", c.Rollout}, {"version", c.Version}} {
-		if len(l.keys) > maxOTLPRules {
-			return fmt.Errorf("stream: OTLP %s rules: %d keys, at most %d", l.name, len(l.keys), maxOTLPRules)
-		}
-		for _, k := range l.keys {
-			if k == "" || len(k) > maxRuleKeyBytes {
-				return fmt.Errorf("stream: OTLP %s rule key %q: empty or longer than %d bytes", l.name, k, maxRuleKeyBytes)
-			}
-		}
+	if c.Rules != nil && len(c.Rollout)+len(c.Version) > 0 {
+		return errors.New("stream: OTLP Rules and Rollout/Version given: set one")
+	}
+	if _, err := c.rules(); err != nil {
+		return fmt.Errorf("stream: %w", err)
 	}
 	if len(c.Unknown) > schemas.MaxStringBytes || !utf8.ValidString(c.Unknown) {
 		return errors.New("stream: OTLP Unknown: longer than schemas.MaxStringBytes or not UTF-8")
 	}
 	return nil
+}
+
+// rules returns the RulesRef the decoders read: Rules, or a new one holding
+// the rules of Rollout and Version.
+func (c OTLPConfig) rules() (*RulesRef, error) {
+	if c.Rules != nil {
+		return c.Rules, nil
+	}
+	if len(c.Rollout)+len(c.Version) == 0 {
+		return NewRulesRef(nil), nil
+	}
+	var fields [numFields]FieldRules
+	for f, keys := range [numFields][]string{c.Rollout, c.Version} {
+		for _, k := range keys {
+			if slices.ContainsFunc(fields[f].Keys, func(rk RuleKey) bool { return rk.Key == k }) {
+				continue // a key listed twice keeps its first place
+			}
+			fields[f].Keys = append(fields[f].Keys, RuleKey{Key: k})
+		}
+	}
+	r, err := compileRules("", fields)
+	if err != nil {
+		return nil, err
+	}
+	return NewRulesRef(r), nil
 }
 
 // OTLPTraces returns the NewDecoder of OTLP trace records (one
@@ -171,14 +181,24 @@ func newOTLP(cfg OTLPConfig, logs bool) NewDecoder {
 		panic(err)
 	}
 	cfg = cfg.withDefaults()
+	rules, _ := cfg.rules() // checked by Validate
+	set := cfg.Metrics
+	if set == nil {
+		set = metrics.NewSet()
+	}
+	signal := "spans"
+	if logs {
+		signal = "logs"
+	}
 	c := &otlpShared{
 		json:      cfg.Encoding == EncodingOTLPJSON,
 		logs:      logs,
 		genAIOnly: cfg.GenAIOnly,
-		nRollout:  len(cfg.Rollout),
-		nVersion:  len(cfg.Version),
 		unknown:   []byte(cfg.Unknown),
+		rules:     rules,
 		traces:    cfg.Traces,
+		set:       set,
+		signal:    signal,
 	}
 	c.traceFirst = logs && cfg.Traces != nil && cfg.TraceFirst
 	c.enc = EncodingOTLPProto
@@ -189,39 +209,8 @@ func newOTLP(cfg OTLPConfig, logs bool) NewDecoder {
 	if logs {
 		c.resItem, c.scopeItem = "resource_logs", "scope_logs"
 	}
-	keys := map[string]keyInfo{}
-	for k, id := range knownKeys {
-		keys[k] = keyInfo{id: id, r: -1, v: -1}
-	}
-	for i, k := range cfg.Rollout {
-		ki, ok := keys[k]
-		if !ok {
-			ki = keyInfo{r: -1, v: -1}
-		}
-		if ki.r < 0 { // a key listed twice keeps its first place
-			ki.r = int8(i)
-		}
-		keys[k] = ki
-	}
-	for i, k := range cfg.Version {
-		ki, ok := keys[k]
-		if !ok {
-			ki = keyInfo{r: -1, v: -1}
-		}
-		if ki.v < 0 {
-			ki.v = int8(i)
-		}
-		keys[k] = ki
-	}
-	c.keys = newKeyTable(keys)
-	set := cfg.Metrics
-	if set == nil {
-		set = metrics.NewSet()
-	}
-	signal := "spans"
-	if logs {
-		signal = "logs"
-	}
+	// The counters of the initial rules exist (at 0) before the first record.
+	newOTLPDecoder(c).useRules(rules.Load())
 	for r := range numSkips {
 		c.skipped[r] = set.GetOrCreateCounter(`canaryd_otlp_skipped_total{signal="` + signal + `",reason="` + skipNames[r] + `"}`)
 	}
@@ -243,11 +232,12 @@ type otlpShared struct {
 	resItem, scopeItem string // field names in errors: resource_spans, scope_spans or …_logs
 	json, logs         bool
 	genAIOnly          bool
-	nRollout, nVersion int
 	unknown            []byte
-	keys               keyTable    // attribute keys the mapping reads
+	rules              *RulesRef   // loaded once per record
 	traces             *TraceIndex // shared by every decoder of the process; nil: no join
 	traceFirst         bool
+	set                *metrics.Set
+	signal             string // "spans" or "logs"
 
 	skipped      [numSkips]*metrics.Counter
 	ignored      *metrics.Counter
@@ -266,9 +256,6 @@ const (
 )
 
 var joinNames = [numJoins]string{"joined", "unknown_trace", "no_trace_id"}
-
-// lookup tells what an attribute key means to the mapping.
-func (c *otlpShared) lookup(key []byte) (keyInfo, bool) { return c.keys.lookup(key) }
 
 // keyTable is an open-addressing hash table of the attribute keys the
 // mapping reads. Most keys of a real span are not in it; hashing only the
@@ -291,7 +278,10 @@ func newKeyTable(keys map[string]keyInfo) keyTable {
 	}
 	t := keyTable{slots: make([]keySlot, 1<<bits), shift: 64 - bits}
 	mask := uint64(len(t.slots) - 1)
-	for k, ki := range keys {
+	// In a fixed order, so that the probe chains (and the decoders' speed)
+	// do not change from one process to the next.
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		ki := keys[k]
 		i := keyHash([]byte(k)) >> t.shift
 		for t.slots[i].key != "" {
 			i = (i + 1) & mask
@@ -330,10 +320,10 @@ func (t *keyTable) lookup(key []byte) (keyInfo, bool) {
 }
 
 // keyInfo is what one attribute key feeds: a known attribute (id, 0 for
-// none), a rollout rule and a version rule (their index, -1 for none).
+// none), a rollout rule and a version rule (f: their index, -1 for none).
 type keyInfo struct {
-	id   attrID
-	r, v int8
+	id attrID
+	f  [numFields]int8
 }
 
 // attrID names an attribute the mapping reads. Zero is none.
@@ -464,17 +454,13 @@ type anyVal struct {
 // attrTab holds the attributes of one span, log record, span event or
 // resource that the mapping reads. Presence is a bit, so reset is O(1).
 type attrTab struct {
-	has        uint64 // 1<<attrID
-	rHas, vHas uint64 // 1<<rule index
-	known      [numAttrIDs]anyVal
-	r, v       []anyVal // by rule index
+	has   uint64            // 1<<attrID
+	fHas  [numFields]uint64 // per field (rollout, version): 1<<rule index
+	known [numAttrIDs]anyVal
+	fv    [numFields][]anyVal // per field, by rule index (sized by useRules)
 }
 
-func newAttrTab(c *otlpShared) attrTab {
-	return attrTab{r: make([]anyVal, c.nRollout), v: make([]anyVal, c.nVersion)}
-}
-
-func (t *attrTab) reset() { t.has, t.rHas, t.vHas = 0, 0, 0 }
+func (t *attrTab) reset() { t.has, t.fHas = 0, [numFields]uint64{} }
 
 // set records v under what ki names. The first of duplicate keys wins, as
 // pdata's Map.Get finds it.
@@ -486,13 +472,11 @@ func (t *attrTab) set(ki keyInfo, v anyVal) {
 		t.has |= 1 << ki.id
 		t.known[ki.id] = v
 	}
-	if ki.r >= 0 && t.rHas&(1<<ki.r) == 0 {
-		t.rHas |= 1 << ki.r
-		t.r[ki.r] = v
-	}
-	if ki.v >= 0 && t.vHas&(1<<ki.v) == 0 {
-		t.vHas |= 1 << ki.v
-		t.v[ki.v] = v
+	for f, i := range ki.f {
+		if i >= 0 && t.fHas[f]&(1<<i) == 0 {
+			t.fHas[f] |= 1 << i
+			t.fv[f][i] = v
+		}
 	}
 }
 
@@ -551,6 +535,7 @@ func (lr *logState) reset() {
 // into evs before emitting any, so that a malformed record emits nothing.
 type otlpDecoder struct {
 	c     *otlpShared
+	rs    *OTLPRules // the rules of the current record
 	evs   []schemas.Event
 	arena []byte // hex ids, unescaped JSON strings, formatted numbers
 
@@ -567,16 +552,16 @@ type otlpDecoder struct {
 	ignored      int
 	unattributed [2]int
 	joins        [numJoins]int
+	resolved     [numFields][numRuleSlots]int // by rule index, ruleTrace, ruleNone; zeroed by flushResolved
+
+	resolvedC [numFields][numRuleSlots]*metrics.Counter // of rs (nil for slots no event can reach)
+	reCache   [8]reEntry                                // regex rules' results (rs)
 }
 
 var _ Decoder = (*otlpDecoder)(nil)
 
-func newOTLPDecoder(c *otlpShared) *otlpDecoder {
-	d := &otlpDecoder{c: c, res: newAttrTab(c), evTab: newAttrTab(c)}
-	d.sp.attrs = newAttrTab(c)
-	d.lr.attrs = newAttrTab(c)
-	return d
-}
+// newOTLPDecoder returns a decoder; its first Decode loads the rules.
+func newOTLPDecoder(c *otlpShared) *otlpDecoder { return &otlpDecoder{c: c} }
 
 // OTLPError says why a record is not valid OTLP. Encoding, Field and Reason
 // come from small fixed sets of constants, so "Encoding Field" can label
@@ -603,6 +588,9 @@ func (d *otlpDecoder) Decode(value []byte, emit func(*schemas.Event)) error {
 	if len(value) > MaxOTLPRecordBytes {
 		return &OTLPError{Encoding: d.c.enc, Field: "record", Reason: "larger than MaxOTLPRecordBytes", Offset: -1}
 	}
+	if rs := d.c.rules.Load(); rs != d.rs {
+		d.useRules(rs)
+	}
 	d.evs = d.evs[:0] // newEvent zeroes what it reuses
 	d.arena = d.arena[:0]
 	d.skipped, d.ignored, d.unattributed, d.joins = [numSkips]int{}, 0, [2]int{}, [numJoins]int{}
@@ -614,8 +602,10 @@ func (d *otlpDecoder) Decode(value []byte, emit func(*schemas.Event)) error {
 	}
 	if err != nil {
 		d.evs = d.evs[:0]
+		d.resolved = [numFields][numRuleSlots]int{}
 		return err
 	}
+	d.flushResolved()
 	for i, n := range d.skipped {
 		if n > 0 {
 			d.c.skipped[i].Add(n)
@@ -881,19 +871,20 @@ func eqFold(b []byte, w string) bool {
 
 // finish resolves rollout and version and bounds the kept strings.
 func (d *otlpDecoder) finish(ev *schemas.Event, t *attrTab) skip {
+	rr, vr := ruleTrace, ruleTrace
 	if joined := d.c.traceFirst && d.joinTrace(ev); !joined {
-		ev.Rollout = d.resolve(t.r, t.rHas, d.res.r, d.res.rHas)
-		ev.Version = d.resolve(t.v, t.vHas, d.res.v, d.res.vHas)
-		if ev.Version == nil && d.c.logs && d.c.traces != nil && !d.c.traceFirst {
-			d.joinTrace(ev)
+		ev.Rollout, rr = d.resolve(fRollout, t)
+		ev.Version, vr = d.resolve(fVersion, t)
+		if ev.Version == nil && d.c.logs && d.c.traces != nil && !d.c.traceFirst && d.joinTrace(ev) {
+			rr, vr = ruleTrace, ruleTrace
 		}
 	}
 	if ev.Rollout == nil {
-		ev.Rollout = d.c.unknown
+		ev.Rollout, rr = d.c.unknown, ruleNone
 		d.unattributed[0]++
 	}
 	if ev.Version == nil {
-		ev.Version = d.c.unknown
+		ev.Version, vr = d.c.unknown, ruleNone
 		d.unattributed[1]++
 	}
 	for _, s := range [...]*[]byte{&ev.Name, &ev.ErrorType, &ev.SessionID} {
@@ -902,6 +893,8 @@ func (d *otlpDecoder) finish(ev *schemas.Event, t *attrTab) skip {
 			return skipUTF8
 		}
 	}
+	d.resolved[fRollout][rr]++
+	d.resolved[fVersion][vr]++
 	return noSkip
 }
 
@@ -920,37 +913,6 @@ func (d *otlpDecoder) joinTrace(ev *schemas.Event) bool {
 	ev.Rollout, ev.Version = r, v
 	d.joins[joinJoined]++
 	return true
-}
-
-// resolve applies one rule list: for each rule in order, the item's value,
-// then the resource's. Empty and non-scalar values do not match; the first
-// matching value that is longer than schemas.MaxStringBytes or not UTF-8
-// makes the result unknown (nil) rather than falling through to a later
-// rule, which could file the event under another version.
-func (d *otlpDecoder) resolve(item []anyVal, itemHas uint64, res []anyVal, resHas uint64) []byte {
-	if itemHas|resHas == 0 {
-		return nil
-	}
-	for i := range item {
-		var v anyVal
-		switch {
-		case itemHas&(1<<i) != 0:
-			v = item[i]
-		case resHas&(1<<i) != 0:
-			v = res[i]
-		default:
-			continue
-		}
-		s := d.text(v)
-		if len(s) == 0 {
-			continue
-		}
-		if len(s) > schemas.MaxStringBytes || !utf8.Valid(s) {
-			return nil
-		}
-		return s
-	}
-	return nil
 }
 
 // text returns a scalar value as text: strings as they are, numbers and

@@ -1077,7 +1077,7 @@ func (d *otlpDecoder) jattrs(t *attrTab, field string) {
 			if i = s.i; len(b)-i >= 9 && le64(b[i:]) == wValue && b[i+8] == ':' {
 				s.i = i + 9
 				m = 2
-				if ki, matched = d.c.lookup(key); matched {
+				if ki, matched = d.rs.keys.lookup(key); matched {
 					v = d.janyValue()
 				} else {
 					s.skipValue()
@@ -1117,7 +1117,7 @@ func (d *otlpDecoder) jattrs(t *attrTab, field string) {
 					s.ws()
 					valAt = s.i
 					s.skip(1)
-				} else if ki, matched = d.c.lookup(key); matched {
+				} else if ki, matched = d.rs.keys.lookup(key); matched {
 					v = d.janyValue()
 				} else {
 					s.skipValue()
@@ -1133,7 +1133,7 @@ func (d *otlpDecoder) jattrs(t *attrTab, field string) {
 			return
 		}
 		if valAt >= 0 && haveKey && !matched {
-			if ki, matched = d.c.lookup(key); matched {
+			if ki, matched = d.rs.keys.lookup(key); matched {
 				end := s.i
 				s.i = valAt
 				v = d.janyValue()

@@ -540,7 +540,7 @@ func (d *otlpDecoder) protoKV(b []byte, t *attrTab) error {
 	if !hasVal {
 		return nil
 	}
-	ki, ok := d.c.lookup(key)
+	ki, ok := d.rs.keys.lookup(key)
 	if !ok {
 		return nil
 	}

@@ -121,16 +121,17 @@ func TestOTLPFixtures(t *testing.T) {
 			Trace: "4bf92f3577b34da6a3ce929d0e0e4736", Span: "00f067aa0ba902b7",
 		}},
 	}, {
-		// Two tool spans; gen_ai.agent.name on the span wins the rollout. The
-		// second failed: status ERROR, error.type before exception.type.
+		// Two tool spans; the resource's service.name wins the rollout over
+		// gen_ai.agent.name on the span. The second failed: status ERROR,
+		// error.type before exception.type.
 		base: "genai-execute-tool-span.otlp",
 		want: []ev{{
-			Rollout: "weather_assistant", Version: "1.5.0-rc.1", Kind: "tool", Name: "get_weather",
+			Rollout: "weather-agent", Version: "1.5.0-rc.1", Kind: "tool", Name: "get_weather",
 			TS: 1723000002180000000, DurationMS: 180, HasDuration: true,
 			Trace: "5b8efff798038103d269b633813fc60c", Span: "a1b2c3d4e5f60718", Parent: "0102030405060708",
 			Session: "conv_5j66UpCpwteGg4YSxUnt7lPY",
 		}, {
-			Rollout: "weather_assistant", Version: "1.5.0-rc.1", Kind: "tool", Name: "get_weather",
+			Rollout: "weather-agent", Version: "1.5.0-rc.1", Kind: "tool", Name: "get_weather",
 			TS: 1723000008000000000, DurationMS: 5000, HasDuration: true,
 			Error: true, ErrorType: "timeout",
 			Trace: "5b8efff798038103d269b633813fc60c", Span: "a1b2c3d4e5f60719", Parent: "0102030405060708",
@@ -219,9 +220,10 @@ func TestOTLPLogs(t *testing.T) {
 		Trace: "4bf92f3577b34da6a3ce929d0e0e4736", Span: "00f067aa0ba902b7",
 		HasOutcome: true, Score: 0.83, HasScore: true,
 	}, {
-		// event.name attribute form; gen_ai.agent.name on the record wins
-		// the rollout; an int score; "factual" is not hallucinated.
-		Rollout: "weather_assistant", Version: "1.5.0-rc.1", Kind: "eval", Name: "hallucination",
+		// event.name attribute form; the resource's service.name wins the
+		// rollout over gen_ai.agent.name on the record; an int score;
+		// "factual" is not hallucinated.
+		Rollout: "weather-agent", Version: "1.5.0-rc.1", Kind: "eval", Name: "hallucination",
 		TS:    1764095653000000000,
 		Trace: "5b8efff798038103d269b633813fc60c", Span: "a1b2c3d4e5f60718",
 		HasOutcome: true, Score: 0, HasScore: true, HasHalluc: true,
@@ -273,6 +275,8 @@ func TestOTLPManyResources(t *testing.T) {
 		t.Errorf("events by version and kind: got %v; want %v", count, want)
 	}
 	// The bench record: 50 spans, all emitted; turn 7's failing tool call.
+	// The invoke_agent spans name the agent support_assistant, the resource
+	// the service support-agent: every span goes to the service's rollout.
 	got = decodeBoth(t, OTLPTraces, OTLPConfig{}, "bench-genai-50.otlp")
 	if len(got) != 50 {
 		t.Fatalf("bench: got %d events; want 50", len(got))
@@ -284,7 +288,7 @@ func TestOTLPManyResources(t *testing.T) {
 			t.Errorf("bench: unexpected error event %+v", e)
 		}
 	}
-	if want := map[string]int{"support_assistant agent": 10, "support-agent llm": 20, "support-agent tool": 20}; !reflect.DeepEqual(kinds, want) {
+	if want := map[string]int{"support-agent agent": 10, "support-agent llm": 20, "support-agent tool": 20}; !reflect.DeepEqual(kinds, want) {
 		t.Errorf("bench kinds: got %v; want %v", kinds, want)
 	}
 }
@@ -378,11 +382,18 @@ func TestOTLPValues(t *testing.T) {
 		t.Errorf("long rollout: %+v, %v", got, err)
 	}
 	// Non-string rule values are formatted; the first of duplicate keys
-	// wins; span attributes before resource attributes for each rule.
-	got, err = decode(d, spansJSON(res+","+intAttr("gen_ai.agent.version", 7),
+	// wins; for a key from any scope, span attributes before resource
+	// attributes; a key from the resource is not read on the span.
+	got, err = decode(d, spansJSON(strAttr("service.name", "svc")+","+intAttr("gen_ai.agent.version", 7),
 		jspan("s", 1, 2, intAttr("service.version", 3), `{"key":"gen_ai.agent.version","value":{"doubleValue":2.5}}`, intAttr("gen_ai.agent.version", 9))))
 	if err != nil || len(got) != 1 || got[0].Version != "2.5" {
 		t.Errorf("formatted version: %+v, %v", got, err)
+	}
+	// The resource's service.version wins over gen_ai.agent.version.
+	got, err = decode(d, spansJSON(res+","+intAttr("gen_ai.agent.version", 7),
+		jspan("s", 1, 2, intAttr("service.version", 3), intAttr("gen_ai.agent.version", 9))))
+	if err != nil || len(got) != 1 || got[0].Version != "v1" {
+		t.Errorf("resource version: %+v, %v", got, err)
 	}
 	// Status ERROR without error.type: the exception event's type, else "error".
 	got, err = decode(d, spansJSON(res,

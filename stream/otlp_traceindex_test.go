@@ -35,7 +35,7 @@ func TestTraceIndexJoin(t *testing.T) {
 	set := metrics.NewSet()
 	idx := NewTraceIndex(16, set)
 	spans := OTLPTraces(OTLPConfig{Traces: idx, Metrics: set})()
-	// Two execute_tool spans of trace 5b8e…, weather_assistant 1.5.0-rc.1.
+	// Two execute_tool spans of trace 5b8e…, weather-agent 1.5.0-rc.1.
 	if _, err := decode(spans, readFixture(t, "genai-execute-tool-span.otlp.pb")); err != nil {
 		t.Fatal(err)
 	}
@@ -49,14 +49,15 @@ func TestTraceIndexJoin(t *testing.T) {
 		evalLog("5B8EFFF798038103D269B633813FC60C", "relevance", 0.9), // upper-case hex is the same trace
 		evalLog("0123456789abcdef0123456789abcdef", "relevance", 0.4),
 		evalLog("", "relevance", 0.5),
-		// Its own version attribute wins: no lookup.
-		evalLog("5b8efff798038103d269b633813fc60c", "relevance", 0.7, strAttr("service.version", "9.9")),
+		// A version of its own wins: no lookup. (service.version on the
+		// record would not count: the default rule reads it on the resource.)
+		evalLog("5b8efff798038103d269b633813fc60c", "relevance", 0.7, strAttr("gen_ai.agent.version", "9.9")),
 	))
 	if err != nil {
 		t.Fatal(err)
 	}
 	type rv struct{ rollout, version string }
-	want := []rv{{"weather_assistant", "1.5.0-rc.1"}, {"evaluator", "unknown"}, {"evaluator", "unknown"}, {"evaluator", "9.9"}}
+	want := []rv{{"weather-agent", "1.5.0-rc.1"}, {"evaluator", "unknown"}, {"evaluator", "unknown"}, {"evaluator", "9.9"}}
 	if len(got) != len(want) {
 		t.Fatalf("got %d events; want %d", len(got), len(want))
 	}
@@ -87,7 +88,7 @@ func TestTraceIndexJoin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 || got[0].Rollout != "weather_assistant" || got[0].Version != "1.5.0-rc.1" ||
+	if len(got) != 2 || got[0].Rollout != "weather-agent" || got[0].Version != "1.5.0-rc.1" ||
 		got[1].Rollout != "evaluator" || got[1].Version != "9.9" {
 		t.Errorf("TraceFirst: %+v", got)
 	}

@@ -28,7 +28,7 @@ const usage = `canaryd — a streaming canary judge for AI agents
 Usage:
   canaryd run      [flags]   read agent events from Kafka, judge canaries, send commands
   canaryd demo     [flags]   embedded broker + simulated fleet + canaryd, no set-up
-  canaryd validate SPEC...   check rollout spec files or directories and exit
+  canaryd validate SPEC...   check rollout spec files or directories (and --models, --otlp-rules files) and exit
 
 Run 'canaryd <command> --help' for a command's flags.
 `
@@ -103,6 +103,7 @@ Flags:
 type runFlags struct {
 	cfg                                     daemon.Config
 	brokers, specs, modelsFile, signKeyFile string
+	otlpRulesFile                           string
 	logLevel                                string
 	verbose                                 bool
 	sec                                     security
@@ -136,6 +137,7 @@ func newRunFlags() (*flag.FlagSet, *runFlags) {
 	fs.StringVar(&c.OTLPSpansTopic, "otlp-spans-topic", "", "also consume OTLP spans from this topic (the Collector's Kafka exporter, e.g. otlp_spans)")
 	fs.StringVar(&c.OTLPLogsTopic, "otlp-logs-topic", "", "also consume OTLP evaluation log events from this topic (e.g. otlp_logs)")
 	fs.StringVar(&c.OTLPEncoding, "otlp-encoding", c.OTLPEncoding, "encoding of the OTLP topics: otlp_proto or otlp_json")
+	fs.StringVar(&r.otlpRulesFile, "otlp-rules", "", "OTLP rules YAML: which attributes name an OTLP event's rollout and version (default: the resource's service.name and service.version first; see deploy/otlp-rules.yaml)")
 	fs.StringVar(&r.modelsFile, "models", "", "model table YAML: context limits and prices per model, to fill in context use and cost (see deploy/models.yaml)")
 	fs.StringVar(&r.signKeyFile, "sign-key-file", "", "file with the HMAC key that signs commands")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory of the Badger checkpoints (window state, offsets, judge state); empty: state in memory only, a restart replays from the committed offsets and loses the judges' evidence")
@@ -232,6 +234,13 @@ func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
+	if r.otlpRulesFile != "" {
+		rules, err := stream.LoadOTLPRules(r.otlpRulesFile)
+		if err != nil {
+			return err
+		}
+		cfg.OTLPRules = stream.NewRulesRef(rules)
+	}
 	if cfg.KgoOpts, err = securityOpts(r.sec); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
@@ -272,29 +281,44 @@ func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
 
 func validateCmd(args []string, out io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(out, "usage: canaryd validate [--models MODELS_FILE] SPEC_FILE_OR_DIR...")
+		fmt.Fprintln(out, "usage: canaryd validate [--models MODELS_FILE] [--otlp-rules OTLP_RULES_FILE] [SPEC_FILE_OR_DIR...]")
 		if len(args) == 0 {
 			return errors.New("validate: no spec given")
 		}
 		return nil
 	}
-	if args[0] == "--models" || strings.HasPrefix(args[0], "--models=") {
-		file, rest := strings.TrimPrefix(args[0], "--models="), args[1:]
-		if args[0] == "--models" {
-			if len(args) < 2 {
-				return errors.New("validate: --models needs a file")
+	// Leading --models and --otlp-rules, in any order, then the specs.
+	for len(args) > 0 {
+		name, file, ok := "", "", false
+		for _, n := range []string{"--models", "--otlp-rules"} {
+			if args[0] == n {
+				if len(args) < 2 {
+					return fmt.Errorf("validate: %s needs a file", n)
+				}
+				name, file, ok, args = n, args[1], true, args[2:]
+			} else if f, cut := strings.CutPrefix(args[0], n+"="); cut {
+				name, file, ok, args = n, f, true, args[1:]
 			}
-			file, rest = args[1], args[2:]
+			if ok {
+				break
+			}
 		}
-		t, err := stream.LoadModelTable(file)
+		if !ok {
+			break
+		}
+		if name == "--models" {
+			t, err := stream.LoadModelTable(file)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "%s: %d models: ok\n", file, len(t.Models()))
+			continue
+		}
+		r, err := stream.LoadOTLPRules(file)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "%s: %d models: ok\n", file, len(t.Models()))
-		if len(rest) == 0 {
-			return nil
-		}
-		args = rest
+		fmt.Fprintf(out, "%s: %s: ok\n", file, r)
 	}
 	for _, p := range args {
 		ss, err := detector.LoadSpecs(p)

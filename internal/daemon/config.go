@@ -45,6 +45,10 @@ type Config struct {
 	// OTLP spans topics; see stream.Enrich). Load it with
 	// stream.LoadModelTable.
 	Models *stream.ModelTable
+	// OTLPRules resolve the rollout and version of the OTLP topics' events;
+	// nil means stream.DefaultOTLPRules. Store on it (or Reload, for rules
+	// read by stream.LoadOTLPRules) changes them while canaryd runs.
+	OTLPRules *stream.RulesRef
 	// StateDir holds the Badger checkpoints (window state, offsets and the
 	// judges' state). Empty: state is in memory only, and a restart replays
 	// from the committed offsets with the judges' evidence lost.

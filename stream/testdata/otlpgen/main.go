@@ -15,7 +15,12 @@
 //   - eval-span-event.otlp.{json,pb}: a chat span carrying two
 //     gen_ai.evaluation.result span events;
 //   - eval-logs.otlp.{json,pb}: evaluation results as log events, and log
-//     records that are not.
+//     records that are not;
+//   - python-sdk-agent.otlp.{json,pb}: one agent turn as the OpenTelemetry
+//     Python SDK exports it (resource service.name/service.version from
+//     OTEL_SERVICE_NAME/OTEL_RESOURCE_ATTRIBUTES, spans grouped by
+//     instrumentation scope, in end order), the agent named otherwise on
+//     its invoke_agent span.
 package main
 
 import (
@@ -42,7 +47,7 @@ func main() {
 	}
 	for _, f := range fixtures {
 		if strings.HasPrefix(filepath.Base(f), "bench-") || strings.HasPrefix(filepath.Base(f), "multi-") ||
-			strings.HasPrefix(filepath.Base(f), "eval-") {
+			strings.HasPrefix(filepath.Base(f), "eval-") || strings.HasPrefix(filepath.Base(f), "python-sdk-") {
 			continue // generated below
 		}
 		b, err := os.ReadFile(f)
@@ -59,6 +64,7 @@ func main() {
 	writeTraces(filepath.Join(dir, "multi-resource.otlp"), multi(), true)
 	writeTraces(filepath.Join(dir, "eval-span-event.otlp"), evalSpanEvent(), true)
 	writeLogs(filepath.Join(dir, "eval-logs.otlp"), evalLogs())
+	writeTraces(filepath.Join(dir, "python-sdk-agent.otlp"), pythonSDKAgent(), true)
 }
 
 func writeTraces(base string, td ptrace.Traces, withJSON bool) {
@@ -396,4 +402,95 @@ func evalLogs() plog.Logs {
 	lr.Attributes().PutStr("gen_ai.evaluation.name", "relevance")
 	lr.Attributes().PutStr("error.type", "timeout")
 	return ld
+}
+
+// pythonSDKAgent is one turn of an agent instrumented with the OpenTelemetry
+// Python SDK and the GenAI instrumentations, as its OTLP exporter writes it
+// (the Collector passes the grouping on): one resource made by the SDK from
+// OTEL_SERVICE_NAME=support-agent and
+// OTEL_RESOURCE_ATTRIBUTES=service.version=v1.5.0,deployment.environment.name=production;
+// spans grouped by instrumentation scope, each scope's spans in the order
+// they ended. The agent calls itself support_bot, version 2, on its
+// invoke_agent span (gen_ai.agent.name/version) and on its tool span —
+// names that differ from the service's. Below invoke_agent: a chat call
+// that asks for a tool, the tool (with the HTTP call it makes), and a chat
+// call that answers.
+func pythonSDKAgent() ptrace.Traces {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	ra := rs.Resource().Attributes()
+	ra.PutStr("telemetry.sdk.language", "python")
+	ra.PutStr("telemetry.sdk.name", "opentelemetry")
+	ra.PutStr("telemetry.sdk.version", "1.38.0")
+	ra.PutStr("service.name", "support-agent")
+	ra.PutStr("service.version", "v1.5.0")
+	ra.PutStr("deployment.environment.name", "production")
+
+	trace := tid("8f1d3c5e7a9b2d4f6a8c0e1f3b5d7f90")
+	const root = "1a2b3c4d5e6f7081"
+	const conv = "conv_68d2a1f0c3b84e81"
+	start := pcommon.Timestamp(t0 + 10_000_000_000)
+	span := func(ss ptrace.ScopeSpans, id, parent, name string, kind ptrace.SpanKind, s, e int64) ptrace.Span {
+		sp := ss.Spans().AppendEmpty()
+		sp.SetTraceID(trace)
+		sp.SetSpanID(sid(id))
+		if parent != "" {
+			sp.SetParentSpanID(sid(parent))
+		}
+		sp.SetName(name)
+		sp.SetKind(kind)
+		sp.SetStartTimestamp(start + pcommon.Timestamp(s))
+		sp.SetEndTimestamp(start + pcommon.Timestamp(e))
+		return sp
+	}
+	chat := func(ss ptrace.ScopeSpans, id string, s, e int64, in, out int64, finish string) {
+		sp := span(ss, id, root, "chat gpt-4o-mini", ptrace.SpanKindClient, s, e)
+		a := sp.Attributes()
+		a.PutStr("gen_ai.operation.name", "chat")
+		a.PutStr("gen_ai.provider.name", "openai")
+		a.PutStr("gen_ai.request.model", "gpt-4o-mini")
+		a.PutStr("gen_ai.response.model", "gpt-4o-mini-2024-07-18")
+		a.PutStr("gen_ai.response.id", "chatcmpl-"+id)
+		a.PutInt("gen_ai.usage.input_tokens", in)
+		a.PutInt("gen_ai.usage.output_tokens", out)
+		a.PutEmptySlice("gen_ai.response.finish_reasons").AppendEmpty().SetStr(finish)
+		a.PutStr("server.address", "api.openai.com")
+		a.PutInt("server.port", 443)
+	}
+
+	llm := rs.ScopeSpans().AppendEmpty()
+	llm.Scope().SetName("opentelemetry.instrumentation.openai_v2")
+	llm.Scope().SetVersion("2.1b0")
+	chat(llm, "2b3c4d5e6f708192", 20_000_000, 910_000_000, 1432, 38, "tool_calls")
+	chat(llm, "4d5e6f708192a3b4", 1_080_000_000, 2_310_000_000, 1561, 187, "stop")
+
+	http := rs.ScopeSpans().AppendEmpty()
+	http.Scope().SetName("opentelemetry.instrumentation.requests")
+	http.Scope().SetVersion("0.59b0")
+	get := span(http, "5e6f708192a3b4c5", "3c4d5e6f708192a3", "GET", ptrace.SpanKindClient, 930_000_000, 1_040_000_000)
+	get.Attributes().PutStr("http.request.method", "GET")
+	get.Attributes().PutStr("url.full", "https://orders.internal/v1/orders/A-1042")
+	get.Attributes().PutInt("http.response.status_code", 200)
+
+	agents := rs.ScopeSpans().AppendEmpty()
+	agents.Scope().SetName("opentelemetry.instrumentation.openai_agents")
+	agents.Scope().SetVersion("0.1b0")
+	tool := span(agents, "3c4d5e6f708192a3", root, "execute_tool lookup_order", ptrace.SpanKindInternal, 920_000_000, 1_050_000_000)
+	a := tool.Attributes()
+	a.PutStr("gen_ai.operation.name", "execute_tool")
+	a.PutStr("gen_ai.tool.name", "lookup_order")
+	a.PutStr("gen_ai.tool.type", "function")
+	a.PutStr("gen_ai.tool.call.id", "call_Q1mX0c8YpVb2")
+	a.PutStr("gen_ai.agent.name", "support_bot")
+	agent := span(agents, root, "", "invoke_agent support_bot", ptrace.SpanKindInternal, 0, 2_350_000_000)
+	a = agent.Attributes()
+	a.PutStr("gen_ai.operation.name", "invoke_agent")
+	a.PutStr("gen_ai.provider.name", "openai")
+	a.PutStr("gen_ai.agent.id", "agent_7f3a9c")
+	a.PutStr("gen_ai.agent.name", "support_bot")
+	a.PutStr("gen_ai.agent.version", "2")
+	a.PutStr("gen_ai.request.model", "gpt-4o-mini")
+	a.PutStr("gen_ai.conversation.id", conv)
+	agent.Status().SetCode(ptrace.StatusCodeOk)
+	return td
 }
