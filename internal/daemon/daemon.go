@@ -82,6 +82,7 @@ type Daemon struct {
 	fileSpecs map[string]detector.Spec
 
 	reloadReq  chan struct{} // Reload's requests, buffered 1
+	rulesErr   string        // the last OTLP rules reload error (watchSpecs' goroutine only)
 	specsValid atomic.Bool
 
 	started  atomic.Bool // the control topic was read: judging may begin
@@ -126,7 +127,7 @@ func New(cfg Config) (*Daemon, error) {
 	topics := map[string]stream.NewDecoder{cfg.EventsTopic: stream.Enrich(stream.JSONDecoder, cfg.Models, cfg.Metrics)}
 	if cfg.OTLPSpansTopic != "" || cfg.OTLPLogsTopic != "" {
 		ocfg := stream.DefaultOTLPConfig()
-		ocfg.Encoding, ocfg.Metrics = cfg.OTLPEncoding, cfg.Metrics
+		ocfg.Encoding, ocfg.Metrics, ocfg.Rules = cfg.OTLPEncoding, cfg.Metrics, cfg.OTLPRules
 		if err := ocfg.Validate(); err != nil {
 			d.producer.Close()
 			return nil, err

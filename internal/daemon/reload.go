@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/inferensys/canaryd/detector"
+	"github.com/inferensys/canaryd/stream"
 )
 
 // maxPrevious bounds the earlier releases kept per rollout for its status.
@@ -43,12 +44,40 @@ func (d *Daemon) watchSpecs(ctx context.Context) {
 		case <-d.reloadReq:
 			force = true
 		}
+		d.reloadOTLPRules()
 		fp, err := specsFingerprint(d.cfg.SpecsPath)
 		if err == nil && fp == last && !force {
 			continue
 		}
 		last = fp
 		d.reloadSpecs()
+	}
+}
+
+// reloadOTLPRules reads the OTLP rules file again (when the rules came from
+// one) and puts it in force if it is valid and says something new; an
+// invalid file keeps the rules in force and is reported once per error.
+func (d *Daemon) reloadOTLPRules() {
+	ref := d.cfg.OTLPRules
+	if ref == nil {
+		return
+	}
+	before := ref.Load().String()
+	r, err := ref.Reload()
+	switch {
+	case errors.Is(err, stream.ErrRulesNoFile):
+	case err != nil:
+		if msg := err.Error(); msg != d.rulesErr {
+			d.rulesErr = msg
+			d.cfg.Metrics.GetOrCreateCounter(`canaryd_otlp_rules_reloads_total{result="invalid"}`).Inc()
+			d.cfg.Logger.Error("otlp rules not reloaded: the rules in force stay", "err", err)
+		}
+	default:
+		d.rulesErr = ""
+		if s := r.String(); s != before {
+			d.cfg.Metrics.GetOrCreateCounter(`canaryd_otlp_rules_reloads_total{result="ok"}`).Inc()
+			d.cfg.Logger.Info("otlp rules reloaded", "rules", s)
+		}
 	}
 }
 
