@@ -121,7 +121,7 @@ type waiter struct {
 	rollout, canary, deployment string
 
 	seen    bool   // a status of the awaited release was seen
-	shown   string // the last progress shown (to print changes only)
+	shown   string // what the last line shown was about (to print changes only)
 	problem int    // what the last poll found: 0 a status, else pollUnknown, pollUnreachable
 	last    string // the last thing learnt, for the message at the end
 	lastErr string // the last error printed (to print each once)
@@ -206,9 +206,11 @@ func (w *waiter) observe(st *rolloutStatus, err error) (lines []string, code int
 		return lines, 0, false
 	}
 	w.seen = true
-	if p := progress(st); p != w.shown {
-		w.shown = p
-		lines = append(lines, p)
+	// A line when the release, phase, step, weight, action or final
+	// changes; not for each new reason (its numbers change every window).
+	if key := fmt.Sprint(st.release(), st.phase(), st.Step, st.Weight, st.Verdict.Action, st.Final); key != w.shown {
+		w.shown = key
+		lines = append(lines, progress(st))
 	}
 	w.last = fmt.Sprintf("%s %s: %s at step %s, weight %d%%", st.Rollout, st.release(), st.phase(), st.stepText(), st.Weight)
 	switch st.Final {
