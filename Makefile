@@ -23,8 +23,15 @@ with_kafka = if [[ -z "$${KAFKA_BROKERS:-}" ]]; then \
 
 all: build
 
+# VERSION and COMMIT go into the binary (canaryd --version): the tag that
+# describes HEAD (else "dev") and HEAD's commit, +dirty with local changes.
+# go's own VCS stamping is not relied on: it is off with -buildvcs=false and
+# in git worktrees.
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- 2>/dev/null || echo +dirty)
+
 build:
-	go build -o bin/canaryd ./cmd/canaryd
+	go build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/canaryd ./cmd/canaryd
 
 # DEPS_APT: Debian packages make test needs, as "command:package" pairs.
 DEPS_APT := kcat:kcat mvn:maven java:openjdk-17-jre-headless openssl:openssl python3:python3 \

@@ -3,12 +3,16 @@ package sink
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -35,30 +39,105 @@ type WindowSource interface {
 // ArrowStreamType is the media type of the Arrow export.
 const ArrowStreamType = "application/vnd.apache.arrow.stream"
 
-// Server serves /metrics, /healthz, /readyz, /v1/rollouts[/{id}] and, when
-// the source is a WindowSource, /v1/rollouts/{id}/windows (Arrow IPC).
+// Access is who may call a route.
+type Access int
+
+const (
+	// Probe routes (/healthz, /readyz) are always open: kubelets and load
+	// balancers carry no token.
+	Probe Access = iota
+	// Read routes are open unless ProtectReads.
+	Read
+	// Write routes change state: they need a bearer token, and are off
+	// without a token file (TokenFile).
+	Write
+)
+
+func (a Access) String() string {
+	switch a {
+	case Probe:
+		return "probe"
+	case Read:
+		return "read"
+	case Write:
+		return "write"
+	}
+	return fmt.Sprintf("Access(%d)", int(a))
+}
+
+// Route is one endpoint of the HTTP API: Method and Path in
+// http.ServeMux's pattern syntax, which for these paths is also OpenAPI's.
+type Route struct {
+	Method, Path string
+	Access       Access
+}
+
+// routes is the HTTP API: Handler registers exactly these, and
+// api/openapi.yaml documents exactly these (TestOpenAPIRoutes).
+var routes = []Route{
+	{"GET", "/metrics", Read},
+	{"GET", "/healthz", Probe},
+	{"GET", "/readyz", Probe},
+	{"GET", "/v1/rollouts", Read},
+	{"GET", "/v1/rollouts/{id}", Read},
+	{"GET", "/v1/rollouts/{id}/windows", Read},
+	{"POST", "/v1/rollouts/{id}/{action}", Write},
+}
+
+// Routes returns the endpoints of the HTTP API.
+func Routes() []Route { return slices.Clone(routes) }
+
+// Server serves the HTTP API (Routes) over HTTP or, with TLSFiles, HTTPS.
 type Server struct {
 	srv *http.Server
 	ln  net.Listener
+	tls *certFiles // nil: plain HTTP
 }
 
 // NewServer listens on addr (":0" picks a free port) and returns a server
 // that Serve runs. ready reports whether canaryd is ready (nil = ready).
-func NewServer(addr string, src StatusSource, ms *metrics.Set, ready func() error) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+// It reads the token file and the TLS files (if configured) before it
+// listens, and starts no goroutine.
+func NewServer(addr string, src StatusSource, ms *metrics.Set, ready func() error, opts ...ServerOpt) (*Server, error) {
+	cfg := defaultServerCfg()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	h, err := newHandler(src, ms, ready, &cfg)
 	if err != nil {
+		return nil, err
+	}
+	s := &Server{srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: slog.NewLogLogger(cfg.log.Handler(), slog.LevelWarn)}}
+	if cfg.tlsCert != "" {
+		if s.tls, err = newCertFiles(cfg.tlsCert, cfg.tlsKey, cfg.log); err != nil {
+			return nil, fmt.Errorf("http: %w", err)
+		}
+		s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.tls.getCertificate}
+	}
+	if s.ln, err = net.Listen("tcp", addr); err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", addr, err)
 	}
-	return &Server{srv: &http.Server{Handler: Handler(src, ms, ready), ReadHeaderTimeout: 5 * time.Second}, ln: ln}, nil
+	return s, nil
 }
 
 // Addr returns the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Serve serves until ctx is done, then shuts down gracefully.
+// Serve serves until ctx is done, then shuts down gracefully. It runs one
+// goroutine, the http.Server's accept loop, and returns after it ended.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
+	go func() {
+		if s.tls != nil {
+			errc <- s.srv.ServeTLS(s.ln, "", "") // certificates from TLSConfig.GetCertificate
+			return
+		}
+		errc <- s.srv.Serve(s.ln)
+	}()
 	select {
 	case err := <-errc:
 		return err
@@ -73,57 +152,119 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-// Handler returns canaryd's HTTP handler.
+// Handler returns canaryd's HTTP handler with the default settings: reads
+// open, mutating endpoints off.
 func Handler(src StatusSource, ms *metrics.Set, ready func() error) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		ms.WritePrometheus(w)
-		metrics.WriteProcessMetrics(w)
-	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if ready != nil {
-			if err := ready(); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+	h, err := NewHandler(src, ms, ready)
+	if err != nil {
+		panic("BUG: the default HTTP handler cannot fail: " + err.Error())
+	}
+	return h
+}
+
+// NewHandler returns canaryd's HTTP handler configured by opts (TLSFiles
+// is ignored: that is the Server's). It reads the token file, if any.
+func NewHandler(src StatusSource, ms *metrics.Set, ready func() error, opts ...ServerOpt) (http.Handler, error) {
+	cfg := defaultServerCfg()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	return newHandler(src, ms, ready, &cfg)
+}
+
+func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serverCfg) (http.Handler, error) {
+	if ms == nil {
+		ms = metrics.NewSet()
+	}
+	ref := refuser{ms}
+	auth, err := NewAuth(cfg.tokenFile, ms, cfg.log)
+	if err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	notFound := func(w http.ResponseWriter, id string) {
+		ref.refuse(w, http.StatusNotFound, "unknown_rollout", "no rollout "+quoteID(id))
+	}
+	handlers := map[string]http.HandlerFunc{
+		"GET /metrics": func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			ms.WritePrometheus(w)
+			metrics.WriteProcessMetrics(w)
+		},
+		"GET /healthz": func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintln(w, "ok")
+		},
+		"GET /readyz": func(w http.ResponseWriter, _ *http.Request) {
+			if ready != nil {
+				if err := ready(); err != nil {
+					http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+					return
+				}
+			}
+			fmt.Fprintln(w, "ready")
+		},
+		"GET /v1/rollouts": func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]any{"rollouts": src.Statuses()})
+		},
+		"GET /v1/rollouts/{id}": func(w http.ResponseWriter, r *http.Request) {
+			st, ok := src.Status(r.PathValue("id"))
+			if !ok {
+				notFound(w, r.PathValue("id"))
 				return
 			}
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	mux.HandleFunc("GET /v1/rollouts", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"rollouts": src.Statuses()})
-	})
-	mux.HandleFunc("GET /v1/rollouts/{id}", func(w http.ResponseWriter, r *http.Request) {
-		st, ok := src.Status(r.PathValue("id"))
-		if !ok {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no rollout " + quoteID(r.PathValue("id"))})
-			return
-		}
-		writeJSON(w, http.StatusOK, st)
-	})
-	if ws, ok := src.(WindowSource); ok {
+			writeJSON(w, http.StatusOK, st)
+		},
 		// The rollout's closed windows, one row per series-window, as an
 		// Arrow IPC stream (window/columnar.md): pyarrow.ipc.open_stream
 		// reads it.
-		mux.HandleFunc("GET /v1/rollouts/{id}/windows", func(w http.ResponseWriter, r *http.Request) {
+		"GET /v1/rollouts/{id}/windows": func(w http.ResponseWriter, r *http.Request) {
+			ws, ok := src.(WindowSource)
+			if !ok {
+				writeJSON(w, http.StatusNotFound, map[string]string{"error": "this server has no window export"})
+				return
+			}
 			var buf bytes.Buffer
 			found, err := ws.WriteWindows(&buf, r.PathValue("id"))
 			switch {
 			case err != nil:
 				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 			case !found:
-				writeJSON(w, http.StatusNotFound, map[string]string{"error": "no rollout " + quoteID(r.PathValue("id"))})
+				notFound(w, r.PathValue("id"))
 			default:
 				w.Header().Set("Content-Type", ArrowStreamType)
 				w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 				_, _ = w.Write(buf.Bytes())
 			}
-		})
+		},
+		"POST /v1/rollouts/{id}/{action}": actionHandler(src, ref, cfg),
 	}
-	return mux
+	off := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		ref.refuse(w, http.StatusForbidden, "actions_off",
+			"this endpoint is off: canaryd serves it only with a bearer token configured (canaryd run --http-token-file FILE, or CANARYD_HTTP_TOKEN_FILE)")
+	})
+	mux := http.NewServeMux()
+	for _, rt := range routes {
+		pattern := rt.Method + " " + rt.Path
+		h, ok := handlers[pattern]
+		if !ok {
+			panic("BUG: no handler for route " + pattern)
+		}
+		delete(handlers, pattern)
+		switch {
+		case rt.Access == Write && auth == nil:
+			mux.Handle(pattern, off)
+		case rt.Access == Write, rt.Access == Read && cfg.protectReads:
+			mux.Handle(pattern, auth.Require(h))
+		default:
+			mux.Handle(pattern, h)
+		}
+	}
+	if len(handlers) > 0 {
+		panic(fmt.Sprintf("BUG: handlers without a route: %v", slices.Collect(maps.Keys(handlers))))
+	}
+	return mux, nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

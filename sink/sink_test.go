@@ -131,7 +131,7 @@ func TestHTTP(t *testing.T) {
 		{"/metrics", "canaryd_test_total 1", 200},
 		{"/v1/rollouts", `"rollout": "a"`, 200},
 		{"/v1/rollouts/a", `"final": "promote"`, 200},
-		{"/v1/rollouts/b", "no rollout b", 404},
+		{"/v1/rollouts/b", `no rollout \"b\"`, 404},
 	} {
 		code, body := get(tc.path)
 		if code != tc.code || !strings.Contains(body, tc.want) {

@@ -34,6 +34,8 @@ func envName(flagName string) string {
 // CANARYD_ variable is reported as a likely typo.
 var envOnly = map[string]bool{
 	"CANARYD_SASL_PASSWORD": true,
+	// The client commands' (status, wait) connection: see clientEnv.
+	"CANARYD_SERVER": true, "CANARYD_TOKEN_FILE": true, "CANARYD_CA_FILE": true,
 	// Tests, scripts and the Makefile.
 	"CANARYD_KAFKA": true, "CANARYD_PYTHON": true, "CANARYD_CACHE": true,
 	"CANARYD_WRITE_FIXTURE": true, "CANARYD_CRASH_EVENTS": true,

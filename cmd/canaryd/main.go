@@ -3,6 +3,9 @@
 //	canaryd run       the daemon: read agent events from Kafka, judge, command
 //	canaryd demo      everything in one process on an embedded broker
 //	canaryd validate  check rollout spec files and exit
+//	canaryd status    rollouts as a running canaryd sees them
+//	canaryd wait      wait for a rollout's verdict (exit 0 promoted, 1 rolled back, 2 held or timeout)
+//	canaryd version   the version and commit canaryd was built from
 package main
 
 import (
@@ -29,6 +32,10 @@ Usage:
   canaryd run      [flags]   read agent events from Kafka, judge canaries, send commands
   canaryd demo     [flags]   embedded broker + simulated fleet + canaryd, no set-up
   canaryd validate SPEC...   check rollout spec files or directories (and --models, --otlp-rules files) and exit
+  canaryd status [ROLLOUT]   rollouts as a running canaryd sees them (its HTTP API)
+  canaryd wait ROLLOUT       wait for a rollout's verdict: exit 0 promoted, 1 rolled back,
+                             2 held or timeout, 3 error (for pipelines)
+  canaryd version            the version and commit canaryd was built from (also --version)
 
 Run 'canaryd <command> --help' for a command's flags.
 `
@@ -55,6 +62,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = demoCmd(ctx, args[1:], stdout)
 	case "validate":
 		err = validateCmd(args[1:], stdout)
+	case "status":
+		err = statusCmd(ctx, args[1:], os.LookupEnv, stdout)
+	case "wait":
+		return waitCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, buildVersion())
+		return 0
 	case "-h", "--help", "-help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -128,6 +142,10 @@ func newRunFlags() (*flag.FlagSet, *runFlags) {
 	fs.Var((*int32Value)(&c.Partitions), "partitions", "partitions of the events topic when canaryd creates it")
 	boolean(&c.NoCreateTopics, "no-create-topics", "do not create missing topics")
 	fs.StringVar(&c.HTTPAddr, "http", c.HTTPAddr, "HTTP address for /metrics, /healthz, /v1/rollouts (\"\" on the command line: no HTTP server)")
+	fs.StringVar(&c.HTTPTokenFile, "http-token-file", "", "file with the bearer tokens (one per line, TOKEN or NAME TOKEN) that the HTTP API's actions need; re-read when it changes; without it the actions are off")
+	boolean(&c.HTTPProtectReads, "http-protect-reads", "the HTTP API's GET endpoints need a token too, except /healthz and /readyz (needs --http-token-file)")
+	fs.StringVar(&c.HTTPTLSCert, "http-tls-cert", "", "serve the HTTP API over HTTPS with this certificate (PEM, re-read when it changes); needs --http-tls-key")
+	fs.StringVar(&c.HTTPTLSKey, "http-tls-key", "", "private key (PEM) of --http-tls-cert")
 	dur(&c.Window.Width, "window", "event-time window width")
 	dur(&c.Window.Lateness, "lateness", "allowed lateness behind the newest event time")
 	dur(&c.Window.MaxFuture, "max-future", "events further ahead of the wall clock than this go to the dead-letter topic")
@@ -193,6 +211,12 @@ func parseRun(args []string, environ []string, lookup func(string) (string, bool
 		positive("specs-poll", c.SpecsPoll),
 		positive("history-windows", c.HistoryWindows),
 		positive("partitions", c.Partitions),
+	}
+	if c.HTTPProtectReads && c.HTTPTokenFile == "" {
+		errs = append(errs, errors.New("--http-protect-reads [CANARYD_HTTP_PROTECT_READS] needs --http-token-file [CANARYD_HTTP_TOKEN_FILE]"))
+	}
+	if (c.HTTPTLSCert == "") != (c.HTTPTLSKey == "") {
+		errs = append(errs, errors.New("--http-tls-cert and --http-tls-key [CANARYD_HTTP_TLS_CERT, CANARYD_HTTP_TLS_KEY] go together"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, fmt.Errorf("run: %w", err)

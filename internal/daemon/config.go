@@ -75,6 +75,16 @@ type Config struct {
 	SessionTimeout time.Duration
 	// HTTPAddr to serve on; empty means no HTTP server (DefaultConfig: ":8080").
 	HTTPAddr string
+	// HTTPTokenFile holds the bearer tokens of the mutating HTTP endpoints
+	// (sink.TokenFile: one per line, "NAME TOKEN" or "TOKEN", re-read when
+	// it changes). Empty: those endpoints are off (403), never open.
+	HTTPTokenFile string
+	// HTTPProtectReads: the GET endpoints other than /healthz and /readyz
+	// need a token too (sink.ProtectReads). Needs HTTPTokenFile.
+	HTTPProtectReads bool
+	// HTTPTLSCert and HTTPTLSKey, PEM files, serve HTTPS instead of HTTP
+	// (sink.TLSFiles; re-read when they change). Both or neither.
+	HTTPTLSCert, HTTPTLSKey string
 	// Window: event-time windows. Defaults: Width 10s, Lateness 5s,
 	// MaxFuture 1m (events further ahead of the wall clock go to the DLQ).
 	Window window.Options

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"unicode/utf8"
+)
+
+const statusUsage = `canaryd status — rollouts as the server sees them
+
+Usage:
+  canaryd status [flags] [ROLLOUT]
+
+Prints each rollout's release (baseline → canary), phase, step, canary
+weight and last verdict with its reason, read from a running canaryd's HTTP
+API; with ROLLOUT, only that rollout. --json prints the API's JSON as it is
+(GET /v1/rollouts or /v1/rollouts/ROLLOUT; see api/openapi.yaml).
+
+Flags:
+`
+
+// reasonWidth is how much of a verdict's reason the table shows (--json
+// has all of it).
+const reasonWidth = 100
+
+// statusCmd is `canaryd status`.
+func statusCmd(ctx context.Context, args []string, lookup func(string) (string, bool), stdout io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cf := addClientFlags(fs, lookup)
+	asJSON := fs.Bool("json", false, "print the API's JSON")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, statusUsage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return err
+		}
+		return fmt.Errorf("status: %w (see canaryd status --help)", err)
+	}
+	if len(pos) > 1 {
+		return fmt.Errorf("status: one rollout at most, got %q (see canaryd status --help)", pos)
+	}
+	c, err := cf.client()
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	var list []rolloutStatus
+	var body []byte
+	if len(pos) == 1 {
+		var st rolloutStatus
+		st, body, err = c.rollout(ctx, pos[0])
+		list = []rolloutStatus{st}
+	} else {
+		list, body, err = c.rollouts(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("status: %s: %w", c.base, err)
+	}
+	if *asJSON {
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, body, "", "  "); err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		buf.WriteByte('\n')
+		_, err := stdout.Write(buf.Bytes())
+		return err
+	}
+	if len(list) == 0 {
+		fmt.Fprintf(stdout, "no rollouts at %s\n", c.base)
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROLLOUT\tRELEASE\tPHASE\tSTEP\tWEIGHT\tVERDICT\tREASON")
+	for i := range list {
+		s := &list[i]
+		action := string(s.Verdict.Action)
+		if action == "" {
+			action = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s → %s\t%s\t%s\t%d%%\t%s\t%s\n", s.Rollout, s.Baseline, s.release(), s.phase(), s.stepText(), s.Weight, action, cut(oneLine(s.Verdict.Reason), reasonWidth))
+	}
+	return tw.Flush()
+}
+
+// oneLine replaces line breaks and tabs (which would break the table) by
+// spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' || r == '\t' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// cut shortens s to n runes, marking the cut.
+func cut(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
