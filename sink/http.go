@@ -275,11 +275,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-// quoteID cuts a requested rollout id to 64 bytes for an error reply: a
+// quoteID quotes a requested id for an error reply, cut to 64 bytes: a
 // 70 kB URL must not come back as a 70 kB reply.
 func quoteID(id string) string {
 	if len(id) > 64 {
-		return id[:64] + "…"
+		return strconv.Quote(id[:64]) + "…"
 	}
-	return id
+	return strconv.Quote(id)
 }

@@ -168,7 +168,9 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	if cfg.HTTPAddr != "" {
-		d.server, err = sink.NewServer(cfg.HTTPAddr, d, cfg.Metrics, d.readyErr)
+		d.server, err = sink.NewServer(cfg.HTTPAddr, d, cfg.Metrics, d.readyErr,
+			sink.TokenFile(cfg.HTTPTokenFile), sink.ProtectReads(cfg.HTTPProtectReads),
+			sink.TLSFiles(cfg.HTTPTLSCert, cfg.HTTPTLSKey), sink.HTTPLogger(cfg.Logger))
 		if err != nil {
 			d.producer.Close()
 			d.consumer.Client().Close()
