@@ -254,6 +254,21 @@ func TestCrashRecovery(t *testing.T) {
 				waitFor(t, 3*time.Minute, "records consumed before the kill", func() bool {
 					return sumMetric(p.get(t, "/metrics"), "canaryd_records_total") >= float64(at)
 				})
+				if k == 2 {
+					// The partition to corrupt must have a checkpoint: on a
+					// loaded machine the runs so far may have read only other
+					// partitions. Its first batch checkpoints at once (no
+					// checkpoint yet to resume from), and the live-rollouts
+					// gauge is set just before that checkpoint.
+					ps := strconv.Itoa(int(crashRollouts[1].partition))
+					waitFor(t, 3*time.Minute, "partition "+ps+" consumed", func() bool {
+						return sumMetric(p.get(t, "/metrics"), `canaryd_live_rollouts{topic="`+tp.events+`",partition="`+ps+`"}`) > 0
+					})
+					ck := sumMetric(p.get(t, "/metrics"), "canaryd_checkpoints_total")
+					waitFor(t, time.Minute, "a checkpoint after partition "+ps+"'s first batch", func() bool {
+						return sumMetric(p.get(t, "/metrics"), "canaryd_checkpoints_total") > ck
+					})
+				}
 				if k == 3 && !slices.ContainsFunc(p.lines(), func(l string) bool { return strings.Contains(l, "checkpoint corrupt") }) {
 					t.Errorf("run %d did not report the checkpoint corrupted before it", k)
 				}

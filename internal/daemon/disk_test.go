@@ -107,6 +107,13 @@ func TestCheckpointDiskFaults(t *testing.T) {
 		waitFor(t, 30*time.Second, "checkpoint errors reported", func() bool {
 			return in.metric("canaryd_checkpoint_errors_total") > errs0 && in.metric("canaryd_checkpoint_healthy") == 0
 		})
+		// Offsets marked by the last checkpoints before the disk filled may
+		// still be committed by the client's autocommit (every second):
+		// measure from when 40 more checkpoints have failed (3 partitions
+		// every 200 ms: about 2.7 s).
+		waitFor(t, 30*time.Second, "40 more checkpoint errors", func() bool {
+			return in.metric("canaryd_checkpoint_errors_total") > errs0+40
+		})
 		c0, r0 := committed(tp), requests(in)
 		waitFor(t, 30*time.Second, "judging from memory with the disk full", func() bool { return requests(in) > r0+500 })
 		c1, r1 := committed(tp), requests(in)

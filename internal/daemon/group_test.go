@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/inferensys/canaryd/detector"
@@ -526,11 +527,21 @@ func committedOffsets(t *testing.T, brokers []string, group, topic string) map[i
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// A coordinator that moves or is loading answers with a retriable
+	// error (COORDINATOR_NOT_AVAILABLE seen on a loaded machine): ask again
+	// until the deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	offs, err := kadm.NewClient(cl).FetchOffsets(ctx, group)
-	if err == nil {
-		err = offs.Error()
+	var offs kadm.OffsetResponses
+	for {
+		offs, err = kadm.NewClient(cl).FetchOffsets(ctx, group)
+		if err == nil {
+			err = offs.Error()
+		}
+		if err == nil || !kerr.IsRetriable(err) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // between retries of a retriable error, not deciding anything
 	}
 	if err != nil {
 		t.Fatalf("committed offsets of %s: %v", group, err)
