@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -138,11 +139,27 @@ var errUnreachable = errors.New("server unreachable")
 // *apiError, no reply wraps errUnreachable. The token file is read at each
 // request, so a rotated token is used by a long wait.
 func (c *apiClient) get(ctx context.Context, path string) ([]byte, error) {
+	return c.do(ctx, "GET", path, nil)
+}
+
+// post sends body (JSON) to path, as get does.
+func (c *apiClient) post(ctx context.Context, path string, body []byte) ([]byte, error) {
+	return c.do(ctx, "POST", path, body)
+}
+
+func (c *apiClient) do(ctx context.Context, method, path string, body []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", c.base+path, nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.tokenFile != "" {
 		tok, err := readClientToken(c.tokenFile)
@@ -156,7 +173,7 @@ func (c *apiClient) get(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %v", errUnreachable, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", errUnreachable, c.base+path, err)
 	}
@@ -164,8 +181,8 @@ func (c *apiClient) get(ctx context.Context, path string) ([]byte, error) {
 		var e struct {
 			Error string `json:"error"`
 		}
-		msg := strings.TrimSpace(string(body))
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		msg := strings.TrimSpace(string(reply))
+		if json.Unmarshal(reply, &e) == nil && e.Error != "" {
 			msg = e.Error
 		}
 		if len(msg) > 300 {
@@ -173,7 +190,7 @@ func (c *apiClient) get(ctx context.Context, path string) ([]byte, error) {
 		}
 		return nil, &apiError{code: resp.StatusCode, msg: msg}
 	}
-	return body, nil
+	return reply, nil
 }
 
 // rolloutStatus is a rollout's status as the API serves it: detector.Status

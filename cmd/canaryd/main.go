@@ -36,6 +36,8 @@ Usage:
   canaryd wait ROLLOUT       wait for a rollout's verdict: exit 0 promoted, 1 rolled back,
                              2 held or timeout, 3 error (for pipelines)
   canaryd version            the version and commit canaryd was built from (also --version)
+  canaryd pause|resume|approve|abort|retry ROLLOUT, canaryd start ROLLOUT --canary V
+                             operator actions through the HTTP API (need a token)
 
 Run 'canaryd <command> --help' for a command's flags.
 `
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = validateCmd(args[1:], stdout)
 	case "status":
 		err = statusCmd(ctx, args[1:], os.LookupEnv, stdout)
+	case "pause", "resume", "approve", "abort", "retry", "start":
+		err = actCmd(ctx, args[0], args[1:], os.LookupEnv, stdout)
 	case "wait":
 		return waitCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "version", "--version", "-version":
