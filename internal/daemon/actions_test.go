@@ -12,14 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/inferensys/canaryd/detector"
-	"github.com/inferensys/canaryd/internal/daemon"
 	"github.com/inferensys/canaryd/internal/kafkatest"
 	"github.com/inferensys/canaryd/schemas"
-	"github.com/inferensys/canaryd/window"
 )
 
 // post sends an operator action and returns the status code and the reply.
@@ -63,29 +59,9 @@ func TestOperatorActions(t *testing.T) {
 				t.Fatal(err)
 			}
 			key := []byte("actions key")
-			ss, err := detector.ParseSpecs("rel.yaml", []byte(relSpec("v1", "v2", "")))
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := daemon.New(daemon.Config{
-				Brokers: brokers, EventsTopic: tp.events, ControlTopic: tp.control, DLQTopic: tp.dlq,
-				Group: tp.events + ".group", Specs: ss, HTTPAddr: "127.0.0.1:0", SignKey: key, HTTPTokenFile: tokens,
-				Window:  window.Options{Width: time.Second, Lateness: 200 * time.Millisecond},
-				Metrics: metrics.NewSet(), Logger: slog.New(slog.DiscardHandler),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- d.Run(ctx) }()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			})
-			waitReady(t, d)
+			cfg := testConfig(t, brokers, tp, relSpec("v1", "v2", ""))
+			cfg.SignKey, cfg.HTTPTokenFile, cfg.Logger = key, tokens, slog.New(slog.DiscardHandler)
+			d := runDaemon(t, cfg).d
 			addr := d.HTTPAddr()
 			cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(tp.events))
 			if err != nil {

@@ -12,14 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/inferensys/canaryd/detector"
-	"github.com/inferensys/canaryd/internal/daemon"
 	"github.com/inferensys/canaryd/internal/kafkatest"
 	"github.com/inferensys/canaryd/schemas"
-	"github.com/inferensys/canaryd/window"
 )
 
 // literalRouter applies control commands exactly as
@@ -87,24 +83,10 @@ func TestSeqAcrossReleases(t *testing.T) {
 			}
 			defer cl.Close()
 			for _, rel := range releases {
-				spec := fmt.Sprintf("rollout: rel\nbaseline: %s\ncanary: %s\nsteps: [{weight: 50, min_duration: 1h}, {weight: 100}]\n", rel[0], rel[1])
-				ss, err := detector.ParseSpecs("rel.yaml", []byte(spec))
-				if err != nil {
-					t.Fatal(err)
-				}
-				d, err := daemon.New(daemon.Config{
-					Brokers: brokers, EventsTopic: tp.events, ControlTopic: tp.control, DLQTopic: tp.dlq,
-					Group: tp.events + ".group", Specs: ss, HTTPAddr: "127.0.0.1:0", SignKey: key,
-					Window:  window.Options{Width: time.Second, Lateness: 200 * time.Millisecond},
-					Metrics: metrics.NewSet(), Logger: slog.New(slog.DiscardHandler),
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan error, 1)
-				go func() { done <- d.Run(ctx) }()
-				waitReady(t, d)
+				cfg := testConfig(t, brokers, tp, fmt.Sprintf("rollout: rel\nbaseline: %s\ncanary: %s\nsteps: [{weight: 50, min_duration: 1h}, {weight: 100}]\n", rel[0], rel[1]))
+				cfg.SignKey, cfg.Logger = key, slog.New(slog.DiscardHandler)
+				in := runDaemon(t, cfg)
+				d := in.d
 				// Events until the release is rolled back and its rollback is
 				// on the control topic.
 				deadline := time.Now().Add(2 * time.Minute)
@@ -135,8 +117,7 @@ func TestSeqAcrossReleases(t *testing.T) {
 					}
 					time.Sleep(200 * time.Millisecond) // pacing the producer, not deciding the outcome
 				}
-				cancel()
-				if err := <-done; err != nil {
+				if err := in.stop(t); err != nil {
 					t.Fatalf("release %s→%s: Run: %v", rel[0], rel[1], err)
 				}
 			}

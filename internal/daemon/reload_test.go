@@ -12,14 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/inferensys/canaryd/detector"
-	"github.com/inferensys/canaryd/internal/daemon"
 	"github.com/inferensys/canaryd/internal/kafkatest"
 	"github.com/inferensys/canaryd/schemas"
-	"github.com/inferensys/canaryd/window"
 )
 
 // configMapDir lays out a directory as a Kubernetes ConfigMap volume does
@@ -93,30 +90,9 @@ func TestSpecReload(t *testing.T) {
 			tp := newTopics(t)
 			kafkatest.CreateTopics(t, brokers, 3, tp.events, tp.control, tp.dlq)
 			dir, swap := configMapDir(t, map[string]string{"rel.yaml": relSpec("v1", "v2", "")})
-			ss, err := detector.LoadSpecs(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ms := metrics.NewSet()
-			d, err := daemon.New(daemon.Config{
-				Brokers: brokers, EventsTopic: tp.events, ControlTopic: tp.control, DLQTopic: tp.dlq,
-				Group: tp.events + ".group", Specs: ss, SpecsPath: dir, SpecsPoll: 50 * time.Millisecond, HTTPAddr: "127.0.0.1:0",
-				Window:  window.Options{Width: time.Second, Lateness: 200 * time.Millisecond},
-				Metrics: ms, Logger: slog.New(slog.DiscardHandler),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- d.Run(ctx) }()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			})
-			waitReady(t, d)
+			cfg := testConfig(t, brokers, tp, relSpec("v1", "v2", ""))
+			cfg.SpecsPath, cfg.SpecsPoll, cfg.Logger = dir, 50*time.Millisecond, slog.New(slog.DiscardHandler)
+			d := runDaemon(t, cfg).d
 			cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(tp.events))
 			if err != nil {
 				t.Fatal(err)
