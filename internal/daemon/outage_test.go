@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -285,4 +286,54 @@ func TestBrokerDown(t *testing.T) {
 func tail(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// TestBrokerLateAtStart: canaryd started before its broker (a pod scheduled
+// before Kafka is up) waits for it, not ready meanwhile, instead of exiting
+// at once; once the broker answers it creates its topics and becomes ready.
+func TestBrokerLateAtStart(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nothing listens there until the broker starts
+	tp := newTopics(t)
+	logs := &syncBuffer{}
+	cfg := testConfig(t, []string{fmt.Sprintf("127.0.0.1:%d", port)}, tp, "rollout: late\nbaseline: v1\ncanary: v2\nsteps: [{weight: 10}]\n")
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	d, err := daemon.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	waitFor(t, time.Minute, "a retry logged", func() bool { return strings.Contains(logs.String(), "Kafka unreachable at start; retrying") })
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned with the broker away: %v; want it to wait", err)
+	default:
+	}
+	resp, err := http.Get("http://" + d.HTTPAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with the broker away: %d; want 503", resp.StatusCode)
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	waitReady(t, d)
 }
