@@ -113,16 +113,7 @@ func (p *meanPair) fresh() (rb, ni MeanTest) {
 type Judge struct {
 	spec Spec
 
-	step int // index into spec.Steps; -1 before the first set_weight
-	// seqBase is added to every command's seq: the seq of the rollout's
-	// commands before this release (SetSeqBase), so that seq increases
-	// across releases as the schema promises.
-	seqBase uint64
-	// Operator controls (controls.go).
-	paused    bool
-	approved  int // the step an operator approved (its gate is open), -1 none
-	attempt   int // 0, then +1 per retry: part of the command ids
-	audit     []OpRecord
+	step      int   // index into spec.Steps; -1 before the first set_weight
 	stepStart int64 // event time (unix ns) at which the step began
 	// stepWall is the wall clock (unix ns) when the step began: the newest
 	// window's Closed.Wall then; 0 when unknown (no wall clock in the
@@ -132,6 +123,16 @@ type Judge struct {
 	now      int64 // newest decision time observed (Closed.Watermark: a window's end)
 	wall     int64 // newest wall clock observed (Closed.Wall); 0: none
 	windows  int
+
+	// seqBase is added to every command's seq: the seq of the rollout's
+	// commands before this release (SetSeqBase), so that seq increases
+	// across releases as the schema promises.
+	seqBase uint64
+	// Operator controls (controls.go).
+	paused   bool
+	approved int // the step an operator approved (its gate is open), -1 none
+	attempt  int // 0, then +1 per retry: part of the command ids
+	audit    []OpRecord
 
 	rbErr, stepErr  Conditional // requests: rollback over the rollout, promotion per step
 	rates           []*rateTest // session failures, loops, hallucinations
