@@ -82,6 +82,21 @@ type Step struct {
 	Approval string `yaml:"approval" json:",omitempty"` // omitted when empty: specs without a gate hash as before it existed (specHash)
 }
 
+// CanaryAuto as a spec's canary: each version of the rollout that the events
+// show, other than the baseline and versions judged before, starts a
+// release of it (as Argo Rollouts and Flagger react to a new revision).
+const CanaryAuto = "auto"
+
+// Auto reports whether the spec is a template for releases of each new
+// version (canary: auto).
+func (s Spec) Auto() bool { return s.Canary == CanaryAuto }
+
+// Release returns the spec of a release of canary: s with that canary.
+func (s Spec) Release(canary string) Spec {
+	s.Canary = canary
+	return s
+}
+
 // Step.Approval values.
 const ApprovalRequired = "required"
 
@@ -424,7 +439,7 @@ func (s *Spec) validate(root *yaml.Node) error {
 		return bad("required: the stable version", "baseline")
 	}
 	if s.Canary == "" {
-		return bad("required: the new version", "canary")
+		return bad("required: the new version, or auto (a release starts for each new version the events show)", "canary")
 	}
 	if s.Canary == s.Baseline {
 		return bad(fmt.Sprintf("canary and baseline are both %q", s.Canary), "canary")

@@ -27,6 +27,12 @@ func (d *Daemon) Act(_ context.Context, rollout, action string, req sink.ActionR
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	j := d.judges[rollout]
+	if tpl, ok := d.autoSpecs[rollout]; ok && j == nil {
+		if action != "start" {
+			return detector.Status{}, fmt.Errorf("%w: %s has no release yet (canary: auto waits for a new version, or start one)", sink.ErrConflict, rollout)
+		}
+		j = detector.NewJudge(tpl) // a stand-in that start1 supersedes
+	}
 	if j == nil {
 		return detector.Status{}, fmt.Errorf("%w: %s is not in the specs", sink.ErrUnknownRollout, rollout)
 	}
@@ -84,7 +90,12 @@ func (d *Daemon) start1(j *detector.Judge, req sink.ActionRequest, op detector.O
 	case req.Canary == s.Canary && j.Final() == "":
 		return fmt.Errorf("%w: %s is rolling out %s already", sink.ErrConflict, s.Rollout, s.Canary)
 	}
-	d.endRelease(j, "superseded", fmt.Sprintf("superseded by the start of %s by %s", req.Canary, op.By), op.At)
+	if !s.Auto() { // a canary: auto rollout's stand-in had no release to end
+		d.endRelease(j, "superseded", fmt.Sprintf("superseded by the start of %s by %s", req.Canary, op.By), op.At)
+	}
+	if _, ok := d.autoSpecs[s.Rollout]; ok {
+		d.markJudged(s.Rollout, req.Canary)
+	}
 	s.Canary, s.DeploymentID, s.Commit = req.Canary, req.DeploymentID, req.Commit
 	n := d.newJudge(s)
 	op.Op = "start"

@@ -80,6 +80,10 @@ type Daemon struct {
 	// only on rollouts whose file spec changed, so that a release started
 	// over HTTP is not undone by reading unchanged files again.
 	fileSpecs map[string]detector.Spec
+	// autoSpecs are the canary: auto rollouts' templates (auto.go), judged
+	// their versions judged per rollout, newest last.
+	autoSpecs map[string]detector.Spec
+	judged    map[string][]string
 
 	reloadReq  chan struct{} // Reload's requests, buffered 1
 	rulesErr   string        // the last OTLP rules reload error (watchSpecs' goroutine only)
@@ -104,10 +108,14 @@ func New(cfg Config) (*Daemon, error) {
 		}
 		return 0
 	})
-	d.fileSpecs = map[string]detector.Spec{}
+	d.fileSpecs, d.autoSpecs, d.judged = map[string]detector.Spec{}, map[string]detector.Spec{}, map[string][]string{}
 	for _, s := range cfg.Specs {
-		d.judges[s.Rollout] = detector.NewJudge(s)
 		d.fileSpecs[s.Rollout] = s
+		if s.Auto() {
+			d.autoSpecs[s.Rollout] = s // a release starts with the first new version
+			continue
+		}
+		d.judges[s.Rollout] = detector.NewJudge(s)
 	}
 	d.unjudged = cfg.Metrics.NewCounter("canaryd_unjudged_windows_total")
 	d.replayed = cfg.Metrics.NewCounter("canaryd_replayed_windows_total")
@@ -279,7 +287,13 @@ func (d *Daemon) run(ctx context.Context) error {
 		}()
 	}
 	err := d.start(ctx)
-	if err == nil {
+	if err != nil && ctx.Err() != nil {
+		// Stopped while starting (SIGTERM before the broker answered):
+		// a clean stop, not a start error.
+		d.cfg.Logger.Info("stopped while starting", "err", err)
+		err = nil
+		d.consumer.Client().Close()
+	} else if err == nil {
 		// The sender drains the outbox until the consumer has stopped (its
 		// last windows flushed) and the outbox is empty, or abort ends.
 		consumed := make(chan struct{})
@@ -402,6 +416,7 @@ func (d *Daemon) startOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.autoFromControl()
 	restored := d.restoreJudges()
 	d.mu.Lock()
 	for id, j := range d.judges {
@@ -473,6 +488,9 @@ func checkTopics(ctx context.Context, cl *kgo.Client, specs []sink.TopicSpec) er
 func (d *Daemon) onClosed(c window.Closed) {
 	d.mu.Lock()
 	j := d.judges[c.Rollout]
+	if tpl, ok := d.autoSpecs[c.Rollout]; ok {
+		j = d.autoRelease(tpl, j, c)
+	}
 	if j == nil {
 		d.mu.Unlock()
 		d.unjudged.Inc()
@@ -669,6 +687,13 @@ func (d *Daemon) Statuses() []detector.Status {
 		d.decorate(&st)
 		out = append(out, st)
 	}
+	for id, tpl := range d.autoSpecs {
+		if d.judges[id] == nil {
+			st := autoStatus(tpl)
+			d.decorate(&st)
+			out = append(out, st)
+		}
+	}
 	slices.SortFunc(out, func(a, b detector.Status) int {
 		switch {
 		case a.Rollout < b.Rollout:
@@ -687,7 +712,13 @@ func (d *Daemon) Status(id string) (detector.Status, bool) {
 	defer d.mu.Unlock()
 	j := d.judges[id]
 	if j == nil {
-		return detector.Status{}, false
+		tpl, ok := d.autoSpecs[id]
+		if !ok {
+			return detector.Status{}, false
+		}
+		st := autoStatus(tpl)
+		d.decorate(&st)
+		return st, true
 	}
 	st := j.Status()
 	d.decorate(&st)

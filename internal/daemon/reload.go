@@ -126,6 +126,11 @@ func (d *Daemon) applySpecs(ss []detector.Spec) int {
 			continue // unchanged in the files (a release started over HTTP stays)
 		}
 		d.fileSpecs[s.Rollout] = s
+		if s.Auto() {
+			d.applyAuto(s, j)
+			continue
+		}
+		delete(d.autoSpecs, s.Rollout) // a spec naming its canary replaces a template
 		switch {
 		case j == nil:
 			d.judges[s.Rollout] = d.newJudge(s)
@@ -150,6 +155,11 @@ func (d *Daemon) applySpecs(ss []detector.Spec) int {
 			delete(d.saved, s.Rollout) // checkpoint the judge under its new spec
 		}
 	}
+	for id := range d.autoSpecs {
+		if !keep[id] {
+			delete(d.autoSpecs, id)
+		}
+	}
 	for id, j := range d.judges {
 		if !keep[id] {
 			d.endRelease(j, "removed", "removed from the specs", now)
@@ -160,6 +170,29 @@ func (d *Daemon) applySpecs(ss []detector.Spec) int {
 		}
 	}
 	return refused
+}
+
+// applyAuto puts a canary: auto template in force: the running release
+// goes on under the template's other settings (as an edit), or ends as
+// superseded when the baseline changed (the next new version starts the
+// next release). Called with d.mu held.
+func (d *Daemon) applyAuto(tpl detector.Spec, j *detector.Judge) {
+	d.autoSpecs[tpl.Rollout] = tpl
+	switch {
+	case j == nil:
+		d.cfg.Logger.Info("spec reload: canary: auto rollout", "rollout", tpl.Rollout, "baseline", tpl.Baseline)
+	case j.Spec().Baseline != tpl.Baseline:
+		d.endRelease(j, "superseded", "superseded: the baseline is now "+tpl.Baseline, time.Now().UTC())
+		delete(d.judges, tpl.Rollout)
+		delete(d.specErrs, tpl.Rollout)
+	default:
+		if err := j.Edit(tpl.Release(j.Spec().Canary)); err != nil {
+			d.specErrs[tpl.Rollout] = "edit not applied: " + err.Error()
+			d.cfg.Logger.Error("spec reload: edit refused; the release goes on with its spec", "rollout", tpl.Rollout, "err", err)
+			return
+		}
+		delete(d.specErrs, tpl.Rollout)
+	}
 }
 
 // newJudge returns the judge of a new release, its seq continuing after the
