@@ -706,6 +706,10 @@ type Status struct {
 	Watermark time.Time    `json:"watermark"`
 	Verdict   Verdict      `json:"verdict"`
 	Totals    []ArmSummary `json:"totals"` // every version seen, whole rollout
+	// DeploymentID and Commit of the release (from its spec or its start),
+	// as its commands carry them.
+	DeploymentID string `json:"deployment_id,omitempty"`
+	Commit       string `json:"commit,omitempty"`
 	// SpecError says why the rollout's spec as it now stands in the spec
 	// files is not in force (an invalid file, or an edit that cannot apply
 	// to a running rollout): the judge goes on with the last valid spec.
@@ -748,6 +752,7 @@ func (j *Judge) Status() Status {
 		st.Watermark = time.Unix(0, j.now).UTC()
 	}
 	st.Paused, st.Attempt, st.Audit = j.paused, j.attempt, j.audit
+	st.DeploymentID, st.Commit = j.spec.DeploymentID, j.spec.Commit
 	st.AwaitingApproval = j.awaitingApproval()
 	st.Next = j.nextActions()
 	for _, v := range sortedKeys(j.total, j.sessions) {

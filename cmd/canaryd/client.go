@@ -198,9 +198,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte) ([
 type rolloutStatus struct {
 	detector.Status
 	// Phase of the control plane (running, paused, awaiting approval, ...).
-	Phase        string `json:"phase,omitempty"`
-	DeploymentID string `json:"deployment_id,omitempty"`
-	Commit       string `json:"commit,omitempty"`
+	Phase string `json:"phase,omitempty"`
 }
 
 func (c *apiClient) rollout(ctx context.Context, id string) (rolloutStatus, []byte, error) {
