@@ -13,9 +13,15 @@ import (
 	"github.com/inferensys/canaryd/schemas"
 )
 
-// produceVersions writes a batch stamped now: 150 healthy baseline (v1)
-// requests and 150 of canary, failing with probability errP.
+// produceVersions writes a batch of rollout "auto" stamped now: 150
+// healthy baseline (v1) requests and 150 of canary, failing with
+// probability errP.
 func produceVersions(t *testing.T, cl *kgo.Client, canary string, errP float64) {
+	produceRollout(t, cl, "auto", canary, errP)
+}
+
+// produceRollout is produceVersions for any rollout.
+func produceRollout(t *testing.T, cl *kgo.Client, rollout, canary string, errP float64) {
 	t.Helper()
 	now := time.Now()
 	var recs []*kgo.Record
@@ -27,8 +33,8 @@ func produceVersions(t *testing.T, cl *kgo.Client, canary string, errP float64) 
 				status = "error"
 			}
 		}
-		recs = append(recs, &kgo.Record{Key: []byte("auto"), Value: fmt.Appendf(nil,
-			`{"rollout":"auto","version":%q,"kind":"llm","name":"m","ts":%d,"duration_ms":20,"status":%q}`, v, now.Add(time.Duration(k)*time.Microsecond).UnixNano(), status)})
+		recs = append(recs, &kgo.Record{Key: []byte(rollout), Value: fmt.Appendf(nil,
+			`{"rollout":%q,"version":%q,"kind":"llm","name":"m","ts":%d,"duration_ms":20,"status":%q}`, rollout, v, now.Add(time.Duration(k)*time.Microsecond).UnixNano(), status)})
 	}
 	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)
