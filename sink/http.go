@@ -21,6 +21,23 @@ import (
 	"github.com/inferensys/canaryd/detector"
 )
 
+// RulesSource is what a StatusSource also implements when it maps OTLP
+// telemetry to rollouts: /v1/rollouts then shows the rules in force and how
+// many events each rule resolved.
+type RulesSource interface {
+	OTLPRules() *OTLPRulesInfo // nil: no OTLP input
+}
+
+// OTLPRulesInfo is the OTLP mapping in force: the rules' text (attribute
+// keys in order, per field) and, per signal and field, how many events
+// each rule resolved ("trace": joined to their trace's version; "none":
+// unresolved).
+type OTLPRulesInfo struct {
+	Rules    string                                  `json:"rules"`
+	File     string                                  `json:"file,omitempty"`
+	Resolved map[string]map[string]map[string]uint64 `json:"resolved"` // signal → field → rule → events
+}
+
 // StatusSource is what the HTTP API reads rollouts from.
 type StatusSource interface {
 	// Statuses returns every rollout's state, sorted by rollout.
@@ -206,7 +223,13 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 			fmt.Fprintln(w, "ready")
 		},
 		"GET /v1/rollouts": func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, http.StatusOK, map[string]any{"rollouts": src.Statuses()})
+			out := map[string]any{"rollouts": src.Statuses()}
+			if rs, ok := src.(RulesSource); ok {
+				if r := rs.OTLPRules(); r != nil {
+					out["otlp_rules"] = r
+				}
+			}
+			writeJSON(w, http.StatusOK, out)
 		},
 		"GET /v1/rollouts/{id}": func(w http.ResponseWriter, r *http.Request) {
 			st, ok := src.Status(r.PathValue("id"))

@@ -726,3 +726,39 @@ func (d *Daemon) Status(id string) (detector.Status, bool) {
 }
 
 var _ sink.StatusSource = (*Daemon)(nil)
+
+var _ sink.RulesSource = (*Daemon)(nil)
+
+// OTLPRules implements sink.RulesSource: the OTLP rules in force and the
+// canaryd_otlp_resolved_total counts, read from the metrics set.
+func (d *Daemon) OTLPRules() *sink.OTLPRulesInfo {
+	if d.cfg.OTLPSpansTopic == "" && d.cfg.OTLPLogsTopic == "" {
+		return nil
+	}
+	rules := stream.DefaultOTLPRules()
+	if d.cfg.OTLPRules != nil {
+		rules = d.cfg.OTLPRules.Load()
+	}
+	info := &sink.OTLPRulesInfo{Rules: rules.String(), File: rules.File(), Resolved: map[string]map[string]map[string]uint64{}}
+	const prefix = "canaryd_otlp_resolved_total{"
+	for _, name := range d.cfg.Metrics.ListMetricNames() {
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		labels := map[string]string{}
+		for _, kv := range strings.Split(strings.TrimSuffix(strings.TrimPrefix(name, prefix), "}"), ",") {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				labels[k] = strings.Trim(v, `"`)
+			}
+		}
+		sig, field, rule := labels["signal"], labels["field"], labels["rule"]
+		if info.Resolved[sig] == nil {
+			info.Resolved[sig] = map[string]map[string]uint64{}
+		}
+		if info.Resolved[sig][field] == nil {
+			info.Resolved[sig][field] = map[string]uint64{}
+		}
+		info.Resolved[sig][field][rule] += d.cfg.Metrics.GetOrCreateCounter(name).Get()
+	}
+	return info
+}

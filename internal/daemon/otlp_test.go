@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,6 +76,17 @@ func TestOTLPLoop(t *testing.T) {
 			}
 			if n := ms.GetOrCreateCounter("canaryd_sessions_assembled_total").Get(); n == 0 {
 				t.Fatalf("no session assembled from traces")
+			}
+			// /v1/rollouts shows the rules in force and what each resolved.
+			var list struct {
+				OTLPRules struct {
+					Rules    string                                  `json:"rules"`
+					Resolved map[string]map[string]map[string]uint64 `json:"resolved"`
+				} `json:"otlp_rules"`
+			}
+			getJSON(t, "http://"+d.HTTPAddr()+"/v1/rollouts", &list)
+			if r := list.OTLPRules; !strings.Contains(r.Rules, "service.name") || r.Resolved["spans"]["rollout"]["service.name"] == 0 {
+				t.Errorf("otlp_rules in /v1/rollouts: %+v; want the rules and spans resolved by service.name", r)
 			}
 		})
 	}
