@@ -95,9 +95,11 @@ type Config struct {
 	Logger  *slog.Logger
 	Metrics *metrics.Set
 	// OnVerdict, when set, is called with every verdict and whether a
-	// command was sent for it: a verdict without a command from the
-	// partition goroutine that judged it, one with a command from the
-	// sender once the command's fate is known. No lock is held.
+	// command was sent for it, in the order each rollout's verdicts were
+	// decided: a verdict with a command once the command's fate is known
+	// (from the sender goroutine), one without at once (under the daemon's
+	// lock: keep it short) unless commands of its rollout still wait, then
+	// after them (only the newest such verdict is kept).
 	OnVerdict func(v detector.Verdict, sent bool)
 }
 

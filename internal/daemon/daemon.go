@@ -517,19 +517,18 @@ func (d *Daemon) onClosed(c window.Closed) {
 	}
 	exportAgentSeries(d.cfg.Metrics, c)
 	v, cmd := j.Decide(c.Watermark)
-	if cmd != nil {
+	switch {
+	case cmd != nil:
 		// Queued under d.mu, so that the outbox holds each rollout's
 		// commands in the order they were decided, and a checkpoint of the
 		// judge (sideState, also under d.mu) holds its unsent commands.
 		d.outbox.push(pending{cmd: cmd, v: v, gen: d.gen[c.Rollout]})
+	case !d.outbox.note(v, d.gen[c.Rollout]):
+		// No command of the rollout waits: report it now, under d.mu, so
+		// that verdicts are reported in the order they were decided.
+		d.verdictDone(pending{v: v}, false)
 	}
 	d.mu.Unlock()
-	if cmd == nil {
-		d.exportVerdict(v)
-		if d.cfg.OnVerdict != nil {
-			d.cfg.OnVerdict(v, false)
-		}
-	}
 }
 
 // sendLoop is the sender goroutine: it puts the outbox's commands on the
@@ -543,7 +542,7 @@ func (d *Daemon) sendLoop(abort context.Context, consumed <-chan struct{}) {
 			case <-d.outbox.wake:
 				continue
 			case <-consumed:
-				if d.outbox.len() == 0 {
+				if d.outbox.empty() {
 					return
 				}
 				continue
@@ -551,7 +550,11 @@ func (d *Daemon) sendLoop(abort context.Context, consumed <-chan struct{}) {
 				return
 			}
 		}
-		if !d.deliver(abort, p) {
+		// A verdict is reported before its entry leaves the outbox: a
+		// verdict decided meanwhile sees the entry and queues behind it.
+		if p.cmd == nil {
+			d.verdictDone(p, false)
+		} else if !d.deliver(abort, p) {
 			return // abort ended
 		}
 		d.outbox.pop()

@@ -14,7 +14,9 @@ import (
 // after a restart even though their windows are not judged again.
 const outboxKeyPrefix = "outbox/"
 
-// pending is a decided command waiting for the sender.
+// pending is a decided command waiting for the sender, or (cmd nil) a
+// verdict without a command that must be reported after the rollout's
+// commands ahead of it (Config.OnVerdict keeps each rollout's order).
 type pending struct {
 	cmd *schemas.Command
 	v   detector.Verdict
@@ -54,6 +56,31 @@ func (o *outbox) peek() (pending, bool) {
 	return o.q[0], true
 }
 
+// note queues a verdict without a command behind the rollout's commands
+// waiting, replacing a note of the rollout that is already last in the
+// rollout's line (only the newest matters), and reports whether it did:
+// with no command of the rollout waiting, the caller reports the verdict
+// itself.
+func (o *outbox) note(v detector.Verdict, gen uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	last := -1
+	for i, p := range o.q {
+		if p.v.Rollout == v.Rollout {
+			last = i
+		}
+	}
+	switch {
+	case last < 0:
+		return false
+	case o.q[last].cmd == nil:
+		o.q[last].v = v
+		return true
+	}
+	o.q = append(o.q, pending{v: v, gen: gen})
+	return true
+}
+
 func (o *outbox) pop() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -61,10 +88,24 @@ func (o *outbox) pop() {
 	o.q = o.q[1:]
 }
 
+// len returns how many commands wait (notes aside).
 func (o *outbox) len() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return len(o.q)
+	n := 0
+	for _, p := range o.q {
+		if p.cmd != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// empty reports whether nothing at all waits.
+func (o *outbox) empty() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.q) == 0
 }
 
 // commands returns the rollout's commands waiting, oldest first.
@@ -73,7 +114,7 @@ func (o *outbox) commands(rollout string) []*schemas.Command {
 	defer o.mu.Unlock()
 	var out []*schemas.Command
 	for _, p := range o.q {
-		if p.cmd.Rollout == rollout {
+		if p.cmd != nil && p.cmd.Rollout == rollout {
 			out = append(out, p.cmd)
 		}
 	}
