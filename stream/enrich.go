@@ -108,21 +108,9 @@ func ParseModelTable(name string, b []byte) (*ModelTable, error) {
 	bad := func(line int, field, reason string) error {
 		return &ModelTableError{File: name, Line: line, Field: field, Reason: reason}
 	}
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, bad(0, "", "empty file: want a models: list")
-		}
-		return nil, bad(yamlErrLine(err), "", strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	var next yaml.Node
-	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
-		return nil, bad(next.Line, "", "more than one YAML document")
-	}
-	root := doc.Content[0]
-	if root.Kind != yaml.MappingNode {
-		return nil, bad(root.Line, "", "want a mapping with a models: list")
+	root, line, reason := yamlMapping(b, "a models: list")
+	if root == nil {
+		return nil, bad(line, "", reason)
 	}
 	var list *yaml.Node
 	for i := 0; i+1 < len(root.Content); i += 2 {
@@ -221,6 +209,29 @@ func ParseModelTable(name string, b []byte) (*ModelTable, error) {
 }
 
 // yamlErrLine extracts the line from a yaml.v3 syntax error ("yaml: line 3: …").
+// yamlMapping decodes b as exactly one YAML document whose root is a
+// mapping. Otherwise it returns nil, the line of the fault (0: none) and
+// why; want names what the mapping should hold.
+func yamlMapping(b []byte, want string) (*yaml.Node, int, string) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, 0, "empty file: want " + want
+		}
+		return nil, yamlErrLine(err), strings.TrimPrefix(err.Error(), "yaml: ")
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		return nil, next.Line, "more than one YAML document"
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, root.Line, "want a mapping with " + want
+	}
+	return root, 0, ""
+}
+
 func yamlErrLine(err error) int {
 	s, ok := strings.CutPrefix(err.Error(), "yaml: line ")
 	if !ok {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"strconv"
@@ -245,21 +244,9 @@ func ParseOTLPRules(name string, b []byte) (*OTLPRules, error) {
 	bad := func(line int, field, reason string) error {
 		return &OTLPRulesError{File: name, Line: line, Field: field, Reason: reason}
 	}
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, bad(0, "", "empty file: want rollout: and/or version:")
-		}
-		return nil, bad(yamlErrLine(err), "", strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	var next yaml.Node
-	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
-		return nil, bad(next.Line, "", "more than one YAML document")
-	}
-	root := doc.Content[0]
-	if root.Kind != yaml.MappingNode {
-		return nil, bad(root.Line, "", "want a mapping with rollout: and/or version:")
+	root, line, reason := yamlMapping(b, "rollout: and/or version:")
+	if root == nil {
+		return nil, bad(line, "", reason)
 	}
 	var fields [numFields]FieldRules
 	var seen [numFields]bool
