@@ -76,11 +76,6 @@ type Options struct {
 	Clock func() time.Time
 	// KgoOpts are extra client options (TLS, SASL, …).
 	KgoOpts []kgo.Opt
-	// Abort, when done, makes the I/O that stopping waits on give up: dead
-	// letters, handovers and the final commit (the daemon ends it when its
-	// shutdown timeout is near). Until then such writes are retried. Nil:
-	// never.
-	Abort context.Context
 	// LagInterval between listings of the assigned partitions' end offsets
 	// (lag, broker contact, group size for readiness). Default 2s.
 	LagInterval time.Duration
@@ -139,9 +134,6 @@ func (o *Options) validate() error {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	if o.Abort == nil {
-		o.Abort = context.Background()
-	}
 	if o.LagInterval <= 0 {
 		o.LagInterval = 2 * time.Second
 	}
@@ -159,6 +151,11 @@ func (o *Options) validate() error {
 type Consumer struct {
 	opts Options
 	cl   *kgo.Client
+	// abort ends when Run's abort context does: the I/O that stopping
+	// waits on gives up (dead letters, handovers, the final commit). Made
+	// in New, because the group's callbacks may run before Run.
+	abort    context.Context
+	abortNow context.CancelFunc
 
 	mu    sync.Mutex // guards parts; held only for map reads and writes
 	parts map[tp]*partConsumer
@@ -189,6 +186,7 @@ func New(opts Options) (*Consumer, error) {
 		return nil, err
 	}
 	c := &Consumer{opts: opts, parts: map[tp]*partConsumer{}}
+	c.abort, c.abortNow = context.WithCancel(context.Background())
 	topics := make([]string, 0, len(opts.Topics))
 	for t := range opts.Topics {
 		topics = append(topics, t)
@@ -243,16 +241,16 @@ func New(opts Options) (*Consumer, error) {
 	return c, nil
 }
 
-// SetAbort replaces Options.Abort; call it before Run.
-func (c *Consumer) SetAbort(ctx context.Context) { c.opts.Abort = ctx }
-
 // Client returns the underlying Kafka client (for lag and admin queries).
 func (c *Consumer) Client() *kgo.Client { return c.cl }
 
 // Run polls until ctx is done, then stops every partition goroutine
 // (flushing their open windows), commits, leaves the group and closes the
-// client. It returns nil on a clean stop.
-func (c *Consumer) Run(ctx context.Context) error {
+// client. The I/O of stopping (dead letters, handovers, the final commit)
+// is retried until abort ends. It returns nil on a clean stop.
+func (c *Consumer) Run(ctx, abort context.Context) error {
+	stopAbort := context.AfterFunc(abort, c.abortNow)
+	defer func() { stopAbort(); c.abortNow() }()
 	defer c.cl.Close()
 	lagCtx, stopLag := context.WithCancel(ctx)
 	lagDone := make(chan struct{})
@@ -295,9 +293,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	// Shutdown, in order: stop partition goroutines (they flush their windows
 	// and mark their offsets), commit what was marked, then leave the group
-	// (the deferred Close). Each step's I/O gives up when Abort ends.
+	// (the deferred Close). Each step's I/O gives up when abort ends.
 	c.stopAll(c.allParts(), stopRevoke)
-	cctx, cancel := context.WithTimeout(c.opts.Abort, 10*time.Second)
+	cctx, cancel := context.WithTimeout(c.abort, 10*time.Second)
 	defer cancel()
 	if err := c.cl.CommitMarkedOffsets(cctx); err != nil {
 		c.opts.Logger.Warn("final commit failed", "err", err)
@@ -560,7 +558,7 @@ func (c *Consumer) stopAll(tps map[string][]int32, mode stopMode) {
 		pc.mode = mode
 		close(pc.quit)
 		// A stopping partition's retries (dead letters) give up after
-		// stopGrace, or at once when Abort ends.
+		// stopGrace, or at once when Run's abort context ends.
 		t := time.AfterFunc(stopGrace, pc.ioCancel)
 		defer t.Stop()
 	}
@@ -624,7 +622,7 @@ type partConsumer struct {
 	done  chan struct{}
 	mode  stopMode // set before quit is closed
 	// ioCtx bounds the partition's retried writes (dead letters): it ends
-	// stopGrace after quit, or with Options.Abort.
+	// stopGrace after quit, or with Run's abort context.
 	ioCtx    context.Context
 	ioCancel context.CancelFunc
 	end      atomic.Int64 // the broker's end offset at the last listing (listLag)
@@ -678,7 +676,7 @@ func (c *Consumer) newPart(topic string, id int32) *partConsumer {
 	pc := &partConsumer{c: c, topic: topic, id: id, part: window.NewPartition(id, wopts), wopts: wopts, dec: c.opts.Topics[topic](),
 		work: make(chan kgo.FetchTopicPartition, queueBatches), quit: make(chan struct{}), done: make(chan struct{}), next: -1, epoch: -1,
 		resume: make(chan resumeState, 1), started: c.opts.Clock(), ckNext: -1, holdAt: -1}
-	pc.ioCtx, pc.ioCancel = context.WithCancel(c.opts.Abort)
+	pc.ioCtx, pc.ioCancel = context.WithCancel(c.abort)
 	pc.end.Store(-1)
 	pc.pos.Store(-1)
 	pc.emit = pc.add
@@ -845,7 +843,7 @@ func (pc *partConsumer) publish() {
 		side = c.opts.HandoverSide(pc.part.Rollouts())
 	}
 	v := window.EncodeHandover(ck, side)
-	ctx, cancel := context.WithTimeout(c.opts.Abort, 10*time.Second)
+	ctx, cancel := context.WithTimeout(c.abort, 10*time.Second)
 	defer cancel()
 	if err := c.opts.Handover.Publish(ctx, pc.topic, pc.id, v); err != nil {
 		c.opts.Logger.Error("handing the partition over failed: its next owner replays from the commit", "topic", pc.topic, "partition", pc.id, "err", err)

@@ -75,7 +75,7 @@ func TestLateEventsPerRollout(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
+	go func() { done <- c.Run(ctx, context.WithoutCancel(ctx)) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -37,7 +37,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -272,7 +271,6 @@ func (d *Daemon) run(ctx context.Context) error {
 	defer cancelAbort()
 	stopAbort := context.AfterFunc(ctx, func() { time.AfterFunc(d.cfg.ShutdownTimeout*4/5, cancelAbort) })
 	defer stopAbort()
-	d.consumer.SetAbort(abort)
 	// The server stops with ctx, or as soon as starting fails: Run must not
 	// wait for a signal to report a start error.
 	serveCtx, stopServing := context.WithCancel(ctx)
@@ -310,7 +308,7 @@ func (d *Daemon) run(ctx context.Context) error {
 			}()
 		}
 		d.started.Store(true)
-		err = d.consumer.Run(ctx)
+		err = d.consumer.Run(ctx, abort)
 		close(consumed)
 		d.logTotals()
 	} else {
@@ -378,10 +376,8 @@ func (d *Daemon) start(ctx context.Context) error {
 // unreachable reports whether err means the brokers did not answer (as
 // opposed to answering no).
 func unreachable(err error) bool {
-	var ne net.Error
-	var oe *net.OpError
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) || errors.As(err, &oe) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, kgo.ErrClientClosed) || kerr.IsRetriable(err)
+	var ne net.Error // dial errors (*net.OpError) and timeouts
+	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrClientClosed) || kerr.IsRetriable(err)
 }
 
 func (d *Daemon) startOnce(ctx context.Context) error {
