@@ -1,19 +1,13 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
-	"github.com/inferensys/canaryd/detector"
 	"github.com/inferensys/canaryd/internal/daemon"
 	"github.com/inferensys/canaryd/internal/kafkatest"
-	"github.com/inferensys/canaryd/window"
 )
 
 // TestActOnDaemon: the action subcommands against a real daemon (kfake):
@@ -22,10 +16,7 @@ import (
 func TestActOnDaemon(t *testing.T) {
 	brokers := kafkatest.Fake(t)
 	topic := kafkatest.Topic(t)
-	specs, err := detector.ParseSpecs("act.yaml", []byte("rollout: rel\nbaseline: v1\ncanary: v2\nsteps: [{weight: 20, approval: required}, {weight: 100}]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	const specs = "rollout: rel\nbaseline: v1\ncanary: v2\nsteps: [{weight: 20, approval: required}, {weight: 100}]\n"
 	dir := t.TempDir()
 	serverTokens, clientToken := filepath.Join(dir, "tokens"), filepath.Join(dir, "token")
 	if err := os.WriteFile(serverTokens, []byte("release-bot act-token-0123456789abcdef\n"), 0o600); err != nil {
@@ -34,23 +25,7 @@ func TestActOnDaemon(t *testing.T) {
 	if err := os.WriteFile(clientToken, []byte("act-token-0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d, err := daemon.New(daemon.Config{
-		Brokers: brokers, EventsTopic: topic + ".events", ControlTopic: topic + ".control", DLQTopic: topic + ".dlq",
-		Group: topic + ".group", Partitions: 3, Specs: specs, HTTPAddr: "127.0.0.1:0", HTTPTokenFile: serverTokens,
-		Window: window.Options{Width: time.Second, Lateness: 500 * time.Millisecond}, Metrics: metrics.NewSet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon.Run: %v", err)
-		}
-	})
+	d := runTestDaemon(t, brokers, topic, specs, func(c *daemon.Config) { c.HTTPTokenFile = serverTokens })
 	server := "http://" + d.HTTPAddr()
 	for _, tc := range []struct {
 		args   []string

@@ -42,21 +42,23 @@ metrics: {error_rate: {margin: 2.0}}
 // real canaryd on an embedded broker judging a simulated fleet: the good
 // canary's wait exits 0, the bad one's 1, and a wait for a release that is
 // not the one judged times out with 2 although the rollout has a verdict.
-func TestWaitOnDaemon(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a simulated fleet for 20 to 60 s")
-	}
-	brokers := kafkatest.Fake(t)
-	topic := kafkatest.Topic(t)
-	specs, err := detector.ParseSpecs("wait.yaml", []byte(waitSpecs))
+// runTestDaemon runs a daemon on kfake topics named after topic, with
+// specs, until the test ends; tweak, when set, adjusts its config.
+func runTestDaemon(t *testing.T, brokers []string, topic, specs string, tweak func(*daemon.Config)) *daemon.Daemon {
+	t.Helper()
+	ss, err := detector.ParseSpecs("test.yaml", []byte(specs))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := daemon.New(daemon.Config{
+	cfg := daemon.Config{
 		Brokers: brokers, EventsTopic: topic + ".events", ControlTopic: topic + ".control", DLQTopic: topic + ".dlq",
-		Group: topic + ".group", Partitions: 3, Specs: specs, HTTPAddr: "127.0.0.1:0",
+		Group: topic + ".group", Partitions: 3, Specs: ss, HTTPAddr: "127.0.0.1:0",
 		Window: window.Options{Width: time.Second, Lateness: 500 * time.Millisecond}, Metrics: metrics.NewSet(),
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	d, err := daemon.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +71,16 @@ func TestWaitOnDaemon(t *testing.T) {
 			t.Errorf("daemon.Run: %v", err)
 		}
 	})
+	return d
+}
+
+func TestWaitOnDaemon(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a simulated fleet for 20 to 60 s")
+	}
+	brokers := kafkatest.Fake(t)
+	topic := kafkatest.Topic(t)
+	d := runTestDaemon(t, brokers, topic, waitSpecs, nil)
 
 	good, bad := loadtest.DefaultProfile(), loadtest.DefaultProfile()
 	bad.ErrorRateMult = 4
