@@ -31,7 +31,7 @@ func (d *Daemon) Act(_ context.Context, rollout, action string, req sink.ActionR
 		if action != "start" {
 			return detector.Status{}, fmt.Errorf("%w: %s has no release yet (canary: auto waits for a new version, or start one)", sink.ErrConflict, rollout)
 		}
-		j = detector.NewJudge(tpl) // a stand-in that start1 supersedes
+		j = detector.NewJudge(tpl) // a stand-in that startRelease replaces
 	}
 	if j == nil {
 		return detector.Status{}, fmt.Errorf("%w: %s is not in the specs", sink.ErrUnknownRollout, rollout)
@@ -58,7 +58,7 @@ func (d *Daemon) Act(_ context.Context, rollout, action string, req sink.ActionR
 			d.judges[rollout] = n
 		}
 	case "start":
-		err = d.start1(j, req, op)
+		err = d.startRelease(j, req, op)
 	default:
 		return detector.Status{}, fmt.Errorf("%w: %s", sink.ErrUnknownAction, action)
 	}
@@ -76,11 +76,11 @@ func (d *Daemon) Act(_ context.Context, rollout, action string, req sink.ActionR
 	return st, nil
 }
 
-// start1 starts a release of j's rollout with the request's canary version,
+// startRelease starts a release of j's rollout with the request's canary version,
 // deployment id and commit (a pipeline's explicit start): j ends as
 // superseded, and the new release's commands carry what is rolled out.
 // Called with d.mu held.
-func (d *Daemon) start1(j *detector.Judge, req sink.ActionRequest, op detector.OpRecord) error {
+func (d *Daemon) startRelease(j *detector.Judge, req sink.ActionRequest, op detector.OpRecord) error {
 	s := j.Spec()
 	switch {
 	case req.Canary == "":

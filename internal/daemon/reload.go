@@ -149,9 +149,7 @@ func (d *Daemon) applySpecs(ss []detector.Spec) int {
 				d.cfg.Logger.Error("spec reload: edit refused; the rollout goes on with its spec", "rollout", s.Rollout, "err", err)
 				continue
 			}
-			if d.specErrs[s.Rollout] != "" {
-				delete(d.specErrs, s.Rollout)
-			}
+			delete(d.specErrs, s.Rollout)
 			delete(d.saved, s.Rollout) // checkpoint the judge under its new spec
 		}
 	}
