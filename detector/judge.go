@@ -133,6 +133,12 @@ type Judge struct {
 	approved int // the step an operator approved (its gate is open), -1 none
 	attempt  int // 0, then +1 per retry: part of the command ids
 	audit    []OpRecord
+	// Judge mode (judgemode.go): the weight a controller declared (-1:
+	// none) and who; the step whose gate opened (-1: none) and why.
+	declared  int
+	wsource   string
+	passed    int
+	passedWhy string
 
 	rbErr, stepErr  Conditional // requests: rollback over the rollout, promotion per step
 	rates           []*rateTest // session failures, loops, hallucinations
@@ -173,6 +179,8 @@ func NewJudge(spec Spec) *Judge {
 		seen:     map[string]int64{},
 		specHash: specHash(spec),
 		approved: -1,
+		declared: -1,
+		passed:   -1,
 	}
 	m := &j.spec.Metrics
 	for _, q := range []struct {
@@ -401,7 +409,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 		}
 	}
 	// SRM: sessions are what the router assigns; requests when there are none.
-	if settled && !j.spec.Metrics.SRM.Disabled {
+	if settled && !j.spec.Metrics.SRM.Disabled && j.srmOn() {
 		if sessB.Count+sessC.Count > 0 {
 			j.srm.Observe(float64(sessB.Count), float64(sessC.Count))
 		} else {
@@ -695,17 +703,28 @@ type Verdict struct {
 
 // Status is a rollout's state for the HTTP API and the terminal.
 type Status struct {
-	Rollout   string       `json:"rollout"`
-	Baseline  string       `json:"baseline"`
-	Canary    string       `json:"canary"`
-	Step      int          `json:"step"`
-	Steps     int          `json:"steps"` // judged steps (a final 100% step is the promotion)
-	Weight    int          `json:"weight"`
-	Final     string       `json:"final,omitempty"`
-	Windows   int          `json:"windows"`
-	Watermark time.Time    `json:"watermark"`
-	Verdict   Verdict      `json:"verdict"`
-	Totals    []ArmSummary `json:"totals"` // every version seen, whole rollout
+	Rollout  string `json:"rollout"`
+	Baseline string `json:"baseline"`
+	Canary   string `json:"canary"`
+	Step     int    `json:"step"`
+	Steps    int    `json:"steps"` // judged steps (a final 100% step is the promotion)
+	Weight   int    `json:"weight"`
+	// Mode is "drive" (canaryd sends the weights) or "judge" (a
+	// controller sets them: see WeightSource).
+	Mode string `json:"mode"`
+	// Final is the final action (promote, rollback, hold), "" while the
+	// rollout goes on: always present, for controllers' JSON paths.
+	Final string `json:"final"`
+	// Gate answers a controller: wait, pass, fail or hold (Judge.Gate).
+	Gate string `json:"gate"`
+	// WeightSource says where Weight comes from: canaryd (drive mode), the
+	// controller that declared it (judge mode: argo, flagger, …), observed
+	// (the canary's share of the step's requests) or none.
+	WeightSource string       `json:"weight_source"`
+	Windows      int          `json:"windows"`
+	Watermark    time.Time    `json:"watermark"`
+	Verdict      Verdict      `json:"verdict"`
+	Totals       []ArmSummary `json:"totals"` // every version seen, whole rollout
 	// DeploymentID and Commit of the release (from its spec or its start),
 	// as its commands carry them.
 	DeploymentID string `json:"deployment_id,omitempty"`
@@ -746,7 +765,10 @@ func (j *Judge) Status() Status {
 	st := Status{
 		Rollout: j.spec.Rollout, Baseline: j.spec.Baseline, Canary: j.spec.Canary,
 		Step: j.step, Steps: j.judgedSteps(), Weight: j.weight(), Final: string(j.final),
-		Windows: j.windows, Verdict: j.last,
+		Windows: j.windows, Verdict: j.last, Mode: j.spec.ModeName(), Gate: j.Gate(), WeightSource: WeightCanaryd,
+	}
+	if j.spec.JudgeOnly() {
+		_, st.WeightSource = j.judgeWeight()
 	}
 	if j.now != 0 {
 		st.Watermark = time.Unix(0, j.now).UTC()
@@ -769,7 +791,12 @@ func (j *Judge) weight() int {
 	switch {
 	case j.final == schemas.ActionPromote:
 		return 100
-	case j.final == schemas.ActionRollback || j.step < 0:
+	case j.final == schemas.ActionRollback:
+		return 0
+	case j.spec.JudgeOnly():
+		w, _ := j.judgeWeight()
+		return w
+	case j.step < 0:
 		return 0
 	}
 	return j.spec.Steps[j.step].Weight
@@ -778,6 +805,9 @@ func (j *Judge) weight() int {
 // judgedSteps is how many steps are judged: a step at weight 100 is the
 // promotion itself, so it is not judged (there is no baseline left to compare).
 func (j *Judge) judgedSteps() int {
+	if j.spec.JudgeOnly() {
+		return max(j.step+1, 1) // the controller's steps so far
+	}
 	n := len(j.spec.Steps)
 	if j.spec.Steps[n-1].Weight == 100 {
 		n--
@@ -802,6 +832,11 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 			return j.last, nil // not started while paused
 		}
 		j.startStep(0, now)
+		if j.spec.JudgeOnly() {
+			w, src := j.judgeWeight()
+			v := j.verdict(ActionContinue, now, fmt.Sprintf("start: judging canary %s at %d%% (weight %s)", j.spec.Canary, w, weightFrom(src)))
+			return v, nil
+		}
 		v := j.verdict(schemas.ActionSetWeight, now, fmt.Sprintf("start: canary %s at %d%% (step 1 of %d)", j.spec.Canary, j.weight(), j.judgedSteps()))
 		return v, j.command(v)
 	}
@@ -834,9 +869,21 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 		v.Tests, j.last.Tests = tests, tests
 		return v, j.command(v)
 	}
+	if j.spec.JudgeOnly() {
+		return j.decideJudge(now, tests)
+	}
 	st := j.spec.Steps[j.step]
 	elapsed := time.Duration(now - j.stepStart)
 	canaryN := j.arm(j.phase, j.spec.Canary).Requests
+	waiting := j.waiting(st, elapsed, canaryN)
+	gated := st.Approval == ApprovalRequired && j.approved != j.step
+	return j.decideDrive(now, tests, st, elapsed, canaryN, waiting, gated)
+}
+
+// waiting lists what the current step still waits for besides its
+// promotion tests: its minimum duration (in event time and on the wall
+// clock), its minimum canary requests, an operator's resume.
+func (j *Judge) waiting(st Step, elapsed time.Duration, canaryN uint64) []string {
 	var waiting []string
 	if elapsed < time.Duration(st.MinDuration) {
 		waiting = append(waiting, fmt.Sprintf("%s of %s", elapsed.Truncate(time.Second), time.Duration(st.MinDuration)))
@@ -850,7 +897,11 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 	if j.paused {
 		waiting = append(waiting, "paused ("+j.lastOp("pause")+"; resume to go on)")
 	}
-	gated := st.Approval == ApprovalRequired && j.approved != j.step
+	return waiting
+}
+
+// Decide, continued: drive mode's step.
+func (j *Judge) decideDrive(now int64, tests []TestEvidence, st Step, elapsed time.Duration, canaryN uint64, waiting []string, gated bool) (Verdict, *schemas.Command) {
 	var notYet, proofs []string
 	for _, t := range tests {
 		if t.Role != "promote" {
@@ -1017,7 +1068,10 @@ func (j *Judge) startStep(i int, now int64) {
 	for _, mp := range j.means {
 		_, mp.ni = mp.fresh()
 	}
-	j.srm = SRM{W: float64(j.spec.Steps[i].Weight) / 100}
+	j.srm = SRM{}
+	if j.srmOn() {
+		j.srm.W = float64(j.weight()) / 100
+	}
 	j.phase = map[string]*window.Agg{}
 }
 
@@ -1341,6 +1395,15 @@ func (j *Judge) Restore(last *schemas.Command) bool {
 		return false
 	}
 	at := last.DecidedAt.UnixNano()
+	if j.spec.JudgeOnly() {
+		// Judge mode publishes only its final commands.
+		if !isFinal(last.Action) || last.Step < 0 {
+			return false
+		}
+		j.final, j.step, j.stepStart = last.Action, last.Step, at
+		j.last = Verdict{Rollout: j.spec.Rollout, Action: last.Action, Step: j.step, Weight: last.Weight, Reason: last.Reason, At: last.DecidedAt}
+		return true
+	}
 	switch last.Action {
 	case schemas.ActionPromote, schemas.ActionRollback, schemas.ActionHold:
 		if last.Action == schemas.ActionHold && (last.Step < 0 || last.Step >= len(j.spec.Steps)) {

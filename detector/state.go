@@ -70,6 +70,13 @@ type judgeState struct {
 	Approved int // 1 + the step approved, 0 none
 	Attempt  int
 	Audit    []OpRecord
+
+	// Judge mode (judgemode.go); absent (zero) in older states, which
+	// were all of drive mode.
+	Declared  int // 1 + the declared weight, 0 none
+	WSource   string
+	Passed    int // 1 + the step whose gate opened, 0 none
+	PassedWhy string
 }
 
 type condState struct {
@@ -172,6 +179,7 @@ func (j *Judge) MarshalState() ([]byte, error) {
 		Total: j.total, Phase: j.phase, Sessions: j.sessions, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
 		Last: last, Seen: j.seen,
 		Paused: j.paused, Approved: j.approved + 1, Attempt: j.attempt, Audit: j.audit,
+		Declared: j.declared + 1, WSource: j.wsource, Passed: j.passed + 1, PassedWhy: j.passedWhy,
 	}
 	for _, r := range j.rates {
 		st.Rates = append(st.Rates, [2]condState{r.rb.state(), r.ni.state()})
@@ -213,6 +221,7 @@ func (j *Judge) UnmarshalState(b []byte) error {
 	n.step, n.stepStart, n.final, n.now, n.windows = st.Step, st.StepStart, schemas.Action(st.Final), st.Now, st.Windows
 	n.stepWall, n.wall = st.StepWall, st.Wall // 0 in a version 1 state
 	n.paused, n.approved, n.attempt, n.audit = st.Paused, st.Approved-1, st.Attempt, st.Audit
+	n.declared, n.wsource, n.passed, n.passedWhy = st.Declared-1, st.WSource, st.Passed-1, st.PassedWhy
 	errs := []error{n.rbErr.setState(st.RbErr), n.stepErr.setState(st.StepErr), n.incidents.setState(st.Incidents),
 		n.toolMix.setState(st.ToolMix), n.errMix.setState(st.ErrMix), n.bigrams.setState(st.Bigrams)}
 	for i, r := range n.rates {
