@@ -53,7 +53,7 @@ func (d *Daemon) autoRelease(tpl detector.Spec, j *detector.Judge, c window.Clos
 	best, bestN := "", uint64(0)
 	for _, v := range slices.Sorted(maps.Keys(counts)) {
 		n := counts[v]
-		if v == tpl.Baseline || v == window.OtherName || d.judgedVersion(c.Rollout, v) || (j != nil && v == j.Spec().Canary) {
+		if v == tpl.Baseline || v == window.OtherName || d.judgedVersion(c.Rollout, v) || (j != nil && (v == j.Spec().Canary || v == j.Spec().Baseline)) {
 			continue
 		}
 		if n >= autoMinRequests && n > bestN {

@@ -110,6 +110,7 @@ func New(cfg Config) (*Daemon, error) {
 	d.fileSpecs, d.autoSpecs, d.judged = map[string]detector.Spec{}, map[string]detector.Spec{}, map[string][]string{}
 	for _, s := range cfg.Specs {
 		d.fileSpecs[s.Rollout] = s
+		d.watchGate(s.Rollout)
 		if s.Auto() {
 			d.autoSpecs[s.Rollout] = s // a release starts with the first new version
 			continue
