@@ -48,6 +48,10 @@ type JudgeCall struct {
 	Ended string `json:"-"`
 	// Why is the controller's own words on it.
 	Why string `json:"-"`
+	// Revision identifies the controller's release (Flagger's checksum):
+	// a call for another revision than the one an ended release was
+	// judged under is about a release not started yet.
+	Revision string `json:"-"`
 }
 
 // JudgeSource is what the judge endpoints hand controllers' calls to: a
@@ -264,7 +268,7 @@ func flaggerHandler(src StatusSource, ref refuser, cfg *serverCfg) http.HandlerF
 		if id == "" {
 			id = p.Name
 		}
-		call := JudgeCall{Controller: "flagger", Baseline: p.Metadata["baseline"], Canary: p.Metadata["canary"]}
+		call := JudgeCall{Controller: "flagger", Baseline: p.Metadata["baseline"], Canary: p.Metadata["canary"], Revision: p.Checksum}
 		switch hook {
 		case "event":
 			msg := p.Metadata["eventMessage"]

@@ -88,6 +88,14 @@ func (d *Daemon) judgedVersion(rollout, version string) bool {
 // autoStatus is the status of a canary: auto rollout with no release yet.
 func autoStatus(tpl detector.Spec) detector.Status {
 	return detector.Status{Rollout: tpl.Rollout, Baseline: tpl.Baseline, Canary: tpl.Canary, Step: -1,
+		Mode: tpl.ModeName(), Gate: detector.GateWait, WeightSource: weightSourceNone(tpl),
 		Verdict: detector.Verdict{Rollout: tpl.Rollout, Action: detector.ActionContinue, Step: -1,
 			Reason: fmt.Sprintf("canary: auto: waiting for events of a version other than the baseline %s", tpl.Baseline)}}
+}
+
+func weightSourceNone(tpl detector.Spec) string {
+	if tpl.JudgeOnly() {
+		return detector.WeightNone
+	}
+	return detector.WeightCanaryd
 }

@@ -81,6 +81,23 @@ func (d *Daemon) Judge(_ context.Context, rollout string, call sink.JudgeCall) (
 		d.decorate(&st)
 		return st, nil
 	}
+	if call.Revision != "" && !newRelease {
+		r := d.revisions[rollout]
+		switch {
+		case r.j != j:
+			d.revisions[rollout] = revision{j: j, rev: call.Revision} // the first call about this release
+		case r.rev != call.Revision && j.Final() != "":
+			// A new revision while the last release has ended: its events
+			// will start its release (canary: auto); until then the ended
+			// release's verdict is not this revision's.
+			st := autoStatus(j.Spec())
+			st.Baseline = j.Spec().Baseline
+			st.Verdict.Reason = fmt.Sprintf("a new revision (%s) of %s: waiting for its version's events (the last release, %s, ended: %s)",
+				call.Revision, rollout, j.Spec().Canary, j.Final())
+			d.decorate(&st)
+			return st, nil
+		}
+	}
 	if call.Weight != nil {
 		if !j.Spec().JudgeOnly() {
 			if w := j.Status().Weight; *call.Weight != w {
@@ -132,4 +149,11 @@ func (d *Daemon) watchGate(rollout string) {
 		}
 		return math.NaN()
 	})
+}
+
+// revision is the controller's revision (Flagger's checksum) a release
+// was first called about.
+type revision struct {
+	j   *detector.Judge
+	rev string
 }

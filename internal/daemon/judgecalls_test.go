@@ -179,6 +179,13 @@ func TestJudgeMode(t *testing.T) {
 					t.Errorf("flagger %s on %s: %d %q; want %d", h.hook, h.rollout, code, body, h.want)
 				}
 			}
+			// A new revision of jbad (another checksum) is not the ended
+			// release: until its version's events start its release, its
+			// checks wait rather than fail.
+			code, _, body := judgeCall(t, "POST", base+"/v1/flagger/rollout", `{"name":"jbad","namespace":"agents","phase":"Progressing","checksum":"def"}`)
+			if code != 200 || !strings.Contains(body, "canaryd: wait: a new revision (def)") {
+				t.Errorf("rollout hook of a new revision after a rollback: %d %q; want 200 wait", code, body)
+			}
 			// Flagger's events declare its weights.
 			if code, body := flagger("event", "jgood", `,"metadata":{"eventMessage":"Advance jgood.agents canary weight 70","eventType":"Normal"}`); code != 200 {
 				t.Fatalf("event: %d %s", code, body)
