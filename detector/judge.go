@@ -82,6 +82,7 @@ type rateTest struct {
 
 // quantileTest is one latency quantile's pair of tests.
 type quantileTest struct {
+	seg    segMix // the rollback test's per-segment half (segments.go)
 	name   string
 	q      float64
 	spec   *LatencyMetric
@@ -141,6 +142,7 @@ type Judge struct {
 	passedWhy string
 
 	rbErr, stepErr  Conditional // requests: rollback over the rollout, promotion per step
+	segErr          segMix      // rbErr's per-segment half (segments.go)
 	rates           []*rateTest // session failures, loops, hallucinations
 	lat             []*quantileTest
 	means           []*meanPair
@@ -193,6 +195,7 @@ func NewJudge(spec Spec) *Judge {
 			if j.bySession() {
 				t.rb.Discount = 0 // sessions are independent units
 			}
+			t.seg.discount = t.rb.Discount
 			j.lat = append(j.lat, t)
 		}
 	}
@@ -351,7 +354,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 			j.sloLat.Observe(cAgg.LatencyCount(), cAgg.CountAbove(window.Mapping.Index(j.spec.SLO.MaxP95MS)))
 		}
 		if bAgg := findSeries(c.Series, bv, s.Segment); bAgg != nil && !j.bySession() {
-			j.observeUnits(bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors, bAgg, cAgg, j.baseLat[s.Segment], inStep)
+			j.observeUnits(s.Segment, bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors, bAgg, cAgg, j.baseLat[s.Segment], inStep)
 		}
 	}
 	if j.bySession() {
@@ -466,7 +469,7 @@ func (j *Judge) observeSessionUnits(c window.Closed, inStep bool) {
 		cAgg := s.Agg
 		// Session medians as the Latency of throwaway aggregates, for the
 		// counting methods (same shared mapping).
-		j.observeUnits(bAgg.UnitSessions, bAgg.ErrSessions, cAgg.UnitSessions, cAgg.ErrSessions,
+		j.observeUnits(s.Segment, bAgg.UnitSessions, bAgg.ErrSessions, cAgg.UnitSessions, cAgg.ErrSessions,
 			&window.Agg{Latency: bAgg.SessMedian}, &window.Agg{Latency: cAgg.SessMedian}, j.baseLat[s.Segment], inStep)
 	}
 }
@@ -475,9 +478,10 @@ func (j *Judge) observeSessionUnits(c window.Closed, inStep bool) {
 // units and failed units per arm) and to the latency tests (the arms'
 // Latency sketches, counted above thresholds from ref, the baseline's
 // earlier latencies in the stratum's segment).
-func (j *Judge) observeUnits(nb, xb, nc, xc uint64, bLat, cLat, ref *window.Agg, inStep bool) {
+func (j *Judge) observeUnits(seg window.Segment, nb, xb, nc, xc uint64, bLat, cLat, ref *window.Agg, inStep bool) {
 	if !j.spec.Metrics.ErrorRate.Disabled {
 		j.rbErr.Observe(nb, xb, nc, xc)
+		j.segErr.observe(seg, nb, xb, nc, xc)
 		if inStep {
 			j.stepErr.Observe(nb, xb, nc, xc)
 		}
@@ -490,7 +494,9 @@ func (j *Judge) observeUnits(nb, xb, nc, xc uint64, bLat, cLat, ref *window.Agg,
 		thr := ref.Quantile(lt.q)
 		k := window.Mapping.Index(thr)
 		above := bLat.CountAbove(k)
-		lt.rb.Observe(lb, above, lc, cLat.CountAbove(k))
+		ac := cLat.CountAbove(k)
+		lt.rb.Observe(lb, above, lc, ac)
+		lt.seg.observe(seg, lb, above, lc, ac)
 		if inStep {
 			// The margin is built into the canary's threshold: under
 			// "canary = baseline × (1+margin)" both exceed with the same odds.
@@ -665,6 +671,11 @@ type TestEvidence struct {
 	Passed bool `json:"passed"`
 	// Detail names what drives the evidence (e.g. the category that moved).
 	Detail string `json:"detail,omitempty"`
+	// Segment is what the estimates and bounds describe, for the tests
+	// of requests: "all" (pooled over tools and models) or the segment
+	// ("tool search_docs", "llm gpt-4o") whose own e-value weighs most in
+	// the rollback test's mixture (segments.go).
+	Segment string `json:"segment,omitempty"`
 }
 
 // ArmSummary summarises one version's requests.
@@ -1090,6 +1101,7 @@ func (j *Judge) tests() []TestEvidence {
 			// does not delay its detection.
 			t.EValue = Num(c.ERise())
 		} else {
+			t.Segment = "all"
 			t.Margin = Num(margin)
 			t.EValue = Num(c.ELower(margin))
 		}
@@ -1099,13 +1111,37 @@ func (j *Judge) tests() []TestEvidence {
 		}
 		return t
 	}
+	// A rollback test on requests mixes the pooled e-value with the
+	// per-segment ones (segments.go); its evidence is the half and the
+	// segment that weigh most in the mixture.
+	mixed := func(name string, c *Conditional, seg *segMix, alpha float64) TestEvidence {
+		t := cond(name, "rollback", c, alpha, 0)
+		pooled := float64(t.EValue)
+		es, top, topT := seg.e()
+		t.EValue = Num(pooled/2 + es/2)
+		t.Passed = float64(t.EValue) >= 1/alpha
+		t.Segment = "all"
+		if topT != nil {
+			if v := segWeight(slices.Index(seg.order, top)) * topT.ERise(); !(v > pooled && v > 1) {
+				topT = nil // the pooled half carries the evidence
+			}
+		}
+		if topT != nil {
+			// Bounds at the segment's share of alpha in the mixture.
+			st := cond(name, "rollback", topT, alpha*segWeight(slices.Index(seg.order, top))/2, 0)
+			t.NBaseline, t.NCanary, t.Baseline, t.Canary = st.NBaseline, st.NCanary, st.Baseline, st.Canary
+			t.OddsRatio, t.Lower, t.Upper = st.OddsRatio, st.Lower, st.Upper
+			t.Segment = segText(top)
+		}
+		return t
+	}
 	m := j.spec.Metrics
 	if !m.ErrorRate.Disabled {
-		out = append(out, cond("error_rate", "rollback", &j.rbErr, j.alphaFor("error_rate"), 0))
+		out = append(out, mixed("error_rate", &j.rbErr, &j.segErr, j.alphaFor("error_rate")))
 		out = append(out, cond("error_rate", "promote", &j.stepErr, alphaP, m.ErrorRate.Margin))
 	}
 	for _, lt := range j.lat {
-		out = append(out, cond(lt.name, "rollback", &lt.rb, j.alphaFor(lt.name), 0))
+		out = append(out, mixed(lt.name, &lt.rb, &lt.seg, j.alphaFor(lt.name)))
 		if lt.name == "latency_p95" || lt.spec.Guard {
 			// The margin is in the canary's threshold: non-inferiority is
 			// "odds ratio below 1" on those counts.
@@ -1194,6 +1230,9 @@ func describe(t TestEvidence, s Spec) string {
 		if t.Name == "error_rate" && s.Units == UnitsSessions {
 			what = "sessions with a failed request"
 		}
+		if t.Segment != "" && t.Segment != "all" {
+			what += " of " + t.Segment
+		}
 		if t.Role == "rollback" {
 			return fmt.Sprintf("%s %.2f%% vs %.2f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
 				what, 100*f(t.Canary), 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
@@ -1207,8 +1246,12 @@ func describe(t TestEvidence, s Spec) string {
 			if s.Units == UnitsSessions {
 				units = "canary sessions' median request latencies"
 			}
-			return fmt.Sprintf("%s latency: %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
-				q, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
+			of := ""
+			if t.Segment != "" && t.Segment != "all" {
+				of = " of " + t.Segment
+			}
+			return fmt.Sprintf("%s latency%s: %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
+				q, of, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
 		}
 		return fmt.Sprintf("%s latency within +%.0f%% of baseline (e=%.3g)", q, 100*s.Metrics.Latency.Margin, f(t.EValue))
 	case "tokens", "cost", "context_use", "tool_calls", "eval_score":

@@ -27,7 +27,11 @@ import (
 // the step's start. A version 1 state restores with both 0: the current
 // step's minimum duration is then held in event time only, the next step's
 // in both.
-const StateVersion = 2
+//
+// Version 3: the per-segment halves of the rollback tests (SegErr,
+// SegLat; segments.go). A version 1 or 2 state restores with them empty:
+// they start at the restore.
+const StateVersion = 3
 
 // oldestStateVersion is the oldest state version UnmarshalState reads.
 const oldestStateVersion = 1
@@ -51,6 +55,8 @@ type judgeState struct {
 	Windows   int
 
 	RbErr, StepErr, Incidents condState
+	SegErr                    segMixState    // absent in older states: the segment tests start afresh
+	SegLat                    []segMixState  // j.lat order
 	Rates                     [][2]condState // j.rates order (fixed by the spec)
 	Lat                       [][2]condState
 	Means                     [][2]meanState
@@ -173,7 +179,7 @@ func (j *Judge) MarshalState() ([]byte, error) {
 	st := judgeState{
 		Version: StateVersion, SpecHash: j.specHash, Step: j.step, StepStart: j.stepStart, StepWall: j.stepWall, Final: string(j.final),
 		Now: j.now, Wall: j.wall, Windows: j.windows,
-		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(),
+		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(), SegErr: j.segErr.state(),
 		ToolMix: j.toolMix.state(), ErrMix: j.errMix.state(), Bigrams: j.bigrams.state(),
 		SRM: j.srm, SloErr: j.sloErr, SloLat: j.sloLat,
 		Total: j.total, Phase: j.phase, Sessions: j.sessions, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
@@ -186,6 +192,7 @@ func (j *Judge) MarshalState() ([]byte, error) {
 	}
 	for _, q := range j.lat {
 		st.Lat = append(st.Lat, [2]condState{q.rb.state(), q.ni.state()})
+		st.SegLat = append(st.SegLat, q.seg.state())
 	}
 	for _, m := range j.means {
 		st.Means = append(st.Means, [2]meanState{m.rb.state(), m.ni.state()})
@@ -227,8 +234,12 @@ func (j *Judge) UnmarshalState(b []byte) error {
 	for i, r := range n.rates {
 		errs = append(errs, r.rb.setState(st.Rates[i][0]), r.ni.setState(st.Rates[i][1]))
 	}
+	errs = append(errs, n.segErr.setState(st.SegErr))
 	for i, q := range n.lat {
 		errs = append(errs, q.rb.setState(st.Lat[i][0]), q.ni.setState(st.Lat[i][1]))
+		if i < len(st.SegLat) { // absent in older states: the segment tests start afresh
+			errs = append(errs, q.seg.setState(st.SegLat[i]))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
