@@ -15,6 +15,8 @@ const (
 	OpApprove = "approve"
 	OpAbort   = "abort"
 	OpRetry   = "retry"
+	// OpWeight records a controller's declared weight (judge mode).
+	OpWeight = "weight"
 )
 
 // ErrNotNow: the operator action does not apply in the rollout's present
@@ -79,7 +81,7 @@ func (j *Judge) Approve(op OpRecord) error {
 		return notNow("the rollout has ended (%s)", j.final)
 	case j.step < 0:
 		return notNow("the rollout has not started")
-	case j.spec.Steps[j.step].Approval != ApprovalRequired:
+	case j.stepSpec().Approval != ApprovalRequired:
 		return notNow("step %d has no approval gate (approval: required)", j.step+1)
 	case j.approved == j.step:
 		return notNow("step %d is approved already", j.step+1)
@@ -150,7 +152,7 @@ func (j *Judge) lastOp(op string) string {
 // awaitingApproval reports whether the current step has a gate not yet
 // opened.
 func (j *Judge) awaitingApproval() bool {
-	return j.final == "" && j.step >= 0 && j.spec.Steps[j.step].Approval == ApprovalRequired && j.approved != j.step
+	return j.final == "" && j.step >= 0 && j.stepSpec().Approval == ApprovalRequired && j.approved != j.step
 }
 
 // nextActions lists the operator actions that apply now.

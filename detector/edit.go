@@ -29,6 +29,13 @@ func (j *Judge) Edit(s Spec) error {
 	if f := firstDiff(a, b); f != "" {
 		return fmt.Errorf("%s: cannot change %s of a running rollout (its tests are under way); roll out a new canary version to change it", s.Rollout, f)
 	}
+	if s.JudgeOnly() {
+		// The controller's steps: the spec's only set requirements, which
+		// apply from the next window on.
+		j.spec = s
+		j.specHash = specHash(s)
+		return nil
+	}
 	if len(s.Steps) <= j.step {
 		return fmt.Errorf("%s: the edit has %d steps, but the rollout is already at step %d", s.Rollout, len(s.Steps), j.step+1)
 	}
@@ -67,7 +74,7 @@ func firstDiff(a, b Spec) string {
 // tags) to its YAML name.
 func yamlName(goName string) string {
 	names := map[string]string{"Alpha": "alpha", "Settle": "settle", "Units": "units", "Metrics": "metrics",
-		"AlphaWeights": "alpha_weights", "SLO": "slo"}
+		"AlphaWeights": "alpha_weights", "SLO": "slo", "Mode": "mode"}
 	if n, ok := names[goName]; ok {
 		return n
 	}

@@ -85,6 +85,13 @@ func TestJudgeStateFixtures(t *testing.T) {
 				t.Fatalf("version %d state restored wall clocks %d (step start %d)", v, j.wall, j.stepWall)
 			}
 			got := decisions(t, j, ws[fixtureCut:])
+			if v < 3 {
+				// States before version 3 hold no per-segment tests
+				// (segments.go): those start afresh at the restore, a
+				// valid e-process whose values differ from an
+				// uninterrupted judge's. The outcome is checked below.
+				got = nil
+			}
 			for i, g := range got {
 				if g != want[fixtureCut+i] {
 					t.Fatalf("window %d after restoring a version %d state:\n got %s\nwant %s", fixtureCut+i, v, g, want[fixtureCut+i])

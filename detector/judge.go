@@ -82,6 +82,7 @@ type rateTest struct {
 
 // quantileTest is one latency quantile's pair of tests.
 type quantileTest struct {
+	seg    segMix // the rollback test's per-segment half (segments.go)
 	name   string
 	q      float64
 	spec   *LatencyMetric
@@ -133,8 +134,15 @@ type Judge struct {
 	approved int // the step an operator approved (its gate is open), -1 none
 	attempt  int // 0, then +1 per retry: part of the command ids
 	audit    []OpRecord
+	// Judge mode (judgemode.go): the weight a controller declared (-1:
+	// none) and who; the step whose gate opened (-1: none) and why.
+	declared  int
+	wsource   string
+	passed    int
+	passedWhy string
 
 	rbErr, stepErr  Conditional // requests: rollback over the rollout, promotion per step
+	segErr          segMix      // rbErr's per-segment half (segments.go)
 	rates           []*rateTest // session failures, loops, hallucinations
 	lat             []*quantileTest
 	means           []*meanPair
@@ -173,6 +181,8 @@ func NewJudge(spec Spec) *Judge {
 		seen:     map[string]int64{},
 		specHash: specHash(spec),
 		approved: -1,
+		declared: -1,
+		passed:   -1,
 	}
 	m := &j.spec.Metrics
 	for _, q := range []struct {
@@ -185,6 +195,7 @@ func NewJudge(spec Spec) *Judge {
 			if j.bySession() {
 				t.rb.Discount = 0 // sessions are independent units
 			}
+			t.seg.discount = t.rb.Discount
 			j.lat = append(j.lat, t)
 		}
 	}
@@ -343,7 +354,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 			j.sloLat.Observe(cAgg.LatencyCount(), cAgg.CountAbove(window.Mapping.Index(j.spec.SLO.MaxP95MS)))
 		}
 		if bAgg := findSeries(c.Series, bv, s.Segment); bAgg != nil && !j.bySession() {
-			j.observeUnits(bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors, bAgg, cAgg, j.baseLat[s.Segment], inStep)
+			j.observeUnits(s.Segment, bAgg.Count, bAgg.Errors, cAgg.Count, cAgg.Errors, bAgg, cAgg, j.baseLat[s.Segment], inStep)
 		}
 	}
 	if j.bySession() {
@@ -401,7 +412,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 		}
 	}
 	// SRM: sessions are what the router assigns; requests when there are none.
-	if settled && !j.spec.Metrics.SRM.Disabled {
+	if settled && !j.spec.Metrics.SRM.Disabled && j.srmOn() {
 		if sessB.Count+sessC.Count > 0 {
 			j.srm.Observe(float64(sessB.Count), float64(sessC.Count))
 		} else {
@@ -458,7 +469,7 @@ func (j *Judge) observeSessionUnits(c window.Closed, inStep bool) {
 		cAgg := s.Agg
 		// Session medians as the Latency of throwaway aggregates, for the
 		// counting methods (same shared mapping).
-		j.observeUnits(bAgg.UnitSessions, bAgg.ErrSessions, cAgg.UnitSessions, cAgg.ErrSessions,
+		j.observeUnits(s.Segment, bAgg.UnitSessions, bAgg.ErrSessions, cAgg.UnitSessions, cAgg.ErrSessions,
 			&window.Agg{Latency: bAgg.SessMedian}, &window.Agg{Latency: cAgg.SessMedian}, j.baseLat[s.Segment], inStep)
 	}
 }
@@ -467,9 +478,10 @@ func (j *Judge) observeSessionUnits(c window.Closed, inStep bool) {
 // units and failed units per arm) and to the latency tests (the arms'
 // Latency sketches, counted above thresholds from ref, the baseline's
 // earlier latencies in the stratum's segment).
-func (j *Judge) observeUnits(nb, xb, nc, xc uint64, bLat, cLat, ref *window.Agg, inStep bool) {
+func (j *Judge) observeUnits(seg window.Segment, nb, xb, nc, xc uint64, bLat, cLat, ref *window.Agg, inStep bool) {
 	if !j.spec.Metrics.ErrorRate.Disabled {
 		j.rbErr.Observe(nb, xb, nc, xc)
+		j.segErr.observe(seg, nb, xb, nc, xc)
 		if inStep {
 			j.stepErr.Observe(nb, xb, nc, xc)
 		}
@@ -482,7 +494,9 @@ func (j *Judge) observeUnits(nb, xb, nc, xc uint64, bLat, cLat, ref *window.Agg,
 		thr := ref.Quantile(lt.q)
 		k := window.Mapping.Index(thr)
 		above := bLat.CountAbove(k)
-		lt.rb.Observe(lb, above, lc, cLat.CountAbove(k))
+		ac := cLat.CountAbove(k)
+		lt.rb.Observe(lb, above, lc, ac)
+		lt.seg.observe(seg, lb, above, lc, ac)
 		if inStep {
 			// The margin is built into the canary's threshold: under
 			// "canary = baseline × (1+margin)" both exceed with the same odds.
@@ -657,6 +671,11 @@ type TestEvidence struct {
 	Passed bool `json:"passed"`
 	// Detail names what drives the evidence (e.g. the category that moved).
 	Detail string `json:"detail,omitempty"`
+	// Segment is what the estimates and bounds describe, for the tests
+	// of requests: "all" (pooled over tools and models) or the segment
+	// ("tool search_docs", "llm gpt-4o") whose own e-value weighs most in
+	// the rollback test's mixture (segments.go).
+	Segment string `json:"segment,omitempty"`
 }
 
 // ArmSummary summarises one version's requests.
@@ -695,17 +714,28 @@ type Verdict struct {
 
 // Status is a rollout's state for the HTTP API and the terminal.
 type Status struct {
-	Rollout   string       `json:"rollout"`
-	Baseline  string       `json:"baseline"`
-	Canary    string       `json:"canary"`
-	Step      int          `json:"step"`
-	Steps     int          `json:"steps"` // judged steps (a final 100% step is the promotion)
-	Weight    int          `json:"weight"`
-	Final     string       `json:"final,omitempty"`
-	Windows   int          `json:"windows"`
-	Watermark time.Time    `json:"watermark"`
-	Verdict   Verdict      `json:"verdict"`
-	Totals    []ArmSummary `json:"totals"` // every version seen, whole rollout
+	Rollout  string `json:"rollout"`
+	Baseline string `json:"baseline"`
+	Canary   string `json:"canary"`
+	Step     int    `json:"step"`
+	Steps    int    `json:"steps"` // judged steps (a final 100% step is the promotion)
+	Weight   int    `json:"weight"`
+	// Mode is "drive" (canaryd sends the weights) or "judge" (a
+	// controller sets them: see WeightSource).
+	Mode string `json:"mode"`
+	// Final is the final action (promote, rollback, hold), "" while the
+	// rollout goes on: always present, for controllers' JSON paths.
+	Final string `json:"final"`
+	// Gate answers a controller: wait, pass, fail or hold (Judge.Gate).
+	Gate string `json:"gate"`
+	// WeightSource says where Weight comes from: canaryd (drive mode), the
+	// controller that declared it (judge mode: argo, flagger, …), observed
+	// (the canary's share of the step's requests) or none.
+	WeightSource string       `json:"weight_source"`
+	Windows      int          `json:"windows"`
+	Watermark    time.Time    `json:"watermark"`
+	Verdict      Verdict      `json:"verdict"`
+	Totals       []ArmSummary `json:"totals"` // every version seen, whole rollout
 	// DeploymentID and Commit of the release (from its spec or its start),
 	// as its commands carry them.
 	DeploymentID string `json:"deployment_id,omitempty"`
@@ -746,7 +776,10 @@ func (j *Judge) Status() Status {
 	st := Status{
 		Rollout: j.spec.Rollout, Baseline: j.spec.Baseline, Canary: j.spec.Canary,
 		Step: j.step, Steps: j.judgedSteps(), Weight: j.weight(), Final: string(j.final),
-		Windows: j.windows, Verdict: j.last,
+		Windows: j.windows, Verdict: j.last, Mode: j.spec.ModeName(), Gate: j.Gate(), WeightSource: WeightCanaryd,
+	}
+	if j.spec.JudgeOnly() {
+		_, st.WeightSource = j.judgeWeight()
 	}
 	if j.now != 0 {
 		st.Watermark = time.Unix(0, j.now).UTC()
@@ -769,7 +802,12 @@ func (j *Judge) weight() int {
 	switch {
 	case j.final == schemas.ActionPromote:
 		return 100
-	case j.final == schemas.ActionRollback || j.step < 0:
+	case j.final == schemas.ActionRollback:
+		return 0
+	case j.spec.JudgeOnly():
+		w, _ := j.judgeWeight()
+		return w
+	case j.step < 0:
 		return 0
 	}
 	return j.spec.Steps[j.step].Weight
@@ -778,6 +816,9 @@ func (j *Judge) weight() int {
 // judgedSteps is how many steps are judged: a step at weight 100 is the
 // promotion itself, so it is not judged (there is no baseline left to compare).
 func (j *Judge) judgedSteps() int {
+	if j.spec.JudgeOnly() {
+		return max(j.step+1, 1) // the controller's steps so far
+	}
 	n := len(j.spec.Steps)
 	if j.spec.Steps[n-1].Weight == 100 {
 		n--
@@ -802,6 +843,11 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 			return j.last, nil // not started while paused
 		}
 		j.startStep(0, now)
+		if j.spec.JudgeOnly() {
+			w, src := j.judgeWeight()
+			v := j.verdict(ActionContinue, now, fmt.Sprintf("start: judging canary %s at %d%% (weight %s)", j.spec.Canary, w, weightFrom(src)))
+			return v, nil
+		}
 		v := j.verdict(schemas.ActionSetWeight, now, fmt.Sprintf("start: canary %s at %d%% (step 1 of %d)", j.spec.Canary, j.weight(), j.judgedSteps()))
 		return v, j.command(v)
 	}
@@ -834,9 +880,21 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 		v.Tests, j.last.Tests = tests, tests
 		return v, j.command(v)
 	}
+	if j.spec.JudgeOnly() {
+		return j.decideJudge(now, tests)
+	}
 	st := j.spec.Steps[j.step]
 	elapsed := time.Duration(now - j.stepStart)
 	canaryN := j.arm(j.phase, j.spec.Canary).Requests
+	waiting := j.waiting(st, elapsed, canaryN)
+	gated := st.Approval == ApprovalRequired && j.approved != j.step
+	return j.decideDrive(now, tests, st, elapsed, canaryN, waiting, gated)
+}
+
+// waiting lists what the current step still waits for besides its
+// promotion tests: its minimum duration (in event time and on the wall
+// clock), its minimum canary requests, an operator's resume.
+func (j *Judge) waiting(st Step, elapsed time.Duration, canaryN uint64) []string {
 	var waiting []string
 	if elapsed < time.Duration(st.MinDuration) {
 		waiting = append(waiting, fmt.Sprintf("%s of %s", elapsed.Truncate(time.Second), time.Duration(st.MinDuration)))
@@ -850,7 +908,11 @@ func (j *Judge) Decide(now int64) (Verdict, *schemas.Command) {
 	if j.paused {
 		waiting = append(waiting, "paused ("+j.lastOp("pause")+"; resume to go on)")
 	}
-	gated := st.Approval == ApprovalRequired && j.approved != j.step
+	return waiting
+}
+
+// Decide, continued: drive mode's step.
+func (j *Judge) decideDrive(now int64, tests []TestEvidence, st Step, elapsed time.Duration, canaryN uint64, waiting []string, gated bool) (Verdict, *schemas.Command) {
 	var notYet, proofs []string
 	for _, t := range tests {
 		if t.Role != "promote" {
@@ -1017,7 +1079,10 @@ func (j *Judge) startStep(i int, now int64) {
 	for _, mp := range j.means {
 		_, mp.ni = mp.fresh()
 	}
-	j.srm = SRM{W: float64(j.spec.Steps[i].Weight) / 100}
+	j.srm = SRM{}
+	if j.srmOn() {
+		j.srm.W = float64(j.weight()) / 100
+	}
 	j.phase = map[string]*window.Agg{}
 }
 
@@ -1036,6 +1101,7 @@ func (j *Judge) tests() []TestEvidence {
 			// does not delay its detection.
 			t.EValue = Num(c.ERise())
 		} else {
+			t.Segment = "all"
 			t.Margin = Num(margin)
 			t.EValue = Num(c.ELower(margin))
 		}
@@ -1045,13 +1111,37 @@ func (j *Judge) tests() []TestEvidence {
 		}
 		return t
 	}
+	// A rollback test on requests mixes the pooled e-value with the
+	// per-segment ones (segments.go); its evidence is the half and the
+	// segment that weigh most in the mixture.
+	mixed := func(name string, c *Conditional, seg *segMix, alpha float64) TestEvidence {
+		t := cond(name, "rollback", c, alpha, 0)
+		pooled := float64(t.EValue)
+		es, top, topT := seg.e()
+		t.EValue = Num(pooled/2 + es/2)
+		t.Passed = float64(t.EValue) >= 1/alpha
+		t.Segment = "all"
+		if topT != nil {
+			if v := segWeight(slices.Index(seg.order, top)) * topT.ERise(); !(v > pooled && v > 1) {
+				topT = nil // the pooled half carries the evidence
+			}
+		}
+		if topT != nil {
+			// Bounds at the segment's share of alpha in the mixture.
+			st := cond(name, "rollback", topT, alpha*segWeight(slices.Index(seg.order, top))/2, 0)
+			t.NBaseline, t.NCanary, t.Baseline, t.Canary = st.NBaseline, st.NCanary, st.Baseline, st.Canary
+			t.OddsRatio, t.Lower, t.Upper = st.OddsRatio, st.Lower, st.Upper
+			t.Segment = segText(top)
+		}
+		return t
+	}
 	m := j.spec.Metrics
 	if !m.ErrorRate.Disabled {
-		out = append(out, cond("error_rate", "rollback", &j.rbErr, j.alphaFor("error_rate"), 0))
+		out = append(out, mixed("error_rate", &j.rbErr, &j.segErr, j.alphaFor("error_rate")))
 		out = append(out, cond("error_rate", "promote", &j.stepErr, alphaP, m.ErrorRate.Margin))
 	}
 	for _, lt := range j.lat {
-		out = append(out, cond(lt.name, "rollback", &lt.rb, j.alphaFor(lt.name), 0))
+		out = append(out, mixed(lt.name, &lt.rb, &lt.seg, j.alphaFor(lt.name)))
 		if lt.name == "latency_p95" || lt.spec.Guard {
 			// The margin is in the canary's threshold: non-inferiority is
 			// "odds ratio below 1" on those counts.
@@ -1140,6 +1230,9 @@ func describe(t TestEvidence, s Spec) string {
 		if t.Name == "error_rate" && s.Units == UnitsSessions {
 			what = "sessions with a failed request"
 		}
+		if t.Segment != "" && t.Segment != "all" {
+			what += " of " + t.Segment
+		}
 		if t.Role == "rollback" {
 			return fmt.Sprintf("%s %.2f%% vs %.2f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
 				what, 100*f(t.Canary), 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
@@ -1153,8 +1246,12 @@ func describe(t TestEvidence, s Spec) string {
 			if s.Units == UnitsSessions {
 				units = "canary sessions' median request latencies"
 			}
-			return fmt.Sprintf("%s latency: %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
-				q, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
+			of := ""
+			if t.Segment != "" && t.Segment != "all" {
+				of = " of " + t.Segment
+			}
+			return fmt.Sprintf("%s latency%s: %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
+				q, of, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
 		}
 		return fmt.Sprintf("%s latency within +%.0f%% of baseline (e=%.3g)", q, 100*s.Metrics.Latency.Margin, f(t.EValue))
 	case "tokens", "cost", "context_use", "tool_calls", "eval_score":
@@ -1341,6 +1438,15 @@ func (j *Judge) Restore(last *schemas.Command) bool {
 		return false
 	}
 	at := last.DecidedAt.UnixNano()
+	if j.spec.JudgeOnly() {
+		// Judge mode publishes only its final commands.
+		if !isFinal(last.Action) || last.Step < 0 {
+			return false
+		}
+		j.final, j.step, j.stepStart = last.Action, last.Step, at
+		j.last = Verdict{Rollout: j.spec.Rollout, Action: last.Action, Step: j.step, Weight: last.Weight, Reason: last.Reason, At: last.DecidedAt}
+		return true
+	}
 	switch last.Action {
 	case schemas.ActionPromote, schemas.ActionRollback, schemas.ActionHold:
 		if last.Action == schemas.ActionHold && (last.Step < 0 || last.Step >= len(j.spec.Steps)) {

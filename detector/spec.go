@@ -19,11 +19,21 @@ import (
 // the false-rollback budget and the margins and SLO limits. It is read from
 // YAML (see deploy/rollouts/*.yaml for examples).
 type Spec struct {
-	Rollout  string  `yaml:"rollout"`
-	Baseline string  `yaml:"baseline"`
-	Canary   string  `yaml:"canary"`
-	Steps    []Step  `yaml:"steps"`
-	Alpha    float64 `yaml:"alpha"`
+	Rollout  string `yaml:"rollout"`
+	Baseline string `yaml:"baseline"`
+	Canary   string `yaml:"canary"`
+	// Mode is who moves the traffic: "drive" (the default: canaryd sends
+	// set_weight for each step and the final promote or rollback) or
+	// "judge" (Argo Rollouts, Flagger or a pipeline owns the steps;
+	// canaryd sends no set_weight, learns the weight in force from the
+	// controller's calls, judges each weight as a step and answers whether
+	// the step's gate holds; see judgemode.go). In judge mode Steps is
+	// optional: a step there sets the requirements (min_duration,
+	// min_canary_events, max_duration, approval) of the controller's
+	// weights from its weight up to the next step's.
+	Mode  string  `yaml:"mode" json:",omitempty"` // omitted when empty: drive specs hash as before modes existed (specHash)
+	Steps []Step  `yaml:"steps"`
+	Alpha float64 `yaml:"alpha"`
 	// Settle is how long after each step starts the traffic split is not yet
 	// steady: requests and sessions begun under the previous weight still
 	// end in it, slow ones (timeouts) last. The tests that compare shares
@@ -95,6 +105,24 @@ func (s Spec) Auto() bool { return s.Canary == CanaryAuto }
 func (s Spec) Release(canary string) Spec {
 	s.Canary = canary
 	return s
+}
+
+// Spec.Mode values.
+const (
+	ModeDrive = "drive"
+	ModeJudge = "judge"
+)
+
+// JudgeOnly reports whether a controller owns the rollout's steps (mode:
+// judge).
+func (s Spec) JudgeOnly() bool { return s.Mode == ModeJudge }
+
+// ModeName returns the spec's mode, "drive" when unset.
+func (s Spec) ModeName() string {
+	if s.Mode == "" {
+		return ModeDrive
+	}
+	return s.Mode
 }
 
 // Step.Approval values.
@@ -444,7 +472,14 @@ func (s *Spec) validate(root *yaml.Node) error {
 	if s.Canary == s.Baseline {
 		return bad(fmt.Sprintf("canary and baseline are both %q", s.Canary), "canary")
 	}
-	if len(s.Steps) == 0 {
+	switch s.Mode {
+	case "", ModeJudge:
+	case ModeDrive:
+		s.Mode = "" // the default, stored empty (specHash)
+	default:
+		return bad(fmt.Sprintf("%q: want %q (canaryd sends the steps' weights) or %q (Argo Rollouts, Flagger or a pipeline sets them)", s.Mode, ModeDrive, ModeJudge), "mode")
+	}
+	if len(s.Steps) == 0 && !s.JudgeOnly() {
 		return bad("at least one step is required, e.g. [{weight: 5, min_duration: 1m}, {weight: 100, min_duration: 5m}]", "steps")
 	}
 	prev := 0
@@ -452,6 +487,9 @@ func (s *Spec) validate(root *yaml.Node) error {
 		f := func(name string) []string { return []string{"steps", fmt.Sprint(i), name} }
 		if st.Weight < 1 || st.Weight > 100 {
 			return bad(fmt.Sprintf("weight %d is outside 1..100", st.Weight), f("weight")...)
+		}
+		if st.Weight == 100 && s.JudgeOnly() {
+			return bad("weight 100 in mode: judge: the controller's promotion ends the rollout; a step here sets the requirements of weights below 100", f("weight")...)
 		}
 		if st.Weight <= prev {
 			return bad(fmt.Sprintf("weight %d does not increase over the previous step's %d", st.Weight, prev), f("weight")...)

@@ -27,7 +27,11 @@ import (
 // the step's start. A version 1 state restores with both 0: the current
 // step's minimum duration is then held in event time only, the next step's
 // in both.
-const StateVersion = 2
+//
+// Version 3: the per-segment halves of the rollback tests (SegErr,
+// SegLat; segments.go). A version 1 or 2 state restores with them empty:
+// they start at the restore.
+const StateVersion = 3
 
 // oldestStateVersion is the oldest state version UnmarshalState reads.
 const oldestStateVersion = 1
@@ -51,6 +55,8 @@ type judgeState struct {
 	Windows   int
 
 	RbErr, StepErr, Incidents condState
+	SegErr                    segMixState    // absent in older states: the segment tests start afresh
+	SegLat                    []segMixState  // j.lat order
 	Rates                     [][2]condState // j.rates order (fixed by the spec)
 	Lat                       [][2]condState
 	Means                     [][2]meanState
@@ -70,6 +76,13 @@ type judgeState struct {
 	Approved int // 1 + the step approved, 0 none
 	Attempt  int
 	Audit    []OpRecord
+
+	// Judge mode (judgemode.go); absent (zero) in older states, which
+	// were all of drive mode.
+	Declared  int // 1 + the declared weight, 0 none
+	WSource   string
+	Passed    int // 1 + the step whose gate opened, 0 none
+	PassedWhy string
 }
 
 type condState struct {
@@ -166,18 +179,20 @@ func (j *Judge) MarshalState() ([]byte, error) {
 	st := judgeState{
 		Version: StateVersion, SpecHash: j.specHash, Step: j.step, StepStart: j.stepStart, StepWall: j.stepWall, Final: string(j.final),
 		Now: j.now, Wall: j.wall, Windows: j.windows,
-		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(),
+		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(), SegErr: j.segErr.state(),
 		ToolMix: j.toolMix.state(), ErrMix: j.errMix.state(), Bigrams: j.bigrams.state(),
 		SRM: j.srm, SloErr: j.sloErr, SloLat: j.sloLat,
 		Total: j.total, Phase: j.phase, Sessions: j.sessions, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
 		Last: last, Seen: j.seen,
 		Paused: j.paused, Approved: j.approved + 1, Attempt: j.attempt, Audit: j.audit,
+		Declared: j.declared + 1, WSource: j.wsource, Passed: j.passed + 1, PassedWhy: j.passedWhy,
 	}
 	for _, r := range j.rates {
 		st.Rates = append(st.Rates, [2]condState{r.rb.state(), r.ni.state()})
 	}
 	for _, q := range j.lat {
 		st.Lat = append(st.Lat, [2]condState{q.rb.state(), q.ni.state()})
+		st.SegLat = append(st.SegLat, q.seg.state())
 	}
 	for _, m := range j.means {
 		st.Means = append(st.Means, [2]meanState{m.rb.state(), m.ni.state()})
@@ -213,13 +228,18 @@ func (j *Judge) UnmarshalState(b []byte) error {
 	n.step, n.stepStart, n.final, n.now, n.windows = st.Step, st.StepStart, schemas.Action(st.Final), st.Now, st.Windows
 	n.stepWall, n.wall = st.StepWall, st.Wall // 0 in a version 1 state
 	n.paused, n.approved, n.attempt, n.audit = st.Paused, st.Approved-1, st.Attempt, st.Audit
+	n.declared, n.wsource, n.passed, n.passedWhy = st.Declared-1, st.WSource, st.Passed-1, st.PassedWhy
 	errs := []error{n.rbErr.setState(st.RbErr), n.stepErr.setState(st.StepErr), n.incidents.setState(st.Incidents),
 		n.toolMix.setState(st.ToolMix), n.errMix.setState(st.ErrMix), n.bigrams.setState(st.Bigrams)}
 	for i, r := range n.rates {
 		errs = append(errs, r.rb.setState(st.Rates[i][0]), r.ni.setState(st.Rates[i][1]))
 	}
+	errs = append(errs, n.segErr.setState(st.SegErr))
 	for i, q := range n.lat {
 		errs = append(errs, q.rb.setState(st.Lat[i][0]), q.ni.setState(st.Lat[i][1]))
+		if i < len(st.SegLat) { // absent in older states: the segment tests start afresh
+			errs = append(errs, q.seg.setState(st.SegLat[i]))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

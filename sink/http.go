@@ -99,6 +99,12 @@ var routes = []Route{
 	{"GET", "/v1/rollouts/{id}", Read},
 	{"GET", "/v1/rollouts/{id}/windows", Read},
 	{"POST", "/v1/rollouts/{id}/{action}", Write},
+	// Delivery controllers' calls (controllers.go): they declare what the
+	// controller did to judge-mode rollouts and read the gate. Open like
+	// reads, because Flagger's webhooks cannot carry a token.
+	{"GET", "/v1/rollouts/{id}/judge", Read},
+	{"POST", "/v1/rollouts/{id}/judge", Read},
+	{"POST", "/v1/flagger/{hook}", Read},
 }
 
 // Routes returns the endpoints of the HTTP API.
@@ -262,6 +268,9 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 			}
 		},
 		"POST /v1/rollouts/{id}/{action}": actionHandler(src, ref, cfg),
+		"GET /v1/rollouts/{id}/judge":     judgeHandler(src, ref, cfg),
+		"POST /v1/rollouts/{id}/judge":    judgeHandler(src, ref, cfg),
+		"POST /v1/flagger/{hook}":         flaggerHandler(src, ref, cfg),
 	}
 	off := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		ref.refuse(w, http.StatusForbidden, "actions_off",

@@ -156,6 +156,14 @@ func TestOpenAPIResponses(t *testing.T) {
 		{h, "POST /v1/rollouts/{id}/{action}", "/v1/rollouts/a/pause", "", "", 401, "error"},
 		{off, "POST /v1/rollouts/{id}/{action}", "/v1/rollouts/a/pause", tokenA, "", 403, "error"},
 		{sink.Handler(statuses{}, nil, nil), "POST /v1/rollouts/{id}/{action}", "/v1/rollouts/a/pause", "", "", 403, "error"},
+		{h, "GET /v1/rollouts/{id}/judge", "/v1/rollouts/" + judged.st.Rollout + "/judge", "", "", 200, "e_values"},
+		{h, "GET /v1/rollouts/{id}/judge", "/v1/rollouts/" + fresh.Rollout + "/judge?controller=argo", "", "", 200, "verdict"},
+		{h, "GET /v1/rollouts/{id}/judge", "/v1/rollouts/a/judge?weight=120", "", "", 400, "error"},
+		{h, "GET /v1/rollouts/{id}/judge", "/v1/rollouts/nope/judge", "", "", 404, "error"},
+		{h, "GET /v1/rollouts/{id}/judge", "/v1/rollouts/" + fresh.Rollout + "/judge?weight=20", "", "", 409, "error"},
+		{h, "POST /v1/rollouts/{id}/judge", "/v1/rollouts/" + judged.st.Rollout + "/judge", "", `{"controller":"argo"}`, 200, "final"},
+		{h, "POST /v1/rollouts/{id}/judge", "/v1/rollouts/a/judge", "", `{"weight":"x"}`, 400, "error"},
+		{h, "POST /v1/flagger/{hook}", "/v1/flagger/frobnicate", "", `{"name":"a","namespace":"n"}`, 400, "error"},
 	} {
 		name := tc.route + " " + tc.path
 		code, body := call(t, tc.h, strings.Fields(tc.route)[0], tc.path, tc.token, tc.body)

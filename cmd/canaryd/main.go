@@ -358,7 +358,14 @@ func validateCmd(args []string, out io.Writer) error {
 			for _, st := range s.Steps {
 				steps = append(steps, fmt.Sprintf("%d%%", st.Weight))
 			}
-			fmt.Fprintf(out, "%s:%d: rollout %s: %s → %s, steps %s, alpha %g, units %s: ok\n", s.File, s.Line, s.Rollout, s.Baseline, s.Canary, strings.Join(steps, " → "), s.Alpha, s.Units)
+			mode := ""
+			if s.JudgeOnly() {
+				mode = ", mode judge (a controller sets the weights)"
+				if len(steps) == 0 {
+					steps = []string{"the controller's"}
+				}
+			}
+			fmt.Fprintf(out, "%s:%d: rollout %s: %s → %s, steps %s, alpha %g, units %s%s: ok\n", s.File, s.Line, s.Rollout, s.Baseline, s.Canary, strings.Join(steps, " → "), s.Alpha, s.Units, mode)
 		}
 	}
 	return nil

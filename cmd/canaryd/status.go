@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"unicode/utf8"
+
+	"github.com/inferensys/canaryd/detector"
 )
 
 const statusUsage = `canaryd status — rollouts as the server sees them
@@ -86,7 +88,13 @@ func statusCmd(ctx context.Context, args []string, lookup func(string) (string, 
 		if action == "" {
 			action = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s → %s\t%s\t%s\t%d%%\t%s\t%s\n", s.Rollout, s.Baseline, s.release(), s.phase(), s.stepText(), s.Weight, action, cut(oneLine(s.Verdict.Reason), reasonWidth))
+		weight := fmt.Sprintf("%d%%", s.Weight)
+		if s.Mode == detector.ModeJudge {
+			// Judge mode: who set the weight, and the gate a controller reads.
+			weight += " (" + s.WeightSource + ")"
+			action = s.Gate
+		}
+		fmt.Fprintf(tw, "%s\t%s → %s\t%s\t%s\t%s\t%s\t%s\n", s.Rollout, s.Baseline, s.release(), s.phase(), s.stepText(), weight, action, cut(oneLine(s.Verdict.Reason), reasonWidth))
 	}
 	return tw.Flush()
 }

@@ -58,7 +58,7 @@ func (d *Daemon) Act(_ context.Context, rollout, action string, req sink.ActionR
 			d.judges[rollout] = n
 		}
 	case "start":
-		err = d.startRelease(j, req, op)
+		err = d.startRelease(j, "", req, op)
 	default:
 		return detector.Status{}, fmt.Errorf("%w: %s", sink.ErrUnknownAction, action)
 	}
@@ -78,10 +78,14 @@ func (d *Daemon) Act(_ context.Context, rollout, action string, req sink.ActionR
 
 // startRelease starts a release of j's rollout with the request's canary version,
 // deployment id and commit (a pipeline's explicit start): j ends as
-// superseded, and the new release's commands carry what is rolled out.
-// Called with d.mu held.
-func (d *Daemon) startRelease(j *detector.Judge, req sink.ActionRequest, op detector.OpRecord) error {
+// superseded, and the new release's commands carry what is rolled out. A
+// baseline other than "" replaces the spec's (a controller's call in judge
+// mode). Called with d.mu held.
+func (d *Daemon) startRelease(j *detector.Judge, baseline string, req sink.ActionRequest, op detector.OpRecord) error {
 	s := j.Spec()
+	if baseline != "" {
+		s.Baseline = baseline
+	}
 	switch {
 	case req.Canary == "":
 		return fmt.Errorf("%w: start needs the canary version to roll out (\"canary\")", sink.ErrInvalidAction)

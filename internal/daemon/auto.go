@@ -53,7 +53,7 @@ func (d *Daemon) autoRelease(tpl detector.Spec, j *detector.Judge, c window.Clos
 	best, bestN := "", uint64(0)
 	for _, v := range slices.Sorted(maps.Keys(counts)) {
 		n := counts[v]
-		if v == tpl.Baseline || v == window.OtherName || d.judgedVersion(c.Rollout, v) || (j != nil && v == j.Spec().Canary) {
+		if v == tpl.Baseline || v == window.OtherName || d.judgedVersion(c.Rollout, v) || (j != nil && (v == j.Spec().Canary || v == j.Spec().Baseline)) {
 			continue
 		}
 		if n >= autoMinRequests && n > bestN {
@@ -88,6 +88,14 @@ func (d *Daemon) judgedVersion(rollout, version string) bool {
 // autoStatus is the status of a canary: auto rollout with no release yet.
 func autoStatus(tpl detector.Spec) detector.Status {
 	return detector.Status{Rollout: tpl.Rollout, Baseline: tpl.Baseline, Canary: tpl.Canary, Step: -1,
+		Mode: tpl.ModeName(), Gate: detector.GateWait, WeightSource: weightSourceNone(tpl),
 		Verdict: detector.Verdict{Rollout: tpl.Rollout, Action: detector.ActionContinue, Step: -1,
 			Reason: fmt.Sprintf("canary: auto: waiting for events of a version other than the baseline %s", tpl.Baseline)}}
+}
+
+func weightSourceNone(tpl detector.Spec) string {
+	if tpl.JudgeOnly() {
+		return detector.WeightNone
+	}
+	return detector.WeightCanaryd
 }

@@ -83,6 +83,7 @@ type Daemon struct {
 	// their versions judged per rollout, newest last.
 	autoSpecs map[string]detector.Spec
 	judged    map[string][]string
+	revisions map[string]revision // per rollout, the controller's revision its release was called about
 
 	reloadReq  chan struct{} // Reload's requests, buffered 1
 	rulesErr   string        // the last OTLP rules reload error (watchSpecs' goroutine only)
@@ -108,8 +109,10 @@ func New(cfg Config) (*Daemon, error) {
 		return 0
 	})
 	d.fileSpecs, d.autoSpecs, d.judged = map[string]detector.Spec{}, map[string]detector.Spec{}, map[string][]string{}
+	d.revisions = map[string]revision{}
 	for _, s := range cfg.Specs {
 		d.fileSpecs[s.Rollout] = s
+		d.watchGate(s.Rollout)
 		if s.Auto() {
 			d.autoSpecs[s.Rollout] = s // a release starts with the first new version
 			continue

@@ -176,6 +176,7 @@ func (d *Daemon) applySpecs(ss []detector.Spec) int {
 // next release). Called with d.mu held.
 func (d *Daemon) applyAuto(tpl detector.Spec, j *detector.Judge) {
 	d.autoSpecs[tpl.Rollout] = tpl
+	d.watchGate(tpl.Rollout)
 	switch {
 	case j == nil:
 		d.cfg.Logger.Info("spec reload: canary: auto rollout", "rollout", tpl.Rollout, "baseline", tpl.Baseline)
@@ -198,6 +199,7 @@ func (d *Daemon) applyAuto(tpl detector.Spec, j *detector.Judge) {
 func (d *Daemon) newJudge(s detector.Spec) *detector.Judge {
 	j := detector.NewJudge(s)
 	j.SetSeqBase(d.seqBase(s))
+	d.watchGate(s.Rollout)
 	delete(d.saved, s.Rollout)
 	return j
 }
