@@ -253,13 +253,14 @@ func startController(t *testing.T) *controller {
 	kube := k8sfake.NewSimpleClientset()
 	i := informers.NewSharedInformerFactory(client, 0)
 	ki := kubeinformers.NewSharedInformerFactory(kube, 0)
+	q := workqueue.NewNamedRateLimitingQueue(queue.DefaultArgoRolloutsRateLimiter(), "AnalysisRuns")
 	c := analysis.NewController(analysis.ControllerConfig{
 		KubeClientSet:        kube,
 		ArgoProjClientset:    client,
 		AnalysisRunInformer:  i.Argoproj().V1alpha1().AnalysisRuns(),
 		JobInformer:          ki.Batch().V1().Jobs(),
 		JobPodsInformer:      ki.Core().V1().Pods(),
-		AnalysisRunWorkQueue: workqueue.NewNamedRateLimitingQueue(queue.DefaultArgoRolloutsRateLimiter(), "AnalysisRuns"),
+		AnalysisRunWorkQueue: q,
 		MetricsServer: metrics.NewMetricsServer(metrics.ServerConfig{
 			Addr: "127.0.0.1:0", K8SRequestProvider: &metrics.K8sRequestsCountProvider{}}),
 		Recorder: record.NewFakeEventRecorder(),
@@ -277,7 +278,10 @@ func startController(t *testing.T) *controller {
 		}
 	}()
 	t.Cleanup(func() {
+		// Run's workers leave only when the queue shuts down (the rollouts
+		// controller's manager does that in the real process).
 		cancel()
+		q.ShutDown()
 		<-done
 		i.Shutdown()
 		ki.Shutdown()

@@ -310,12 +310,26 @@ type Traffic struct {
 	PerSecond int
 	Weight    int
 
-	rng    *rand.Rand
-	now    time.Time // event time of the next second
-	counts []int     // requests produced per second, from start
-	start  time.Time
-	seq    int
+	rng      *rand.Rand
+	now      time.Time // event time of the next second
+	produced []second  // the seconds produced, in order
+	lastWall time.Time // wall clock of the last Second
+	seq      int
 }
+
+// second is one second of event time that Second produced.
+type second struct {
+	start time.Time
+	n     int
+}
+
+// idleSkip is how long the test may leave the stream quiet before Second
+// moves event time on by the wall time that passed. canaryd closes a quiet
+// partition's windows by the wall clock after 3 windows (3 s) of it, as far
+// as the wall clock minus the lag with which events arrived: a stream that
+// fast-forwards event time and then pauses would find its next events
+// behind that watermark, dropped as late.
+const idleSkip = 2 * time.Second
 
 // NewTraffic returns traffic whose event time starts at start (truncated to
 // the second). Start it in the past, at most --evict-after (1 h) ago, so
@@ -324,7 +338,7 @@ type Traffic struct {
 func NewTraffic(rollout string, baseline, canary Arm, perSecond, weight int, start time.Time, seed uint64) *Traffic {
 	start = start.Truncate(time.Second)
 	return &Traffic{Rollout: rollout, Baseline: baseline, Canary: canary, PerSecond: perSecond, Weight: weight,
-		rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), now: start, start: start}
+		rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), now: start}
 }
 
 // Now is the event time of the next second Second produces.
@@ -332,8 +346,13 @@ func (tr *Traffic) Now() time.Time { return tr.now }
 
 // Second returns the events of the next second of event time: PerSecond
 // llm requests, Weight% of them (rounded) of the canary, in random order
-// and at random times within the second.
+// and at random times within the second. After a pause of the test longer
+// than idleSkip, the second starts later by the pause and a second more
+// (see idleSkip): a gap of event time without events.
 func (tr *Traffic) Second() []Event {
+	if wall := time.Now(); !tr.lastWall.IsZero() && wall.Sub(tr.lastWall) > idleSkip {
+		tr.now = tr.now.Add(wall.Sub(tr.lastWall).Truncate(time.Second) + time.Second)
+	}
 	nc := int(math.Round(float64(tr.PerSecond) * float64(tr.Weight) / 100))
 	events := make([]Event, 0, tr.PerSecond)
 	for i := range tr.PerSecond {
@@ -353,8 +372,9 @@ func (tr *Traffic) Second() []Event {
 		events = append(events, e)
 	}
 	tr.rng.Shuffle(len(events), func(i, j int) { events[i], events[j] = events[j], events[i] })
-	tr.counts = append(tr.counts, tr.PerSecond)
+	tr.produced = append(tr.produced, second{tr.now, tr.PerSecond})
 	tr.now = tr.now.Add(time.Second)
+	tr.lastWall = time.Now()
 	return events
 }
 
@@ -362,15 +382,17 @@ func (tr *Traffic) Second() []Event {
 // newest of them has closed: those more than a window and the lateness
 // before the newest event time.
 func (tr *Traffic) Closed() int {
-	// The newest events are in the last second produced; its earliest
-	// possible time bounds the watermark from below. A 1 s window [s, s+1)
-	// closes once the watermark (newest - lateness) passes s+1.
-	last := len(tr.counts) - 1
+	// The newest events are in the last second produced; its start bounds
+	// the watermark (newest - lateness) from below. A 1 s window [s, s+1)
+	// closes once the watermark passes s+1.
+	if len(tr.produced) == 0 {
+		return 0
+	}
+	last := tr.produced[len(tr.produced)-1].start
 	n := 0
-	for i := range tr.counts {
-		end := time.Duration(i+1) * time.Second
-		if end+Lateness <= time.Duration(last)*time.Second {
-			n += tr.counts[i]
+	for _, s := range tr.produced {
+		if !s.start.Add(Window + Lateness).After(last) {
+			n += s.n
 		}
 	}
 	return n
