@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/inferensys/canaryd/internal/canarydtest"
 )
 
 // kubernetesVersion is the Kubernetes release whose schemas the manifests
@@ -34,6 +36,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(tmpDir)
+	canarydtest.Cleanup()
 	os.Exit(code)
 }
 

@@ -3,14 +3,11 @@ package flagger
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -312,9 +309,3 @@ func verdict(t *testing.T, base, rollout string) map[string]any {
 	}
 	return v
 }
-
-var (
-	_ = errors.Is
-	_ = slices.Contains[[]string]
-	_ = strconv.Itoa
-)

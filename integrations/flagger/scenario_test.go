@@ -7,6 +7,7 @@ import (
 	"time"
 
 	flaggerv1 "github.com/fluxcd/flagger/pkg/apis/flagger/v1beta1"
+	"github.com/fluxcd/flagger/pkg/controller"
 
 	"github.com/inferensys/canaryd/internal/canarydtest"
 )
@@ -279,7 +280,7 @@ func TestUnreachable(t *testing.T) {
 	}
 	for _, w := range f.cd.Spec.Analysis.Webhooks {
 		if w.Type == flaggerv1.EventHook {
-			if err := controller_CallEventWebhook(f, w); err == nil {
+			if err := controller.CallEventWebhook(f.cd, w, "Starting canary analysis for support-agent.agents", "Normal"); err == nil {
 				t.Error("event hook: no error; want one")
 			}
 		}

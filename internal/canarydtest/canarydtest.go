@@ -88,10 +88,15 @@ var binDir string
 //	func TestMain(m *testing.M) { canarydtest.Main(m) }
 func Main(m *testing.M) {
 	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
+
+// Cleanup removes the binary [Binary] built, for a TestMain of its own.
+func Cleanup() {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
-	os.Exit(code)
 }
 
 // Canaryd is a running canaryd process with its own kfake broker.
