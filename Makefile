@@ -19,7 +19,13 @@ with_kafka = if [[ -z "$${KAFKA_BROKERS:-}" ]]; then \
 	echo "Apache Kafka $${KAFKA_VERSION:-?} at $$KAFKA_BROKERS"; \
 	$(1)
 
-.PHONY: all build deps test test-race test-short demo bench bench-detector lint fmt vet fuzz kafka-fetch clean
+.PHONY: all build deps test test-race test-short test-integrations demo bench bench-detector lint fmt vet fuzz kafka-fetch clean
+
+# INTEGRATION_MODULES: modules of their own (the controllers' Kubernetes
+# libraries differ from each other's), each testing canaryd with a delivery
+# controller's own client code (deploy/controllers.md). go test ./... of this
+# module does not enter them.
+INTEGRATION_MODULES := integrations/argo integrations/flagger
 
 all: build
 
@@ -40,7 +46,8 @@ DEPS_APT := kcat:kcat mvn:maven java:openjdk-17-jre-headless openssl:openssl pyt
 ## deps: what make test needs besides Go: kcat, Maven, Java 17, Python 3 with
 ## venv (installed with apt-get when run as root on Debian, otherwise named
 ## with the command that installs them), the broker's jars in the cache
-## (scripts/kafka.sh fetch) and pyarrow in a cached venv (scripts/pydeps.sh).
+## (scripts/kafka.sh fetch), pyarrow in a cached venv (scripts/pydeps.sh) and
+## the integration modules' dependencies (go mod download in each).
 ## Idempotent; make test and .ci/run call it.
 deps:
 	@missing=(); \
@@ -65,6 +72,7 @@ deps:
 	fi
 	@scripts/kafka.sh fetch
 	@scripts/pydeps.sh >/dev/null
+	@for m in $(INTEGRATION_MODULES); do (cd $$m && go mod download); done
 
 # TEST_P: packages whose tests run at once (go test -p); TEST_PARALLEL: tests
 # of one package that run at once (those that call t.Parallel: the integration
@@ -77,6 +85,7 @@ TEST_PARALLEL ?= 4
 ## (pyarrow, which reads the Arrow export in a test, goes into a cached venv)
 test: deps
 	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -p $(TEST_P) -parallel $(TEST_PARALLEL) -count=1 -timeout 20m $(GO_TEST_PKGS))
+	@$(MAKE) --no-print-directory test-integrations
 
 test-race: deps
 	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -p $(TEST_P) -parallel $(TEST_PARALLEL) -race -count=1 -timeout 30m $(GO_TEST_PKGS))
@@ -84,6 +93,19 @@ test-race: deps
 ## test-short: no real broker (kfake only), short statistical tests
 test-short:
 	CANARYD_PYTHON=$$(scripts/pydeps.sh) CANARYD_KAFKA=kfake go test -short -count=1 $(GO_TEST_PKGS)
+	@$(MAKE) --no-print-directory test-integrations INTEGRATION_FLAGS=-short
+
+## test-integrations: each integration module's tests (go test ./... in it):
+## the examples in deploy/argo and deploy/flagger parsed by the controllers'
+## own types and run with their own client code against a canaryd built from
+## this tree (an in-process kfake broker; no real Kafka needed). About 5 s
+## each once built; building Argo's and Flagger's dependencies from a cold
+## cache takes minutes. INTEGRATION_FLAGS=-short skips the scenarios.
+test-integrations:
+	@for m in $(INTEGRATION_MODULES); do \
+		echo "go test ./... in $$m"; \
+		(cd $$m && go test -count=1 -timeout 20m $(INTEGRATION_FLAGS) ./...); \
+	done
 
 ## demo: embedded broker + simulated fleet + canaryd; exits 0 when the good
 ## canary is promoted and the bad one rolled back
@@ -116,6 +138,7 @@ lint: vet
 
 vet:
 	go vet ./...
+	@for m in $(INTEGRATION_MODULES); do echo "go vet ./... in $$m"; (cd $$m && go vet ./...); done
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -277,12 +277,17 @@ func TestUnreachable(t *testing.T) {
 			t.Errorf("%s: measurement %s (%s); want Error", run.Name, m.Phase, m.Message)
 		}
 	}
+	// Argo retries an Error after 10 s (DefaultErrorRetryInterval), not
+	// after the interval: the two runs take 20 s each, side by side.
 	ctl := startController(t)
 	for _, run := range []*v1alpha1.AnalysisRun{fast(gate, nil, ptr(2)), fast(guard, nil, ptr(2))} {
-		got := ctl.analyze(t, run, nil)
-		if got.Status.Phase != v1alpha1.AnalysisPhaseError || got.Status.MetricResults[0].ConsecutiveError != 3 {
-			t.Errorf("%s: run %s after %d consecutive errors; want Error after 3: %s", run.Name, got.Status.Phase,
-				got.Status.MetricResults[0].ConsecutiveError, phases(got))
-		}
+		t.Run(run.Name, func(t *testing.T) {
+			t.Parallel()
+			got := ctl.analyze(t, run, nil)
+			if got.Status.Phase != v1alpha1.AnalysisPhaseError || got.Status.MetricResults[0].ConsecutiveError != 3 {
+				t.Errorf("run %s after %d consecutive errors; want Error after 3: %s", got.Status.Phase,
+					got.Status.MetricResults[0].ConsecutiveError, phases(got))
+			}
+		})
 	}
 }
