@@ -13,6 +13,7 @@ import (
 	"github.com/argoproj/argo-rollouts/controller/metrics"
 	"github.com/argoproj/argo-rollouts/metricproviders"
 	"github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
+	"github.com/argoproj/argo-rollouts/pkg/apis/rollouts/validation"
 	"github.com/argoproj/argo-rollouts/pkg/client/clientset/versioned/fake"
 	informers "github.com/argoproj/argo-rollouts/pkg/client/informers/externalversions"
 	analysisutil "github.com/argoproj/argo-rollouts/utils/analysis"
@@ -158,27 +159,53 @@ func TestExamplesParse(t *testing.T) {
 			if m.Provider.Web == nil || m.Provider.Web.JSONPath != "{$.verdict}" {
 				t.Errorf("%s/%s: want the web provider reading {$.verdict}", name, m.Name)
 			}
-			if m.Interval != "30s" || m.Count != nil || intOr(m.FailureLimit, 0) != 0 || intOr(m.ConsecutiveErrorLimit, -1) != 10 {
-				t.Errorf("%s/%s: interval %q count %v failureLimit %v consecutiveErrorLimit %v; want 30s, none, 0, 10",
-					name, m.Name, m.Interval, m.Count, m.FailureLimit, m.ConsecutiveErrorLimit)
+			if m.Interval != "30s" || intOr(m.FailureLimit, 0) != 0 || intOr(m.ConsecutiveErrorLimit, -1) != 10 {
+				t.Errorf("%s/%s: interval %q failureLimit %v consecutiveErrorLimit %v; want 30s, 0, 10",
+					name, m.Name, m.Interval, m.FailureLimit, m.ConsecutiveErrorLimit)
 			}
 		}
 	}
 	g := gate.Spec.Metrics[0]
+	// count and inconclusiveLimit are the budget: 120 measurements without
+	// pass end the run Inconclusive (an inconclusiveLimit below count - 1
+	// would end it earlier).
 	if g.SuccessCondition != `result == "pass"` || g.FailureCondition != `result == "fail"` ||
-		intOr(g.ConsecutiveSuccessLimit, 0) != 1 || intOr(g.InconclusiveLimit, 0) != 120 {
-		t.Errorf("canaryd-gate: success %q failure %q consecutiveSuccessLimit %v inconclusiveLimit %v; want pass, fail, 1, 120",
-			g.SuccessCondition, g.FailureCondition, g.ConsecutiveSuccessLimit, g.InconclusiveLimit)
+		intOr(g.ConsecutiveSuccessLimit, 0) != 1 || intOr(g.Count, 0) != 120 || intOr(g.InconclusiveLimit, 0) != 120 {
+		t.Errorf("canaryd-gate: success %q failure %q consecutiveSuccessLimit %v count %v inconclusiveLimit %v; want pass, fail, 1, 120, 120",
+			g.SuccessCondition, g.FailureCondition, g.ConsecutiveSuccessLimit, g.Count, g.InconclusiveLimit)
 	}
 	b := guard.Spec.Metrics[0]
 	// A success condition or a consecutiveSuccessLimit would end the guard
 	// at its first pass and leave the rest of the rollout unguarded.
-	if b.SuccessCondition != "" || b.FailureCondition != `result == "fail"` || b.ConsecutiveSuccessLimit != nil {
-		t.Errorf("canaryd-guard: success %q failure %q consecutiveSuccessLimit %v; want none, fail, none",
-			b.SuccessCondition, b.FailureCondition, b.ConsecutiveSuccessLimit)
+	if b.SuccessCondition != "" || b.FailureCondition != `result == "fail"` || b.ConsecutiveSuccessLimit != nil || b.Count != nil {
+		t.Errorf("canaryd-guard: success %q failure %q consecutiveSuccessLimit %v count %v; want none, fail, none, none",
+			b.SuccessCondition, b.FailureCondition, b.ConsecutiveSuccessLimit, b.Count)
 	}
 
 	ro := rollout(t)
+	// The rollout controller's own checks: the spec, and the templates it
+	// references as it gathers them (getRolloutReferencedResources): each
+	// analysis step's as InlineAnalysis with its index, the background
+	// one's as BackgroundAnalysis. A step's metric must not run
+	// indefinitely (a count), or the rollout is InvalidSpec.
+	for _, err := range validation.ValidateRollout(ro) {
+		t.Errorf("Argo refuses the rollout: %v", err)
+	}
+	var refs validation.ReferencedResources
+	for i, s := range ro.Spec.Strategy.Canary.Steps {
+		if s.Analysis != nil {
+			refs.AnalysisTemplatesWithType = append(refs.AnalysisTemplatesWithType, validation.AnalysisTemplatesWithType{
+				AnalysisTemplates: referenced(t, tpls, s.Analysis.Templates), TemplateType: validation.InlineAnalysis,
+				CanaryStepIndex: i, Args: s.Analysis.Args})
+		}
+	}
+	if a := ro.Spec.Strategy.Canary.Analysis; a != nil {
+		refs.AnalysisTemplatesWithType = append(refs.AnalysisTemplatesWithType, validation.AnalysisTemplatesWithType{
+			AnalysisTemplates: referenced(t, tpls, a.Templates), TemplateType: validation.BackgroundAnalysis, Args: a.Args})
+	}
+	for _, err := range validation.ValidateRolloutReferencedResources(ro, refs) {
+		t.Errorf("Argo refuses the rollout's analysis: %v", err)
+	}
 	c := ro.Spec.Strategy.Canary
 	if c == nil || c.TrafficRouting == nil || c.TrafficRouting.Istio == nil {
 		t.Fatal("rollout: want a canary strategy with Istio traffic routing")
@@ -212,6 +239,21 @@ func TestExamplesParse(t *testing.T) {
 	if gates < 2 {
 		t.Errorf("rollout: %d canaryd-gate steps; want one after each setWeight", gates)
 	}
+}
+
+// referenced returns the templates refs name, deep copies (validation
+// fills in placeholder values).
+func referenced(t *testing.T, tpls map[string]*v1alpha1.AnalysisTemplate, refs []v1alpha1.AnalysisTemplateRef) []*v1alpha1.AnalysisTemplate {
+	t.Helper()
+	var out []*v1alpha1.AnalysisTemplate
+	for _, r := range refs {
+		tpl, ok := tpls[r.TemplateName]
+		if !ok || (r.ClusterScope != nil && *r.ClusterScope) {
+			t.Fatalf("rollout references template %s (cluster scope %v), not in %s", r.TemplateName, r.ClusterScope, templatesFile)
+		}
+		out = append(out, tpl.DeepCopy())
+	}
+	return out
 }
 
 func keys[V any](m map[string]V) []string {

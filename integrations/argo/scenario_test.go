@@ -78,14 +78,15 @@ func (a *argo) measure(run *v1alpha1.AnalysisRun) v1alpha1.Measurement {
 
 // fast returns run with the metric's interval and limits changed for a
 // run of the real analysis controller that ends in seconds rather than in
-// the examples' hour: interval 1s, and the given limits where not nil.
-func fast(run *v1alpha1.AnalysisRun, inconclusiveLimit, consecutiveErrorLimit *int) *v1alpha1.AnalysisRun {
+// the examples' hour: interval 1s; budget, when not nil, as both count and
+// inconclusiveLimit (the examples' 120); consecutiveErrorLimit when not nil.
+func fast(run *v1alpha1.AnalysisRun, budget, consecutiveErrorLimit *int) *v1alpha1.AnalysisRun {
 	run = run.DeepCopy()
 	m := &run.Spec.Metrics[0]
 	m.Interval = "1s"
-	if inconclusiveLimit != nil {
-		v := intstr.FromInt(*inconclusiveLimit)
-		m.InconclusiveLimit = &v
+	if budget != nil {
+		v := intstr.FromInt(*budget)
+		m.Count, m.InconclusiveLimit = &v, &v
 	}
 	if consecutiveErrorLimit != nil {
 		v := intstr.FromInt(*consecutiveErrorLimit)
@@ -203,9 +204,8 @@ func TestBadCanary(t *testing.T) {
 // TestLowTraffic: a good canary with little traffic (2 canary requests a
 // second at 10%) for 30 minutes of event time is never Failed by the gate
 // or the guard; while the evidence is short the gate is Inconclusive, and
-// Argo's controller ends a run whose inconclusiveLimit is spent
-// Inconclusive (Argo pauses the rollout) while a guard run stays
-// Successful. A failure by luck needs canaryd to roll a good canary back:
+// Argo's controller ends a run whose budget is spent Inconclusive (Argo
+// pauses the rollout) while a guard run stays Successful. A failure by luck needs canaryd to roll a good canary back:
 // at most alpha = 1e-4.
 func TestLowTraffic(t *testing.T) {
 	if testing.Short() {
@@ -220,14 +220,14 @@ func TestLowTraffic(t *testing.T) {
 	}
 	c.Sync(tr)
 
-	// With the evidence this short, Argo's controller: the gate with
-	// inconclusiveLimit 2 ends Inconclusive at its third wait; the guard,
-	// terminated after three measurements as a finished rollout does,
-	// ends Successful.
+	// With the evidence this short, Argo's controller: the gate with a
+	// budget of 3 (count and inconclusiveLimit, the examples' 120) ends
+	// Inconclusive at its third wait; the guard, terminated after three
+	// measurements as a finished rollout does, ends Successful.
 	ctl := startController(t)
-	run := ctl.analyze(t, fast(gate, ptr(2), nil), nil)
-	if run.Status.Phase != v1alpha1.AnalysisPhaseInconclusive {
-		t.Errorf("gate run %s; want Inconclusive: %s", run.Status.Phase, phases(run))
+	run := ctl.analyze(t, fast(gate, ptr(3), nil), nil)
+	if run.Status.Phase != v1alpha1.AnalysisPhaseInconclusive || run.Status.MetricResults[0].Inconclusive != 3 {
+		t.Errorf("gate run %s; want Inconclusive after 3 measurements: %s", run.Status.Phase, phases(run))
 	}
 	run = ctl.analyze(t, fast(a.guard, nil, nil), func(r *v1alpha1.AnalysisRun) bool {
 		if measurements(r) < 3 {
