@@ -291,3 +291,48 @@ func TestUnreachable(t *testing.T) {
 		})
 	}
 }
+
+// TestHold: Argo declares 10% but the traffic splits 30/70, as when the
+// routing is not what Argo set: canaryd's SRM check holds the release. The
+// gate measures hold, Inconclusive (Argo pauses once the budget is spent),
+// and the guard stays Successful: never Failed. It fails by luck if the
+// SRM check does not fire within 120 s of 300 canary requests/s against
+// the 100/s declared (it needs a few hundred requests; fixed seed: the
+// same outcome at every run), or if canaryd rolls the good canary back
+// first (at most alpha = 1e-4).
+//
+// The spec's settle is 5 s here: canaryd checks the split only after a
+// step's settle (default 1 min), and the step's min_duration (20 s) would
+// let the gate pass before that.
+func TestHold(t *testing.T) {
+	if testing.Short() {
+		t.Skip("produces minutes of event time")
+	}
+	c := canarydtest.Start(t, judgeSpec+"settle: 5s\n")
+	a := newArgo(t, c)
+	tr := canarydtest.NewTraffic("support-agent", base, good, 1000, 30, time.Now().Add(-50*time.Minute), 4)
+	gate := a.gate(10)
+	a.measure(gate)
+	var m v1alpha1.Measurement
+	for s := 1; s <= 120 && m.Value != `"hold"`; s++ {
+		a.c.Produce(tr.Second())
+		if s%5 != 0 {
+			continue
+		}
+		a.c.Sync(tr)
+		m = a.measure(gate)
+		g := a.measure(a.guard)
+		if m.Phase != v1alpha1.AnalysisPhaseInconclusive || g.Phase != v1alpha1.AnalysisPhaseSuccessful {
+			t.Fatalf("after %ds: gate %s (%s %s), guard %s (%s %s); want Inconclusive and Successful", s,
+				m.Phase, m.Value, m.Message, g.Phase, g.Value, g.Message)
+		}
+	}
+	if m.Value != `"hold"` {
+		t.Fatalf("gate %s (%s) after 120 s at 30%% declared as 10%%; want hold", m.Phase, m.Value)
+	}
+	ctl := startController(t)
+	run := ctl.analyze(t, fast(gate, ptr(3), nil), nil)
+	if run.Status.Phase != v1alpha1.AnalysisPhaseInconclusive {
+		t.Errorf("gate run %s; want Inconclusive: %s", run.Status.Phase, phases(run))
+	}
+}

@@ -49,13 +49,14 @@ type sim struct {
 	tr *canarydtest.Traffic
 
 	weight       int
+	skew         int // the traffic's canary share is weight × skew (0: ×1)
 	failedChecks int
 	ended        string // promoted, rolled back
 	log          []string
 }
 
-func newSim(t *testing.T, canaryArm canarydtest.Arm, perSecond int, seed uint64) *sim {
-	c := canarydtest.Start(t, judgeSpec)
+func newSim(t *testing.T, spec string, canaryArm canarydtest.Arm, perSecond int, seed uint64) *sim {
+	c := canarydtest.Start(t, spec)
 	f := newFlagger(t, c.URL)
 	for i := range f.cd.Spec.Analysis.Webhooks {
 		w := &f.cd.Spec.Analysis.Webhooks[i]
@@ -89,6 +90,11 @@ func (s *sim) must(ht flaggerv1.HookType) answer {
 // first interval at weight 0 with its pre-rollout hooks.
 func (s *sim) begin() {
 	s.t.Helper()
+	// canaryd exports the gate of every rollout in its specs from its
+	// start, so the metric has a value before the first release.
+	if val, ok, err := s.check(); err != nil || !ok || val != 0 {
+		s.t.Fatalf("metric before the analysis: %v ok=%v err=%v; want 0 (wait)", val, ok, err)
+	}
 	s.event(false, "New revision detected! Scaling up %s.%s", s.cd.Spec.TargetRef.Name, s.cd.Namespace)
 	if a := s.must(flaggerv1.ConfirmRolloutHook); a != yes {
 		s.t.Fatal("confirm-rollout: no; want yes for a known rollout")
@@ -136,7 +142,7 @@ func (s *sim) interval() bool {
 			return false
 		}
 		s.weight = min(s.weight+a.StepWeight, a.MaxWeight)
-		s.tr.Weight = s.weight
+		s.tr.Weight = s.weight * max(s.skew, 1)
 		s.event(false, "Advance %s.%s canary weight %d", s.cd.Name, s.cd.Namespace, s.weight)
 		return false
 	}
@@ -201,7 +207,7 @@ func TestHealthyCanary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("produces minutes of event time")
 	}
-	s := newSim(t, good, 1000, 1)
+	s := newSim(t, judgeSpec, good, 1000, 1)
 	sec := s.run(5, 600)
 	if s.ended != "promoted" {
 		s.dump()
@@ -223,7 +229,7 @@ func TestBadCanary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("produces minutes of event time")
 	}
-	s := newSim(t, bad, 1000, 2)
+	s := newSim(t, judgeSpec, bad, 1000, 2)
 	sec := s.run(5, 300)
 	if s.ended != "rolled back" {
 		s.dump()
@@ -249,7 +255,7 @@ func TestLowTraffic(t *testing.T) {
 	if testing.Short() {
 		t.Skip("produces 30 minutes of event time")
 	}
-	s := newSim(t, good, 20, 3)
+	s := newSim(t, judgeSpec, good, 20, 3)
 	// Flagger's 30 s interval.
 	sec := s.run(30, 1800)
 	if s.ended == "rolled back" {
@@ -287,5 +293,45 @@ func TestUnreachable(t *testing.T) {
 	}
 	if val, ok, err := f.check(); err == nil || ok {
 		t.Errorf("metric: %v ok=%v err=%v; want Flagger's no-values error", val, ok, err)
+	}
+}
+
+// TestHold: Flagger advances to 10% but the traffic splits 30/70, as when
+// the mesh does not route what Flagger set: canaryd's SRM check holds the
+// release. Flagger then halts (confirm-traffic-increase no), never rolls
+// back on canaryd's word (rollback no), counts no failed check (rollout
+// yes, metric 2 passes), and a new analysis is not confirmed
+// (confirm-rollout no). It fails by luck if the SRM check does not fire
+// within 120 s of 300 canary requests/s against the 100/s declared (it
+// needs a few hundred requests; fixed seed: the same outcome at every run)
+// or canaryd rolls the good canary back first (at most alpha = 1e-4). The
+// spec's settle is 5 s: canaryd checks the split only after a step's
+// settle (default 1 min), which the step's min_duration (20 s) would let
+// the gate pass before.
+func TestHold(t *testing.T) {
+	if testing.Short() {
+		t.Skip("produces minutes of event time")
+	}
+	s := newSim(t, judgeSpec+"settle: 5s\n", good, 1000, 4)
+	s.skew = 3
+	sec := s.run(5, 120)
+	if s.ended != "" || s.failedChecks != 0 {
+		s.dump()
+		t.Fatalf("after %ds: %q, %d failed checks; want neither", sec, s.ended, s.failedChecks)
+	}
+	if v := verdict(t, s.c.URL, "support-agent"); v["verdict"] != "hold" {
+		s.dump()
+		t.Fatalf("canaryd's verdict %v (%v); want hold", v["verdict"], v["reason"])
+	}
+	for ht, want := range map[flaggerv1.HookType]answer{
+		flaggerv1.ConfirmTrafficIncreaseHook: no, flaggerv1.ConfirmPromotionHook: no, flaggerv1.RollbackHook: no,
+		flaggerv1.RolloutHook: yes, flaggerv1.ConfirmRolloutHook: no, flaggerv1.PreRolloutHook: no,
+	} {
+		if got, msg := s.hook(ht); got != want {
+			t.Errorf("%s on hold: %s %s; want %s", ht, got, msg, want)
+		}
+	}
+	if val, ok, err := s.check(); err != nil || !ok || val != 2 {
+		t.Errorf("metric on hold: %v ok=%v err=%v; want 2, passing", val, ok, err)
 	}
 }
