@@ -8,7 +8,11 @@
 //     PodDisruptionBudget, a NetworkPolicy, ConfigMaps of settings, rollout
 //     specs and the model table, and a kustomization;
 //   - systemd/: a hardened unit and its environment file;
-//   - rollouts/ and models.yaml: example rollout specs and model table.
+//   - rollouts/ and models.yaml: example rollout specs and model table;
+//   - argo/, flagger/, spinnaker/ and controllers.md: canaryd as the judge
+//     of Argo Rollouts, Flagger and Spinnaker (mode: judge), which the
+//     modules integrations/argo and integrations/flagger parse with the
+//     controllers' own types and run with their own client code.
 //
 // deploy_test.go validates the Kubernetes manifests against the Kubernetes
 // schemas (kubernetes-validate, strict, Kubernetes 1.33; it needs
@@ -16,6 +20,7 @@
 // that every CANARYD_ variable named here is one that `canaryd run`
 // reads, that the image's final stage is static and non-root, that the
 // systemd unit passes `systemd-analyze verify`, and that the ConfigMaps'
-// copies of rollouts/ and models.yaml match them. README.md describes each
-// file.
+// copies of rollouts/ and models.yaml match them; spinnaker_test.go runs
+// spinnaker/pipeline.json's webhook stages against a canaryd built from
+// this tree. README.md describes each file.
 package deploy
