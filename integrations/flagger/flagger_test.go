@@ -137,6 +137,7 @@ func thresholdOK(m flaggerv1.CanaryMetric, val float64) bool {
 		}
 		return true
 	}
+	//lint:ignore SA1019 Flagger's own check reads it when thresholdRange is unset
 	return val <= m.Threshold
 }
 
