@@ -135,6 +135,7 @@ fuzz:
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	@for m in $(INTEGRATION_MODULES); do echo "staticcheck ./... in $$m"; (cd $$m && go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...); done
 
 vet:
 	go vet ./...
