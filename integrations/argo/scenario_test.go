@@ -1,7 +1,9 @@
 package argo
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -148,12 +150,20 @@ func TestHealthyCanary(t *testing.T) {
 	_, a := start(t)
 	tr := canarydtest.NewTraffic("support-agent", base, good, 1000, 10, time.Now().Add(-50*time.Minute), 1)
 	ctl := startController(t)
-	for _, weight := range []int32{10, 50} {
+	for _, weight := range []int32{10, 50, 100} {
 		tr.Weight = int(weight)
 		gate := a.gate(weight)
 		// The analysis step starts with a measurement: it declares the
 		// weight (and the release, at 10%) before its traffic is judged.
-		if m := a.measure(gate); m.Phase != v1alpha1.AnalysisPhaseInconclusive {
+		// At 100% the declaration is Argo's promotion: pass at once.
+		m := a.measure(gate)
+		if weight == 100 {
+			if m.Phase != v1alpha1.AnalysisPhaseSuccessful {
+				t.Fatalf("100%%: first measurement %s (%s %s); want Successful (promoted)", m.Phase, m.Value, m.Message)
+			}
+			break
+		}
+		if m.Phase != v1alpha1.AnalysisPhaseInconclusive {
 			t.Fatalf("%d%%: first measurement %s (%s %s); want Inconclusive (wait)", weight, m.Phase, m.Value, m.Message)
 		}
 		m, s := a.rampUntil(tr, gate, 5, 300)
@@ -168,6 +178,39 @@ func TestHealthyCanary(t *testing.T) {
 			t.Fatalf("%d%%: the analysis controller ended the gate's run %s; want Successful: %s", weight, run.Status.Phase, phases(run))
 		}
 	}
+	// Promoted: all traffic on the canary (whose version the stable
+	// ReplicaSet takes on in Argo; here the canary's events alone) leaves
+	// the ended release as it is.
+	tr.Weight = 100
+	for range 120 {
+		a.c.Produce(tr.Second())
+	}
+	a.c.Sync(tr)
+	if m := a.measure(a.gate(100)); m.Phase != v1alpha1.AnalysisPhaseSuccessful {
+		t.Errorf("after 2 min at 100%%: gate %s (%s); want Successful (promoted)", m.Phase, m.Value)
+	}
+	if v := status(t, a.c.URL); v.Final != "promote" {
+		t.Errorf("canaryd's final %q; want promote", v.Final)
+	}
+}
+
+// judgeReply is the part of canaryd's judge reply the tests read.
+type judgeReply struct {
+	Verdict, Final, Reason string
+}
+
+func status(t *testing.T, base string) judgeReply {
+	t.Helper()
+	resp, err := http.Get(base + "/v1/rollouts/support-agent/judge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r judgeReply
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // TestBadCanary: a canary with three times the baseline's error rate fails

@@ -75,7 +75,8 @@ func (s *sim) logf(format string, args ...any) {
 }
 
 // must calls a hook and fails the test on Flagger's error path (no answer
-// from canaryd).
+// from canaryd). Like Flagger's run*Hooks it then sends the event message
+// Flagger records for the outcome (scheduler_hooks.go, scheduler.go).
 func (s *sim) must(ht flaggerv1.HookType) answer {
 	s.t.Helper()
 	a, msg := s.hook(ht)
@@ -83,6 +84,35 @@ func (s *sim) must(ht flaggerv1.HookType) answer {
 		s.t.Fatalf("%s hook: %s", ht, msg)
 	}
 	s.logf("%s: %s %s", ht, a, strings.TrimSpace(msg))
+	name, cd := "canaryd-"+string(ht), s.cd
+	switch {
+	case ht == flaggerv1.RollbackHook && a == yes:
+		s.event(false, "Rollback check %s passed", name)
+	case ht == flaggerv1.RollbackHook:
+		s.event(false, "Rollback hook %s not signaling a rollback", name)
+	case ht == flaggerv1.ConfirmTrafficIncreaseHook && a == no:
+		s.event(false, "Halt %s.%s advancement waiting for traffic increase approval %s", cd.Name, cd.Namespace, name)
+	case ht == flaggerv1.ConfirmTrafficIncreaseHook:
+		s.event(false, "Confirm-traffic-increase check %s passed", name)
+	case ht == flaggerv1.ConfirmPromotionHook && a == no:
+		s.event(false, "Halt %s.%s advancement waiting for promotion approval %s", cd.Name, cd.Namespace, name)
+	case ht == flaggerv1.ConfirmPromotionHook:
+		s.event(false, "Confirm-promotion check %s passed", name)
+	case ht == flaggerv1.ConfirmRolloutHook && a == no:
+		s.event(false, "Halt %s.%s advancement waiting for approval %s", cd.Name, cd.Namespace, name)
+	case ht == flaggerv1.ConfirmRolloutHook:
+		s.event(false, "Confirm-rollout check %s passed", name)
+	case ht == flaggerv1.PreRolloutHook && a == no:
+		s.event(false, "Halt %s.%s advancement pre-rollout check %s failed %s", cd.Name, cd.Namespace, name, msg)
+	case ht == flaggerv1.PreRolloutHook:
+		s.event(false, "Pre-rollout check %s passed", name)
+	case ht == flaggerv1.RolloutHook && a == no:
+		s.event(false, "Halt %s.%s advancement external check %s failed %s", cd.Name, cd.Namespace, name, msg)
+	case ht == flaggerv1.PostRolloutHook && a == no:
+		s.event(false, "Post-rollout hook %s failed %s", name, msg)
+	case ht == flaggerv1.PostRolloutHook:
+		s.event(false, "Post-rollout check %s passed", name)
+	}
 	return a
 }
 
