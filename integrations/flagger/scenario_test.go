@@ -55,10 +55,18 @@ type sim struct {
 	log          []string
 }
 
-func newSim(t *testing.T, spec string, canaryArm canarydtest.Arm, perSecond int, seed uint64) *sim {
+// newSim starts canaryd with spec and a replay of Flagger with the example
+// Canary. With versions, its hooks' metadata name the canary and baseline
+// versions, so that canaryd starts the release and takes Flagger's first
+// weight at the first call; without (the example as it is), canaryd starts
+// the release from the canary's events (canary: auto).
+func newSim(t *testing.T, spec string, versions bool, canaryArm canarydtest.Arm, perSecond int, seed uint64) *sim {
 	c := canarydtest.Start(t, spec)
 	f := newFlagger(t, c.URL)
 	for i := range f.cd.Spec.Analysis.Webhooks {
+		if !versions {
+			break
+		}
 		w := &f.cd.Spec.Analysis.Webhooks[i]
 		md := map[string]string{"canary": canaryArm.Version, "baseline": base.Version}
 		for k, v := range *w.Metadata {
@@ -67,6 +75,7 @@ func newSim(t *testing.T, spec string, canaryArm canarydtest.Arm, perSecond int,
 		w.Metadata = &md
 	}
 	tr := canarydtest.NewTraffic("support-agent", base, canaryArm, perSecond, 0, time.Now().Add(-50*time.Minute), seed)
+	tr.FromCanary = !versions
 	return &sim{flagger: f, c: c, tr: tr}
 }
 
@@ -225,10 +234,11 @@ func (s *sim) dump() {
 	}
 }
 
-// TestHealthyCanary: Flagger, asking canaryd at every interval, takes a
-// canary as good as its baseline from 10% to 50% in steps of 10 and
-// promotes it (confirm-promotion 2xx); the rollback hook never says yes
-// and the metric never fails. It fails by luck if canaryd rolls back (at
+// TestHealthyCanary: Flagger, asking canaryd at every interval with the
+// example Canary as it is (canaryd takes the canary from the events),
+// takes a canary as good as its baseline from 10% to 50% in steps of 10
+// and promotes it (confirm-promotion 2xx); the rollback hook never says
+// yes and the metric never fails. It fails by luck if canaryd rolls back (at
 // most alpha = 1e-4) or cannot show the canary within the margins in the
 // budget (600 s at 1000 requests/s, 10-50% canary: 5 steps needing about
 // 5,000 canary requests each, the README's demo passing at 4,786); with a
@@ -237,7 +247,7 @@ func TestHealthyCanary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("produces minutes of event time")
 	}
-	s := newSim(t, judgeSpec, good, 1000, 1)
+	s := newSim(t, judgeSpec, false, good, 1000, 1)
 	sec := s.run(5, 600)
 	if s.ended != "promoted" {
 		s.dump()
@@ -259,7 +269,7 @@ func TestBadCanary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("produces minutes of event time")
 	}
-	s := newSim(t, judgeSpec, bad, 1000, 2)
+	s := newSim(t, judgeSpec, false, bad, 1000, 2)
 	sec := s.run(5, 300)
 	if s.ended != "rolled back" {
 		s.dump()
@@ -279,13 +289,15 @@ func TestBadCanary(t *testing.T) {
 
 // TestLowTraffic: a good canary with 2 requests a second at 10% for 30
 // minutes of event time is never rolled back: the rollback hook never says
-// yes and the metric never fails. A failure by luck needs canaryd to roll
+// yes and the metric never fails. The hooks name the versions: from the
+// events alone canaryd would start the release only at a window with 10
+// canary requests, and judge nothing before. A failure by luck needs canaryd to roll
 // a good canary back: at most alpha = 1e-4.
 func TestLowTraffic(t *testing.T) {
 	if testing.Short() {
 		t.Skip("produces 30 minutes of event time")
 	}
-	s := newSim(t, judgeSpec, good, 20, 3)
+	s := newSim(t, judgeSpec, true, good, 20, 3)
 	// Flagger's 30 s interval.
 	sec := s.run(30, 1800)
 	if s.ended == "rolled back" {
@@ -342,7 +354,7 @@ func TestHold(t *testing.T) {
 	if testing.Short() {
 		t.Skip("produces minutes of event time")
 	}
-	s := newSim(t, judgeSpec+"settle: 5s\n", good, 1000, 4)
+	s := newSim(t, judgeSpec+"settle: 5s\n", true, good, 1000, 4)
 	s.skew = 3
 	sec := s.run(5, 120)
 	if s.ended != "" || s.failedChecks != 0 {

@@ -314,6 +314,11 @@ type Traffic struct {
 	// split never departs from the weight by chance.
 	PerSecond int
 	Weight    int
+	// FromCanary says that canaryd counts the rollout's windows only from
+	// the first with canary requests: a canary: auto spec whose release
+	// starts from the events (a window with at least 10 requests of a new
+	// version), not from a controller's call.
+	FromCanary bool
 
 	rng      *rand.Rand
 	now      time.Time // event time of the next second
@@ -324,8 +329,9 @@ type Traffic struct {
 
 // second is one second of event time that Second produced.
 type second struct {
-	start time.Time
-	n     int
+	start  time.Time
+	n      int
+	canary int
 }
 
 // idleSkip is how long the test may leave the stream quiet before Second
@@ -377,7 +383,7 @@ func (tr *Traffic) Second() []Event {
 		events = append(events, e)
 	}
 	tr.rng.Shuffle(len(events), func(i, j int) { events[i], events[j] = events[j], events[i] })
-	tr.produced = append(tr.produced, second{tr.now, tr.PerSecond})
+	tr.produced = append(tr.produced, second{tr.now, tr.PerSecond, nc})
 	tr.now = tr.now.Add(time.Second)
 	tr.lastWall = time.Now()
 	return events
@@ -394,9 +400,10 @@ func (tr *Traffic) Closed() int {
 		return 0
 	}
 	last := tr.produced[len(tr.produced)-1].start
-	n := 0
+	n, counted := 0, !tr.FromCanary
 	for _, s := range tr.produced {
-		if !s.start.Add(Window + Lateness).After(last) {
+		counted = counted || s.canary >= 10
+		if counted && !s.start.Add(Window+Lateness).After(last) {
 			n += s.n
 		}
 	}
