@@ -397,18 +397,28 @@ func (j *Judge) Observe(c window.Closed) bool {
 	if settled && !j.spec.Metrics.ToolMix.Disabled && len(toolNames) > 1 {
 		j.toolMix.Observe(toolNames, toolB, toolC)
 	}
-	if settled && !j.spec.Metrics.ErrorTypes.Disabled {
-		n := max(len(errB), len(errC))
-		errB, errC = pad(errB, n), pad(errC, n)
-		names := make([]string, n)
-		for i := range names {
-			names[i] = window.OtherName
-			if i < len(c.ErrorTypes) {
-				names[i] = c.ErrorTypes[i]
+	if settled && !j.spec.Metrics.ErrorTypes.Disabled && max(len(errB), len(errC)) > 1 {
+		// Stratified by segment: a canary that calls a tool with other
+		// error types more often, but fails like the baseline within every
+		// tool, moves no stratum.
+		names := func(n int) []string {
+			out := make([]string, n)
+			for i := range out {
+				out[i] = window.OtherName
+				if i < len(c.ErrorTypes) {
+					out[i] = c.ErrorTypes[i]
+				}
 			}
+			return out
 		}
-		if n > 1 {
-			j.errMix.Observe(names, errB, errC)
+		for _, s := range c.Series {
+			if s.Version != cv || !IsRequest(s.Segment.Kind) || j.isIncident(s.Segment) {
+				continue
+			}
+			if b := findSeries(c.Series, bv, s.Segment); b != nil {
+				n := max(len(b.ErrorTypes), len(s.Agg.ErrorTypes))
+				j.errMix.Observe(names(n), pad(slices.Clone(b.ErrorTypes), n), pad(slices.Clone(s.Agg.ErrorTypes), n))
+			}
 		}
 	}
 	// SRM: sessions are what the router assigns; requests when there are none.

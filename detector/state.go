@@ -97,8 +97,9 @@ type meanState struct {
 }
 
 type catState struct {
-	Order []string
-	Cats  []condState
+	Order  []string
+	Cats   []condState
+	NB, NC uint64 // 0 in older states
 }
 
 type segAgg struct {
@@ -129,7 +130,7 @@ func (m *MeanTest) setState(s meanState) {
 }
 
 func (c *Categorical) state() catState {
-	s := catState{Order: c.order}
+	s := catState{Order: c.order, NB: c.NB, NC: c.NC}
 	for _, n := range c.order {
 		s.Cats = append(s.Cats, c.cats[n].state())
 	}
@@ -140,7 +141,7 @@ func (c *Categorical) setState(s catState) error {
 	if len(s.Order) != len(s.Cats) {
 		return fmt.Errorf("%w: categorical with %d names and %d tests", ErrStateMismatch, len(s.Order), len(s.Cats))
 	}
-	*c = Categorical{}
+	*c = Categorical{NB: s.NB, NC: s.NC}
 	if len(s.Order) == 0 {
 		return nil
 	}
@@ -152,6 +153,9 @@ func (c *Categorical) setState(s catState) error {
 			return err
 		}
 		c.cats[n] = t
+		if s.NB == 0 { // an older state: the first category's totals stand in
+			c.NB, c.NC = max(c.NB, t.NB), max(c.NC, t.NC)
+		}
 	}
 	return nil
 }
