@@ -150,6 +150,7 @@ type Judge struct {
 	bigrams         Categorical
 	incidents       Conditional // incident counts against request counts
 	srm             SRM
+	srmSessions     bool // the SRM check counted sessions (for its evidence)
 	sloErr, sloLat  Bernoulli
 
 	baseLat map[window.Segment]*window.Agg // baseline latency per segment, for thresholds
@@ -425,6 +426,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 	if settled && !j.spec.Metrics.SRM.Disabled && j.srmOn() {
 		if sessB.Count+sessC.Count > 0 {
 			j.srm.Observe(float64(sessB.Count), float64(sessC.Count))
+			j.srmSessions = true
 		} else {
 			j.srm.Observe(float64(unitsB), float64(unitsC))
 		}
@@ -1221,11 +1223,19 @@ func (j *Judge) tests() []TestEvidence {
 		out = append(out, slo("slo_latency_p95", &j.sloLat))
 	}
 	if !m.SRM.Disabled && j.step >= 0 {
+		// One alpha budget across the rollout's steps: step i's check
+		// (which starts afresh at its weight) gets alpha/2^(i+1), so that
+		// a ramp of healthy steps is held by chance at most alpha in all.
+		a := j.spec.Alpha * math.Exp2(-float64(j.step+1))
 		e := j.srm.E()
+		units := "requests"
+		if j.srmSessions {
+			units = "sessions"
+		}
 		out = append(out, TestEvidence{Name: "srm", Role: "validity", NBaseline: uint64(j.srm.XB), NCanary: uint64(j.srm.XC),
 			Baseline: Num(1 - j.srm.W), Canary: Num(j.srm.Share()), OddsRatio: Num(math.NaN()), Lower: Num(math.NaN()), Upper: Num(math.NaN()),
-			EValue: Num(e), Threshold: Num(1 / j.spec.Alpha), Alpha: j.spec.Alpha, Passed: e >= 1/j.spec.Alpha,
-			Detail: fmt.Sprintf("configured canary share %.1f%%", 100*j.srm.W)})
+			EValue: Num(e), Threshold: Num(1 / a), Alpha: a, Passed: e >= 1/a,
+			Detail: fmt.Sprintf("configured canary share %.1f%%, counting %s", 100*j.srm.W, units)})
 	}
 	return out
 }

@@ -62,6 +62,7 @@ type judgeState struct {
 	Means                     [][2]meanState
 	ToolMix, ErrMix, Bigrams  catState
 	SRM                       SRM
+	SRMSessions               bool
 	SloErr, SloLat            Bernoulli
 
 	BaseLat                []segAgg
@@ -185,7 +186,7 @@ func (j *Judge) MarshalState() ([]byte, error) {
 		Now: j.now, Wall: j.wall, Windows: j.windows,
 		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(), SegErr: j.segErr.state(),
 		ToolMix: j.toolMix.state(), ErrMix: j.errMix.state(), Bigrams: j.bigrams.state(),
-		SRM: j.srm, SloErr: j.sloErr, SloLat: j.sloLat,
+		SRM: j.srm, SRMSessions: j.srmSessions, SloErr: j.sloErr, SloLat: j.sloLat,
 		Total: j.total, Phase: j.phase, Sessions: j.sessions, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
 		Last: last, Seen: j.seen,
 		Paused: j.paused, Approved: j.approved + 1, Attempt: j.attempt, Audit: j.audit,
@@ -252,7 +253,7 @@ func (j *Judge) UnmarshalState(b []byte) error {
 		m.rb.setState(st.Means[i][0])
 		m.ni.setState(st.Means[i][1])
 	}
-	n.srm, n.sloErr, n.sloLat = st.SRM, st.SloErr, st.SloLat
+	n.srm, n.srmSessions, n.sloErr, n.sloLat = st.SRM, st.SRMSessions, st.SloErr, st.SloLat
 	for _, s := range st.BaseLat {
 		n.baseLat[window.Segment{Kind: schemas.Kind(s.Kind), Name: s.Name}] = s.Agg
 	}
