@@ -83,7 +83,8 @@ func OnChange(f func(Change)) Opt { return func(c *cfg) { c.onChange = f } }
 // ErrTombstone. Default none (Stats counts them, the logger logs them).
 func OnRefused(f func(*kgo.Record, error)) Opt { return func(c *cfg) { c.onRefused = f } }
 
-// Logger sets the logger of applied and refused commands and fetch errors;
+// Logger sets the logger of refused commands and fetch errors (Warn) and of
+// applied and ignored ones (Debug: the adapter logs what it does with them);
 // default none.
 func Logger(l *slog.Logger) Opt {
 	return func(c *cfg) {

@@ -143,7 +143,7 @@ func (s *Subscriber) apply(r *kgo.Record, replay bool) {
 	}
 	ch.Replay = replay
 	st := &ch.State
-	log.Info("applied control command", "rollout", st.Rollout, "action", st.Action, "weight", st.Weight,
+	log.Debug("applied control command", "rollout", st.Rollout, "action", st.Action, "weight", st.Weight,
 		"seq", st.Seq, "command_id", st.CommandID, "replay", ch.Replay)
 	if s.cfg.onChange != nil {
 		s.cfg.onChange(ch)
