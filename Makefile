@@ -109,6 +109,7 @@ fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./schemas/
 	go test -run '^$$' -fuzz FuzzOTLPProto -fuzztime 30s ./stream/
 	go test -run '^$$' -fuzz FuzzOTLPJSON -fuzztime 30s ./stream/
+	go test -run '^$$' -fuzz FuzzTableApply -fuzztime 30s ./router/
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -74,6 +74,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	for {
 		fs := s.cl.PollFetches(ctx)
 		if fs.IsClientClosed() || ctx.Err() != nil {
+			if len(end) > 0 && ctx.Err() != nil {
+				return fmt.Errorf("router: bootstrap from %s: %w", s.cfg.topic, ctx.Err())
+			}
 			return nil
 		}
 		fs.EachError(func(topic string, p int32, err error) {
