@@ -174,7 +174,7 @@ func TestPythonSubscriber(t *testing.T) {
 			wb, _ := json.Marshal(wrongKey)
 			p.raw("billing-agent", wb) // record key is another rollout
 			p.send(cmd("support-agent", 3, schemas.ActionSetWeight, 2, 75), testKey)
-			waitRecords(t, s, total)
+			rec.wait(t, total)
 
 			body, err := io.ReadAll(out)
 			if werr := pc.Wait(); werr != nil || err != nil {

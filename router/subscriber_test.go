@@ -73,6 +73,25 @@ func (r *recorder) opts() []Opt {
 	}
 }
 
+// wait waits until the callbacks have seen n records: each record gets
+// exactly one of them, after the Table has applied or refused it.
+func (r *recorder) wait(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r.mu.Lock()
+		seen := len(r.changes) + len(r.refused)
+		r.mu.Unlock()
+		if seen >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("callbacks saw %d records after 60s; want %d", seen, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (r *recorder) get() ([]Change, []error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -105,19 +124,6 @@ func start(t *testing.T, opts ...Opt) *Subscriber {
 		t.Fatal("bootstrap not done after 60s")
 	}
 	return s
-}
-
-// waitRecords waits until s has read n records: every record is counted,
-// applied or not, so this is the condition that the test's records arrived.
-func waitRecords(t *testing.T, s *Subscriber, n uint64) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for s.Stats().Records < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("read %d records after 60s; want %d", s.Stats().Records, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func cmd(rollout string, seq uint64, a schemas.Action, step, weight int) schemas.Command {
@@ -193,7 +199,7 @@ func TestSubscriber(t *testing.T) {
 			p.raw("a", []byte("not json"))
 			p.raw("a", nil)
 			p.send(cmd("b", 3, schemas.ActionSetWeight, 0, 1), testKey)
-			waitRecords(t, s, history+8)
+			rec.wait(t, history+8)
 
 			checkState(t, s, "a", schemas.ActionSetWeight, 50, 3)
 			checkState(t, s, "b", schemas.ActionSetWeight, 1, 3)

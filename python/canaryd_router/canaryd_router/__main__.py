@@ -43,15 +43,21 @@ def main(argv=None) -> int:
     sub = Subscriber(args.brokers, args.topic, signing_key=key or None,
                      on_change=lambda c: changes.append({"rollout": c.state.rollout, "seq": c.state.seq,
                                                          "replay": c.replay}))
+    sub.start(args.timeout)  # the way a router runs it: a thread that bootstraps, then follows
     try:
-        sub.bootstrap(args.timeout)
-        print("ready", flush=True)
         deadline = time.monotonic() + args.timeout
-        while sub.stats().records < args.records:
-            if time.monotonic() > deadline:
-                print(f"read {sub.stats().records} records in {args.timeout}s; want {args.records}", file=sys.stderr)
+        while not sub.ready.wait(0.1):
+            if sub.error is not None or time.monotonic() > deadline:
+                print(f"bootstrap failed: {sub.error or 'timeout'}", file=sys.stderr)
                 return 1
-            sub.poll(0.2)
+        print("ready", flush=True)
+        while sub.stats().records < args.records:
+            if sub.error is not None or time.monotonic() > deadline:
+                print(f"read {sub.stats().records} records; want {args.records}: {sub.error or 'timeout'}",
+                      file=sys.stderr)
+                return 1
+            time.sleep(0.02)
+        sub.stop()  # joins the thread: every on_change has returned
         out = {"states": [_state(s) for s in sub.states()], "changes": changes}
         st = sub.stats()
         out["stats"] = {"records": st.records, "applied": st.applied, "stale": st.stale, "duplicate": st.duplicate,

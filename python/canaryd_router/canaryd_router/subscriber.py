@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Callable, Mapping, Optional
@@ -11,6 +12,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from .table import Change, Ignored, Refused, State, Stats, Table
 
 DEFAULT_TOPIC = "canary.control"
+
+log = logging.getLogger("canaryd_router")
 
 
 class Subscriber:
@@ -51,6 +54,8 @@ class Subscriber:
         self._replay_to: dict = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self.error: Optional[Exception] = None  # what ended run(), if anything
+        self._closed = False
 
     # -- reading -----------------------------------------------------------
 
@@ -90,8 +95,10 @@ class Subscriber:
         for m in msgs:
             err = m.error()
             if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
+                if err.fatal():
                     raise KafkaException(err)
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("fetch control topic %s: %s", self.topic, err)
                 continue
             n += 1
             self._apply(m)
@@ -113,10 +120,17 @@ class Subscriber:
             self._on_change(ch)
 
     def run(self, bootstrap_timeout: float = 30.0) -> None:
-        """bootstrap(), then poll until stop() is called."""
-        self.bootstrap(bootstrap_timeout)
-        while not self._stop.is_set():
-            self.poll(0.2)
+        """bootstrap(), then poll until stop() is called. An exception that
+        ends it (a bootstrap timeout, a fatal client error) is also kept in
+        self.error, for the thread of start()."""
+        try:
+            self.bootstrap(bootstrap_timeout)
+            while not self._stop.is_set():
+                self.poll(0.2)
+        except Exception as e:
+            self.error = e
+            log.error("control topic subscriber stopped: %s", e)
+            raise
 
     def start(self, bootstrap_timeout: float = 30.0) -> threading.Thread:
         """Runs run() in a daemon thread; stop() ends it."""
@@ -125,10 +139,14 @@ class Subscriber:
         return self._thread
 
     def stop(self) -> None:
-        """Ends run (waiting for its thread) and closes the consumer."""
+        """Ends run (waiting for its thread) and closes the consumer. Idempotent;
+        state, states, assign and stats still answer afterwards."""
+        if self._closed:
+            return
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+        self._closed = True
         self._consumer.close()
 
     # -- state -------------------------------------------------------------
