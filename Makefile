@@ -74,7 +74,8 @@ TEST_P ?= 2
 TEST_PARALLEL ?= 4
 
 ## test: unit tests + integration tests against kfake and a real Apache Kafka
-## (pyarrow, which reads the Arrow export in a test, goes into a cached venv)
+## (pyarrow, which reads the Arrow export in a test, and confluent-kafka and pytest,
+## which run the Python router subscriber's tests, go into a cached venv)
 test: deps
 	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -p $(TEST_P) -parallel $(TEST_PARALLEL) -count=1 -timeout 20m $(GO_TEST_PKGS))
 

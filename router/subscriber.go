@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -28,8 +29,11 @@ type Subscriber struct {
 
 	ready     chan struct{} // closed when the bootstrap is done
 	readyOnce sync.Once
-	running   sync.Mutex // held by Run: one Run at a time
+	started   atomic.Bool // Run was called
 }
+
+// ErrAlreadyRun is returned by a second call of Subscriber.Run.
+var ErrAlreadyRun = errors.New("router: subscriber already run")
 
 // New validates the options and creates the Kafka client. It starts no
 // goroutine of its own (franz-go's client runs its own) and reads nothing
@@ -60,10 +64,16 @@ func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
 // Run bootstraps from the control topic and then follows it, applying
 // commands, until ctx ends or the Subscriber is closed; it then returns nil
 // (or ctx's error when ctx ended before the bootstrap was done). It runs in
-// the caller's goroutine and starts none. A second Run waits for the first.
+// the caller's goroutine and starts none. Run may be called once; a second
+// call returns ErrAlreadyRun.
+//
+// The bootstrap ends when every partition's record at its end offset minus
+// one has been read; canaryd writes no transactions, so that record is a
+// command, not a transaction marker.
 func (s *Subscriber) Run(ctx context.Context) error {
-	s.running.Lock()
-	defer s.running.Unlock()
+	if !s.started.CompareAndSwap(false, true) {
+		return ErrAlreadyRun
+	}
 
 	end, err := s.endOffsets(ctx)
 	if err != nil {

@@ -226,6 +226,9 @@ func TestSubscriber(t *testing.T) {
 			if got := s.Assign("b", "any", nil); got != "v2" && got != "v1" {
 				t.Errorf("Assign(b) = %q", got)
 			}
+			if err := s.Run(context.Background()); !errors.Is(err, ErrAlreadyRun) {
+				t.Errorf("second Run: %v; want ErrAlreadyRun", err)
+			}
 			if got := s.Assign("nope", "any", nil); got != "" {
 				t.Errorf("Assign(unknown rollout) = %q; want \"\"", got)
 			}

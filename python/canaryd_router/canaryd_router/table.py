@@ -138,7 +138,9 @@ _MAX_SEQ = 2**64 - 1
 
 def _decode(value: bytes) -> dict:
     """Decodes a command the way Go's encoding/json fills schemas.Command:
-    unknown members ignored, null as absent, a member of the wrong type an error."""
+    unknown members ignored, null as absent, a member of the wrong type an error.
+    Member names must match exactly (encoding/json would also take "Seq" for
+    "seq"; canaryd writes them in lower case, so no real command differs)."""
     try:
         obj = json.loads(value)
     except (ValueError, UnicodeDecodeError) as e:
