@@ -138,3 +138,25 @@ func BenchmarkAssign(b *testing.B) {
 		s.Assign("sess-8f14e45f-2f1c-4b8e-9d4a-1c2b3d4e5f60", attrs)
 	}
 }
+
+// BenchmarkTableApply decodes, verifies and applies a signed command (a
+// fresh seq each time): the cost per control record, off any request path.
+func BenchmarkTableApply(b *testing.B) {
+	tab := NewTable([]byte("secret"))
+	values := make([][]byte, 1024)
+	for i := range values {
+		values[i] = []byte(encode(b, vecCommand("support-agent", uint64(i+1), schemas.ActionSetWeight, i, i%101), "secret"))
+	}
+	key := []byte("support-agent")
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i%len(values) == 0 {
+			tab = NewTable([]byte("secret"))
+		}
+		if _, err := tab.Apply(key, values[i%len(values)], vectorTime); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
