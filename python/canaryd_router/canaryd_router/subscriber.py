@@ -22,6 +22,11 @@ class Subscriber:
     bootstrap() began (on the compacted topic, the latest command of each
     rollout), then whatever comes, applying each record through a Table.
 
+    Unlike the Go Subscriber, which treats a missing topic as empty and
+    follows it once it appears, bootstrap() waits for the topic to exist
+    (canaryd creates it when it starts) and reads the partitions it has then:
+    the control topic has one.
+
     state, states, assign and stats are safe to call from any thread.
     on_change(Change) and on_refused(message, exception) are called from the
     thread that runs bootstrap/poll/run, in topic order.
