@@ -74,7 +74,8 @@ TEST_P ?= 2
 TEST_PARALLEL ?= 4
 
 ## test: unit tests + integration tests against kfake and a real Apache Kafka
-## (pyarrow, which reads the Arrow export in a test, goes into a cached venv)
+## (pyarrow, which reads the Arrow export in a test, and confluent-kafka and pytest,
+## which run the Python router subscriber's tests, go into a cached venv)
 test: deps
 	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -p $(TEST_P) -parallel $(TEST_PARALLEL) -count=1 -timeout 20m $(GO_TEST_PKGS))
 
@@ -109,6 +110,7 @@ fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./schemas/
 	go test -run '^$$' -fuzz FuzzOTLPProto -fuzztime 30s ./stream/
 	go test -run '^$$' -fuzz FuzzOTLPJSON -fuzztime 30s ./stream/
+	go test -run '^$$' -fuzz FuzzTableApply -fuzztime 30s ./router/
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
