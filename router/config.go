@@ -60,7 +60,7 @@ func Brokers(brokers ...string) Opt {
 // Topic sets the control topic; default DefaultTopic ("canary.control").
 func Topic(topic string) Opt { return func(c *cfg) { c.topic = topic } }
 
-// SigningKey sets the HMAC key shared with canaryd (its --signing-key).
+// SigningKey sets the HMAC key shared with canaryd (the contents of its --sign-key-file).
 // With a key, unsigned and badly signed commands are refused and counted;
 // without one (the default) every valid command is applied, signed or not.
 func SigningKey(key []byte) Opt { return func(c *cfg) { c.key = slices.Clone(key) } }
