@@ -1240,6 +1240,20 @@ func (j *Judge) tests() []TestEvidence {
 	return out
 }
 
+// boundsText renders a conditional rollback test's bounds on the odds
+// ratio. They cover the whole release (or, for a segment, the whole
+// release's strata of that segment), while the e-value mixes over when the
+// regression began: when it fires on a regression that began late, the
+// bounds can still include ×1, and the text then says so rather than
+// contradict the decision silently.
+func boundsText(t TestEvidence) string {
+	s := fmt.Sprintf("bounds ×%.2f–%s", float64(t.Lower), fmtUpper(t.Upper))
+	if t.Role == "rollback" && t.Passed && float64(t.Lower) <= 1 {
+		s += " over the whole release, which includes ×1: the evidence is in the data since the rise began"
+	}
+	return s
+}
+
 // describe renders one test's evidence as a readable phrase.
 func describe(t TestEvidence, s Spec) string {
 	f := func(n Num) float64 { return float64(n) }
@@ -1254,8 +1268,8 @@ func describe(t TestEvidence, s Spec) string {
 			what += " of " + t.Segment
 		}
 		if t.Role == "rollback" {
-			return fmt.Sprintf("%s %.2f%% vs %.2f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
-				what, 100*f(t.Canary), 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
+			return fmt.Sprintf("%s %.2f%% vs %.2f%% (odds ×%.2f, %s), e=%.3g ≥ %.3g",
+				what, 100*f(t.Canary), 100*f(t.Baseline), f(t.OddsRatio), boundsText(t), f(t.EValue), f(t.Threshold))
 		}
 		return fmt.Sprintf("%s %.2f%% vs %.2f%%, odds ≤ ×%.2f < ×%.2f margin (e=%.3g)",
 			what, 100*f(t.Canary), 100*f(t.Baseline), f(t.Upper), f(t.Margin), f(t.EValue))
@@ -1270,8 +1284,8 @@ func describe(t TestEvidence, s Spec) string {
 			if t.Segment != "" && t.Segment != "all" {
 				of = " of " + t.Segment
 			}
-			return fmt.Sprintf("%s latency%s: %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
-				q, of, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
+			return fmt.Sprintf("%s latency%s: %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, %s), e=%.3g ≥ %.3g",
+				q, of, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), boundsText(t), f(t.EValue), f(t.Threshold))
 		}
 		return fmt.Sprintf("%s latency within +%.0f%% of baseline (e=%.3g)", q, 100*s.Metrics.Latency.Margin, f(t.EValue))
 	case "tokens", "cost", "context_use", "tool_calls", "eval_score":
