@@ -90,6 +90,10 @@ type Scenario struct {
 	// TargetMedianReq, when > 0, is the target for canaryd's median
 	// detection delay in canary requests.
 	TargetMedianReq float64
+	// TargetMedianS, when > 0, is a target for canaryd's median detection
+	// delay in seconds; TargetDetected one for the share of runs detected
+	// within the horizon.
+	TargetMedianS, TargetDetected float64
 	// AssumptionBroken marks an A/A scenario where canaryd's false-rollback
 	// guarantee is not expected to hold.
 	AssumptionBroken bool
@@ -281,12 +285,14 @@ func Scenarios() []Scenario {
 		s.Regression.OnsetMin, s.Regression.OnsetMax = 0, 0
 		s.Horizon = 2700
 		s.Note = "Target: canaryd's median detection within 30 minutes (1800 s) at 200 requests/s and 5% canary, from the start."
+		s.TargetMedianS = 1800
 	})
 	add(reg("one tool's errors 1%→10% (a tool with 2% of requests), 5%", 5, Regression{SegErrMult: 10}), func(s *Scenario) {
 		s.SmallTool = 0.048
 		s.Regression.OnsetMin, s.Regression.OnsetMax = 0, 0
 		s.Horizon = 2700
 		s.Note = "Target: detected in ≥ 90% of runs within 45 minutes (the horizon), from the start."
+		s.TargetDetected = 0.9
 	})
 
 	// At the margin: false promotes.
