@@ -247,7 +247,7 @@
 
   function renderTimeline(st, points) {
     const box = $("timeline");
-    const f = frame(box, 150, { l: 36, r: 10, t: 18, b: 18 });
+    const f = frame(box, 170, { l: 36, r: 10, t: 18, b: 18 });
     const svg = sv("svg", { class: "plot", id: "timeline-svg", viewBox: `0 0 ${f.w} ${f.h}`, width: f.w, height: f.h,
       role: "img", "aria-label": "weight and decisions over time", "data-points": points.length });
     const x = timeScale(points, f);
@@ -263,7 +263,9 @@
       if (x1 - x0 > 60 && p.step >= 0) svg.append(sv("text", { x: x0 + 4, y: f.t - 5, text: `step ${p.step + 1} · ${p.weight}%` }));
       start = i;
     }
-    for (const w of [0, 50, 100]) {
+    const ticks = new Set([0, 100]);
+    for (const p of points) if (p.weight > 0 && p.weight < 100) ticks.add(p.weight);
+    for (const w of [...ticks].sort((a, b) => a - b)) {
       svg.append(sv("line", { class: "grid-line", x1: f.l, x2: f.r, y1: y(w), y2: y(w) }));
       svg.append(sv("text", { x: f.l - 4, y: y(w) + 3, "text-anchor": "end", text: w + "%" }));
     }
@@ -284,15 +286,20 @@
     }
     fill(box, svg);
     // the list: canaryd's decisions with their reasons, newest first
-    const items = decisions.slice().reverse().map((p) => el("li", { class: p.action, "data-action": p.action },
-      el("span", { class: "when", text: clock(p.at) }), el("b", { text: p.action.replace("_", " ") + (p.action === "set_weight" ? " " + p.weight + "%" : "") }), ": " + (p.reason || "")));
+    const items = decisions.slice().reverse().map((p) => el("li", { class: p.action, "data-action": p.action, "data-reason": p.reason || "" },
+      el("span", { class: "when", text: clock(p.at) }), el("b", { text: p.action.replace("_", " ") + (p.action === "set_weight" ? " " + p.weight + "%" : "") }),
+      ": " + unprefix(p.reason || "", p.action)));
     const v = st.verdict;
     if (v && v.action && v.action !== "continue" && !decisions.some((p) => p.at === v.at && p.action === v.action)) {
-      items.unshift(el("li", { class: v.action, "data-action": v.action }, el("span", { class: "when", text: clock(v.at) }), el("b", { text: v.action }), ": " + v.reason));
+      items.unshift(el("li", { class: v.action, "data-action": v.action, "data-reason": v.reason }, el("span", { class: "when", text: clock(v.at) }),
+        el("b", { text: v.action.replace("_", " ") }), ": " + unprefix(v.reason, v.action)));
     }
     if (!items.length) items.push(el("li", { class: "muted", text: "no decision yet: " + ((v && v.reason) || "waiting for data") }));
     fill($("decisions"), items);
   }
+
+  // unprefix drops a reason's leading "rollback: " where the action is shown beside it.
+  const unprefix = (reason, action) => (reason.startsWith(action + ": ") ? reason.slice(action.length + 2) : reason);
 
   const roleOrder = { rollback: 0, validity: 1, promote: 2 };
   function renderEValues(points, latest) {
@@ -310,15 +317,26 @@
         s.vals.push([p.at, t.e_value]);
       }
     }
+    // Fired first, then by how close each is to its threshold (log e / log threshold).
+    const closeness = (s) => (finite(s.e) && s.e > 0 && finite(s.threshold) && s.threshold > 1 ? Math.log(s.e) / Math.log(s.threshold) : -Infinity);
     const list = [...series.values()].sort((a, b) => (b.passed && b.role !== "promote") - (a.passed && a.role !== "promote") ||
-      roleOrder[a.role] - roleOrder[b.role] || a.name.localeCompare(b.name));
+      roleOrder[a.role] - roleOrder[b.role] || closeness(b) - closeness(a) || a.name.localeCompare(b.name));
     if (!list.length) {
       fill(box, el("p", { class: "muted", text: "No tests yet: they start with the first step." }));
       return;
     }
-    const width = Math.max(260, Math.min(box.clientWidth || 600, list.length > 1 ? 460 : 900));
+    // The grid's cells, as style.css lays them out: each plot is drawn at
+    // its cell's width, so its text is not scaled.
+    const boxW = box.clientWidth || 600, gap = 8;
+    const cols = Math.max(1, Math.floor((boxW + gap) / (300 + gap)));
+    const width = Math.floor((boxW - gap * (cols - 1)) / cols);
+    const shown = Math.max(cols * 2, list.filter((s) => (s.passed && s.role !== "promote") || closeness(s) > 0.25).length);
     const plots = list.map((s) => ePlot(s, points, width));
-    fill(box, plots);
+    const open = box.querySelector("details") && box.querySelector("details").open;
+    const rest = plots.slice(shown);
+    fill(box, el("div", { class: "small-multiples" }, plots.slice(0, shown)),
+      rest.length ? el("details", { open: open || null }, el("summary", { text: `${rest.length} more tests, far from their thresholds` }),
+        el("div", { class: "small-multiples" }, rest)) : null);
   }
 
   function ePlot(s, points, width) {
@@ -354,10 +372,10 @@
       svg.append(sv("circle", { class: "pt" + (fired && e >= thr ? " fired" : ""), cx: x(at), cy: y(e), r: 2.2 }));
     }
     const lastE = s.e;
-    const title = `${s.name} · ${s.role}  e=${num(lastE)}${thr ? (lastE >= thr ? " ≥ " : " < ") + num(thr) : ""}`;
-    svg.append(sv("text", { class: "title", x: f.l, y: 12, text: title }));
-    if (fired) svg.append(sv("text", { class: "fired-label", x: f.r, y: 12, "text-anchor": "end", text: "fired" }));
-    if (s.role === "promote" && s.passed) svg.append(sv("text", { x: f.r, y: 12, "text-anchor": "end", text: "margin shown" }));
+    let title = `${s.name} · ${s.role}  e=${num(lastE)}${thr ? (lastE >= thr ? " ≥ " : " < ") + num(thr) : ""}`;
+    if (fired) title += " · fired";
+    else if (s.role === "promote" && s.passed) title += " · margin shown";
+    svg.append(sv("text", { class: "title" + (fired ? " fired-label" : ""), x: f.l, y: 12, text: title }));
     return svg;
   }
 
@@ -406,7 +424,7 @@
     const box = $("arm-plots");
     const width = Math.max(240, box.clientWidth || 400);
     const plot = (label, key, fmtY) => {
-      const f = frame({ clientWidth: width }, 120, { l: 48, r: 8, t: 16, b: 18 });
+      const f = frame({ clientWidth: width }, 130, { l: 48, r: 8, t: 26, b: 18 });
       const x = timeScale(points, f);
       let hi = 0;
       for (const p of points) for (const a of [p.baseline, p.canary]) if (a && finite(a[key])) hi = Math.max(hi, a[key]);
@@ -431,7 +449,7 @@
         svg.append(sv("path", { class: "series " + side, d: pathOf(pts) }));
       }
       svg.setAttribute("data-points", n);
-      svg.append(sv("text", { class: "title", x: f.l, y: 11, text: label }));
+      svg.append(sv("text", { class: "title", x: f.l, y: 12, text: label }));
       return svg;
     };
     fill(box, el("div", { class: "legend" }, el("span", {}, el("span", { class: "sw baseline" }), "baseline " + st.baseline),
@@ -463,7 +481,9 @@
       return;
     }
     fill($("srm"), el("div", { "data-test": "srm" },
-      el("p", {}, `canary share of units ${pct(t.canary)} against ${pct(1 - t.baseline)} expected (${t.detail || ""}); n=${int(t.n_baseline + t.n_canary)}`),
+      t.n_baseline + t.n_canary > 0
+        ? el("p", {}, `canary share of units ${pct(t.canary)} against ${pct(1 - t.baseline)} expected (${t.detail || ""}); n=${int(t.n_baseline + t.n_canary)}`)
+        : el("p", {}, `no units counted yet in this step (${t.detail || ""})`),
       el("p", {}, `e=${num(t.e_value)} ${t.e_value >= t.threshold ? "≥" : "<"} ${num(t.threshold)}: `,
         t.passed ? el("b", { class: "final-rollback", text: "mismatch: the experiment is invalid (hold)" }) : el("span", { text: "no mismatch" }))));
   }
@@ -477,7 +497,7 @@
       return el("tr", { class: (fired ? "fired " : "") + (t.role === "validity" ? "srm" : ""), "data-test": t.name, "data-role": t.role },
         el("td", { text: t.name }), el("td", { text: t.role }), el("td", { class: "num", text: int(t.n_baseline) }), el("td", { class: "num", text: int(t.n_canary) }),
         el("td", { class: "num", text: val(t, t.baseline) }), el("td", { class: "num", text: val(t, t.canary) }),
-        el("td", { class: "num", text: num(t.odds_ratio) }), el("td", { class: "num", text: finite(t.lower) ? `${num(t.lower)}–${num(t.upper)}` : "–" }),
+        el("td", { class: "num", text: num(t.odds_ratio) }), el("td", { class: "num", text: finite(t.lower) || finite(t.upper) ? `${finite(t.lower) ? num(t.lower) : "0"}–${finite(t.upper) ? num(t.upper) : "∞"}` : "–" }),
         el("td", { class: "num", text: num(t.margin) }), el("td", { class: "num", text: num(t.e_value) }), el("td", { class: "num", text: num(t.threshold) }),
         el("td", { text: state }), el("td", { class: "detail", text: t.detail || "" }));
     });
