@@ -372,7 +372,8 @@
       svg.append(sv("circle", { class: "pt" + (fired && e >= thr ? " fired" : ""), cx: x(at), cy: y(e), r: 2.2 }));
     }
     const lastE = s.e;
-    let title = `${s.name} · ${s.role}  e=${num(lastE)}${thr ? (lastE >= thr ? " ≥ " : " < ") + num(thr) : ""}`;
+    // Rollback tests are most of them: only the other roles are named.
+    let title = `${s.name}${s.role === "rollback" ? "" : " (" + s.role + ")"}  e=${num(lastE)}${thr ? (lastE >= thr ? " ≥ " : " < ") + num(thr) : ""}`;
     if (fired) title += " · fired";
     else if (s.role === "promote" && s.passed) title += " · margin shown";
     svg.append(sv("text", { class: "title" + (fired ? " fired-label" : ""), x: f.l, y: 12, text: title }));
