@@ -117,8 +117,8 @@ type layout struct {
 // the decisions' list as the API gives it, the fired test's e-value plot
 // with points, the rollback marker on the step timeline, the arms' table
 // and plots. Then it checks the layout at 1280 and 390 pixels wide and
-// saves a screenshot of each (in CANARYD_SCREENSHOTS when set, else in a
-// temporary directory it logs).
+// saves a screenshot of each (in CANARYD_SCREENSHOTS when set, else in
+// $TMPDIR/canaryd-status-page; the test logs where).
 func TestStatusPageInChromium(t *testing.T) {
 	t.Parallel()
 	browser, driver := chromiumPaths(t)
@@ -205,12 +205,13 @@ func TestStatusPageInChromium(t *testing.T) {
 	waitPage(t, s, 10*time.Second, "bad's row to show its final badge", statusPageScript, func(p *pageState) bool { return p.BadFinal == "rollback" })
 	t.Logf("page: %d e-value plots (fired %q, up to %d points), timeline markers %q", got.EPlots, got.Fired, got.MaxPoints, got.Markers)
 
+	// The screenshots outlive the test (artifacts to look at): one fixed
+	// temporary directory, replaced by each run, unless CANARYD_SCREENSHOTS.
 	dir := os.Getenv("CANARYD_SCREENSHOTS")
 	if dir == "" {
-		if dir, err = os.MkdirTemp("", "canaryd-status-page-"); err != nil {
-			t.Fatal(err)
-		}
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		dir = filepath.Join(os.TempDir(), "canaryd-status-page")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for _, vp := range []struct {
@@ -237,6 +238,19 @@ func TestStatusPageInChromium(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%d px: layout fits (document %d px); screenshot %s", vp.width, l.ScrollWidth, file)
+	}
+	// The layout check can fail: a block wider than the phone is found, one
+	// inside a scrolling box is not.
+	var l layout
+	if err := s.run(`const add = (parent, id) => { const e = document.createElement('div'); e.id = id; e.style.width = '2000px'; e.textContent = 'x'; parent.append(e); };
+add(document.querySelector('#detail .card'), 'too-wide');
+add(document.querySelector('#detail .scroll'), 'scrolls');
+`+layoutScript, &l); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(l.Overflowing, func(e string) bool { return strings.HasPrefix(e, "div#too-wide ") }) ||
+		slices.ContainsFunc(l.Overflowing, func(e string) bool { return strings.HasPrefix(e, "div#scrolls ") }) {
+		t.Errorf("with a 2000 px block added at 390 px: overflowing %q; want div#too-wide and not div#scrolls", l.Overflowing)
 	}
 	if errs, err := s.consoleErrors(); err != nil {
 		t.Logf("browser log unavailable: %v", err)
