@@ -15,7 +15,8 @@
   let polls = 0;
   let timer = null;
   const ring = new Map(); // rollout → [point] (fallback history)
-  let last = { list: null, status: null, history: null };
+  const last = { list: null, status: null, history: null };
+  const drawn = { list: null, detail: null }; // what the DOM shows, as JSON
 
   // ---- DOM helpers -------------------------------------------------------
 
@@ -88,7 +89,13 @@
       const list = await getJSON("v1/rollouts");
       last.list = list.rollouts || [];
       if (!selected && last.list.length === 1) select(last.list[0].rollout, false);
-      renderList(last.list);
+      // Drawn again only when something changed (or the width did): an
+      // ended rollout's page stays still, text selections and all.
+      const listKey = JSON.stringify([selected, last.list]);
+      if (listKey !== drawn.list) {
+        renderList(last.list);
+        drawn.list = listKey;
+      }
       if (selected) {
         const id = encodeURIComponent(selected);
         const [st, hist] = await Promise.all([
@@ -98,9 +105,14 @@
         last.status = st;
         last.history = hist;
         if (st) remember(st);
-        renderDetail(st, hist);
+        const key = JSON.stringify([window.innerWidth, st, hist]);
+        if (key !== drawn.detail) {
+          renderDetail(st, hist);
+          drawn.detail = key;
+        }
       } else {
         $("detail").hidden = true;
+        drawn.detail = null;
       }
       polls++;
       document.body.dataset.polls = String(polls);
