@@ -117,7 +117,7 @@ type layout struct {
 // the decisions' list as the API gives it, the fired test's e-value plot
 // with points, the rollback marker on the step timeline, the arms' table
 // and plots. Then it checks the layout at 1280 and 390 pixels wide and
-// saves a screenshot of each (in CANARYD_SCREENSHOTS when set, else in
+// saves a screenshot of each, and follows a click to the good rollout (in CANARYD_SCREENSHOTS when set, else in
 // $TMPDIR/canaryd-status-page; the test logs where).
 func TestStatusPageInChromium(t *testing.T) {
 	t.Parallel()
@@ -239,6 +239,25 @@ func TestStatusPageInChromium(t *testing.T) {
 		}
 		t.Logf("%d px: layout fits (document %d px); screenshot %s", vp.width, l.ScrollWidth, file)
 	}
+	// A click on the good rollout's row shows it, with its own timeline.
+	s.viewport(t, 1280, 900, false)
+	s.click(t, `#rollout-rows tr[data-rollout="good"] td:nth-child(3)`)
+	const goodScript = `return {
+  rollout: document.getElementById('detail').dataset.rollout,
+  markers: [...document.querySelectorAll('#timeline circle.marker')].map((c) => c.dataset.action),
+  hash: location.hash,
+};`
+	type goodState struct {
+		Rollout, Hash string
+		Markers       []string
+	}
+	gs := waitPage(t, s, 10*time.Second, "the good rollout after a click on its row", goodScript, func(g *goodState) bool {
+		return g.Rollout == "good"
+	})
+	if len(gs.Markers) == 0 || gs.Markers[0] != "set_weight" || slices.Contains(gs.Markers, "rollback") || gs.Hash != "#rollout=good" {
+		t.Errorf("good: timeline markers %q, location %q; want set_weight first and no rollback, #rollout=good", gs.Markers, gs.Hash)
+	}
+
 	// The layout check can fail: a block wider than the phone is found, one
 	// inside a scrolling box is not.
 	var l layout

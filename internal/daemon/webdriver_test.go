@@ -191,6 +191,22 @@ func (s *browserSession) run(script string, out any) error {
 	return s.wd.do("POST", "/session/"+s.id+"/execute/sync", map[string]any{"script": script, "args": []any{}}, out)
 }
 
+// click clicks the element the CSS selector finds first.
+func (s *browserSession) click(t *testing.T, css string) {
+	t.Helper()
+	var el map[string]string // {"element-6066-11e4-a52e-4f735466cecf": id}
+	if err := s.wd.do("POST", "/session/"+s.id+"/element", map[string]string{"using": "css selector", "value": css}, &el); err != nil {
+		t.Fatalf("find %s: %v", css, err)
+	}
+	for _, id := range el {
+		if err := s.wd.do("POST", "/session/"+s.id+"/element/"+id+"/click", map[string]any{}, nil); err != nil {
+			t.Fatalf("click %s: %v", css, err)
+		}
+		return
+	}
+	t.Fatalf("find %s: no element id in %v", css, el)
+}
+
 // cdp sends a Chrome DevTools Protocol command.
 func (s *browserSession) cdp(cmd string, params map[string]any, out any) error {
 	return s.wd.do("POST", "/session/"+s.id+"/goog/cdp/execute", map[string]any{"cmd": cmd, "params": params}, out)

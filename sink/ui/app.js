@@ -329,10 +329,11 @@
         s.vals.push([p.at, t.e_value]);
       }
     }
-    // Fired first, then by how close each is to its threshold (log e / log threshold).
+    // Fired first, then by how close each is to its threshold (log e /
+    // log threshold: a promote test that showed its margin is past 1).
     const closeness = (s) => (finite(s.e) && s.e > 0 && finite(s.threshold) && s.threshold > 1 ? Math.log(s.e) / Math.log(s.threshold) : -Infinity);
     const list = [...series.values()].sort((a, b) => (b.passed && b.role !== "promote") - (a.passed && a.role !== "promote") ||
-      roleOrder[a.role] - roleOrder[b.role] || closeness(b) - closeness(a) || a.name.localeCompare(b.name));
+      closeness(b) - closeness(a) || roleOrder[a.role] - roleOrder[b.role] || a.name.localeCompare(b.name));
     if (!list.length) {
       fill(box, el("p", { class: "muted", text: "No tests yet: they start with the first step." }));
       return;
