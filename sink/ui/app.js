@@ -9,6 +9,7 @@
 (function () {
   const POLL_MS = 2000;
   const RING = 600; // verdicts kept per rollout by the page's own fallback
+  const MIN_REQ = 20; // an arm's step summary is plotted from this many requests on: fewer are noise
   const SVGNS = "http://www.w3.org/2000/svg";
 
   let selected = null; // rollout id shown in detail
@@ -441,7 +442,7 @@
       const f = frame({ clientWidth: width }, 130, { l: 48, r: 8, t: 26, b: 18 });
       const x = timeScale(points, f);
       let hi = 0;
-      for (const p of points) for (const a of [p.baseline, p.canary]) if (a && finite(a[key])) hi = Math.max(hi, a[key]);
+      for (const p of points) for (const a of [p.baseline, p.canary]) if (a && a.requests >= MIN_REQ && finite(a[key])) hi = Math.max(hi, a[key]);
       hi = hi > 0 ? hi * 1.1 : 1;
       const y = (v) => f.b - (v / hi) * (f.b - f.t);
       const svg = sv("svg", { class: "plot armplot", viewBox: `0 0 ${f.w} ${f.h}`, width: f.w, height: f.h, role: "img", "aria-label": label, "data-metric": key });
@@ -457,7 +458,7 @@
         points.forEach((p, i) => {
           if (i > 0 && points[i - 1].step !== p.step) pts.push(null);
           const a = p[side];
-          pts.push(a && finite(a[key]) ? [x(p.at), y(a[key])] : null);
+          pts.push(a && a.requests >= MIN_REQ && finite(a[key]) ? [x(p.at), y(a[key])] : null);
         });
         n += pts.filter(Boolean).length;
         svg.append(sv("path", { class: "series " + side, d: pathOf(pts) }));
@@ -467,7 +468,7 @@
       return svg;
     };
     fill(box, el("div", { class: "legend" }, el("span", {}, el("span", { class: "sw baseline" }), "baseline " + st.baseline),
-      el("span", {}, el("span", { class: "sw canary" }), "canary " + st.canary)),
+      el("span", {}, el("span", { class: "sw canary" }), "canary " + st.canary), el("span", { text: `from ${MIN_REQ} requests in the step on` })),
     plot("error rate", "error_rate", (v) => (100 * v).toFixed(1) + "%"), plot("p95 latency", "p95_ms", (v) => ms(v)));
   }
 
