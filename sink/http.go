@@ -98,6 +98,7 @@ var routes = []Route{
 	{"GET", "/v1/rollouts", Read},
 	{"GET", "/v1/rollouts/{id}", Read},
 	{"GET", "/v1/rollouts/{id}/windows", Read},
+	{"GET", "/v1/rollouts/{id}/history", Read},
 	{"POST", "/v1/rollouts/{id}/{action}", Write},
 	// Delivery controllers' calls (controllers.go): they declare what the
 	// controller did to judge-mode rollouts and read the gate. Open like
@@ -105,6 +106,10 @@ var routes = []Route{
 	{"GET", "/v1/rollouts/{id}/judge", Read},
 	{"POST", "/v1/rollouts/{id}/judge", Read},
 	{"POST", "/v1/flagger/{hook}", Read},
+	// The status page (ui.go) and its files. "/" is registered as "/{$}",
+	// which matches "/" only, so that other paths stay 404s.
+	{"GET", "/", Read},
+	{"GET", "/ui/{file}", Read},
 }
 
 // Routes returns the endpoints of the HTTP API.
@@ -267,6 +272,23 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 				_, _ = w.Write(buf.Bytes())
 			}
 		},
+		// The rollout's recent verdicts (HistorySource), oldest first: what
+		// the status page plots.
+		"GET /v1/rollouts/{id}/history": func(w http.ResponseWriter, r *http.Request) {
+			hs, ok := src.(HistorySource)
+			if !ok {
+				writeJSON(w, http.StatusNotFound, map[string]string{"error": "this server keeps no verdict history"})
+				return
+			}
+			h, found := hs.History(r.PathValue("id"))
+			if !found {
+				notFound(w, r.PathValue("id"))
+				return
+			}
+			writeJSON(w, http.StatusOK, h)
+		},
+		"GET /":                           pageHandler(src),
+		"GET /ui/{file}":                  assetHandler(ref),
 		"POST /v1/rollouts/{id}/{action}": actionHandler(src, ref, cfg),
 		"GET /v1/rollouts/{id}/judge":     judgeHandler(src, ref, cfg),
 		"POST /v1/rollouts/{id}/judge":    judgeHandler(src, ref, cfg),
@@ -284,6 +306,9 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 			panic("BUG: no handler for route " + pattern)
 		}
 		delete(handlers, pattern)
+		if rt.Path == "/" {
+			pattern += "{$}" // "/" alone: in ServeMux, "/" is every path
+		}
 		switch {
 		case rt.Access == Write && auth == nil:
 			mux.Handle(pattern, off)

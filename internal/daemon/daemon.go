@@ -91,6 +91,7 @@ type Daemon struct {
 
 	started  atomic.Bool // the control topic was read: judging may begin
 	unjudged *metrics.Counter
+	verdicts verdictLog // each rollout's verdicts over time (verdictlog.go); a lock of its own, taken after mu
 }
 
 // New validates cfg and creates the Kafka clients and the HTTP listener.
@@ -516,6 +517,7 @@ func (d *Daemon) onClosed(c window.Closed) {
 	}
 	exportAgentSeries(d.cfg.Metrics, c)
 	v, cmd := j.Decide(c.Watermark)
+	d.verdicts.record(j.Spec(), v)
 	switch {
 	case cmd != nil:
 		// Queued under d.mu, so that the outbox holds each rollout's
