@@ -136,10 +136,10 @@ const quickEps = 5e-6
 // standard errors on the unfavourable side of the measurement. "Within m"
 // is a detection delay below m canary requests.
 const (
-	quickAlpha       = 0.05 // judgebench's spec: alpha 0.05, the bound for every valid test
-	pReqStrongAA     = 0.60 // request units, strong clustering A/A: measured 422/600 = 0.70
-	pKayentaAA       = 0.55 // Kayenta-like every minute, A/A: measured 366/600 = 0.61
-	pDetectX3        = 0.95 // canaryd detects errors ×3: measured 388/400 = 0.97
+	quickAlpha   = 0.05 // judgebench's spec: alpha 0.05, the bound for every valid test
+	pReqStrongAA = 0.60 // request units, strong clustering A/A: measured 422/600 = 0.70
+	pKayentaAA   = 0.55 // Kayenta-like every minute, A/A: measured 366/600 = 0.61
+	pDetectX3    = 0.95 // canaryd detects errors ×3: measured 388/400 = 0.97
 	// Since the per-segment mixture (½ pooled, detector/segments.go) canaryd
 	// is about 9% slower on regressions everywhere; the split point moved
 	// from 3100 to 3300 and the runs from 120 to 160 to keep the chance.
