@@ -158,6 +158,7 @@ type Judge struct {
 	total       map[string]*window.Agg // per version, request segments, whole rollout
 	phase       map[string]*window.Agg // per version, request segments, current step
 	sessions    map[string]*window.Agg // per version, agent/task segments, whole rollout
+	phaseSess   map[string]*window.Agg // per version, agent/task segments, current step
 	errorTypes  []string               // names of the totals' ErrorTypes ids (0: "_other")
 	bigramNames []string               // names of the totals' Bigrams ids (0: "_other")
 
@@ -173,17 +174,18 @@ type Judge struct {
 // NewJudge returns the judge of a validated spec.
 func NewJudge(spec Spec) *Judge {
 	j := &Judge{
-		spec:     spec,
-		step:     -1,
-		baseLat:  map[window.Segment]*window.Agg{},
-		total:    map[string]*window.Agg{},
-		phase:    map[string]*window.Agg{},
-		sessions: map[string]*window.Agg{},
-		seen:     map[string]int64{},
-		specHash: specHash(spec),
-		approved: -1,
-		declared: -1,
-		passed:   -1,
+		spec:      spec,
+		step:      -1,
+		baseLat:   map[window.Segment]*window.Agg{},
+		total:     map[string]*window.Agg{},
+		phase:     map[string]*window.Agg{},
+		phaseSess: map[string]*window.Agg{},
+		sessions:  map[string]*window.Agg{},
+		seen:      map[string]int64{},
+		specHash:  specHash(spec),
+		approved:  -1,
+		declared:  -1,
+		passed:    -1,
 	}
 	m := &j.spec.Metrics
 	for _, q := range []struct {
@@ -285,6 +287,9 @@ func (j *Judge) Observe(c window.Closed) bool {
 		switch {
 		case IsSession(s.Segment.Kind):
 			mergeMapped(j.sessions, s.Version, s.Agg, errMap, bigMap)
+			if inStep {
+				mergeMapped(j.phaseSess, s.Version, s.Agg, errMap, bigMap)
+			}
 			if s.Version == bv {
 				sessB.Merge(s.Agg)
 			} else if s.Version == cv {
@@ -717,6 +722,9 @@ type Verdict struct {
 	Weight int       `json:"weight"`
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"` // event time of the decision: the end of the window observed last (Closed.Watermark)
+	// WallAt is canaryd's own clock when that window closed (Closed.Wall):
+	// during a replay At is hours behind it. Absent when unknown.
+	WallAt *time.Time `json:"wall_at,omitempty"`
 	// StepElapsed is how long the current step has run, in event time.
 	StepElapsedS float64        `json:"step_elapsed_s"`
 	Tests        []TestEvidence `json:"tests,omitempty"`
@@ -1096,6 +1104,7 @@ func (j *Judge) startStep(i int, now int64) {
 		j.srm.W = float64(j.weight()) / 100
 	}
 	j.phase = map[string]*window.Agg{}
+	j.phaseSess = map[string]*window.Agg{}
 }
 
 // tests evaluates every enabled test.
@@ -1157,7 +1166,13 @@ func (j *Judge) tests() []TestEvidence {
 		if lt.name == "latency_p95" || lt.spec.Guard {
 			// The margin is in the canary's threshold: non-inferiority is
 			// "odds ratio below 1" on those counts.
-			out = append(out, cond(lt.name, "promote", &lt.ni, alphaP, 1))
+			t := cond(lt.name, "promote", &lt.ni, alphaP, 1)
+			// The margin as the spec gives it (a relative slowdown); the
+			// test itself is "odds below 1" at the baseline's threshold
+			// stretched by it.
+			t.Margin = Num(lt.spec.Margin)
+			t.Detail = fmt.Sprintf("canary requests above the baseline's %s threshold ×%.2f, odds ratio below 1", strings.TrimPrefix(lt.name, "latency_"), 1+lt.spec.Margin)
+			out = append(out, t)
 		}
 	}
 	for _, rt := range j.rates {
@@ -1287,7 +1302,7 @@ func describe(t TestEvidence, s Spec) string {
 			return fmt.Sprintf("%s latency%s: %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, %s), e=%.3g ≥ %.3g",
 				q, of, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), boundsText(t), f(t.EValue), f(t.Threshold))
 		}
-		return fmt.Sprintf("%s latency within +%.0f%% of baseline (e=%.3g)", q, 100*s.Metrics.Latency.Margin, f(t.EValue))
+		return fmt.Sprintf("%s latency within +%.0f%% of baseline (e=%.3g)", q, 100*f(t.Margin), f(t.EValue))
 	case "tokens", "cost", "context_use", "tool_calls", "eval_score":
 		per := map[string]string{"tokens": "tokens per LLM call", "cost": "cost per LLM call (USD)", "context_use": "context-window use",
 			"tool_calls": "tool calls per session", "eval_score": "evaluation score"}[t.Name]
@@ -1321,13 +1336,22 @@ func fmtUpper(u Num) string {
 func (j *Judge) verdict(a schemas.Action, now int64, reason string) Verdict {
 	v := Verdict{
 		Rollout: j.spec.Rollout, Action: a, Step: j.step, Weight: j.weight(), Reason: reason,
-		At: time.Unix(0, now).UTC(), Baseline: j.arm(j.phase, j.spec.Baseline), Canary: j.arm(j.phase, j.spec.Canary),
+		At: time.Unix(0, now).UTC(), Baseline: j.stepArm(j.spec.Baseline), Canary: j.stepArm(j.spec.Canary),
 	}
 	if j.step >= 0 {
 		v.StepElapsedS = time.Duration(now - j.stepStart).Seconds()
 	}
+	if j.wall != 0 {
+		w := time.Unix(0, j.wall).UTC()
+		v.WallAt = &w
+	}
 	j.last = v
 	return v
+}
+
+// stepArm summarises a version's requests and sessions in the current step.
+func (j *Judge) stepArm(version string) ArmSummary {
+	return j.summary(version, j.phase[version], j.phaseSess[version])
 }
 
 func (j *Judge) arm(m map[string]*window.Agg, version string) ArmSummary {

@@ -67,6 +67,7 @@ type judgeState struct {
 
 	BaseLat                []segAgg
 	Total, Phase, Sessions map[string]*window.Agg
+	PhaseSess              map[string]*window.Agg // absent in older states: the step's sessions count from the restore
 	ErrorTypes             []string
 	BigramNames            []string
 	Last                   []byte // JSON of the last Verdict (NaN-safe)
@@ -187,7 +188,7 @@ func (j *Judge) MarshalState() ([]byte, error) {
 		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(), SegErr: j.segErr.state(),
 		ToolMix: j.toolMix.state(), ErrMix: j.errMix.state(), Bigrams: j.bigrams.state(),
 		SRM: j.srm, SRMSessions: j.srmSessions, SloErr: j.sloErr, SloLat: j.sloLat,
-		Total: j.total, Phase: j.phase, Sessions: j.sessions, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
+		Total: j.total, Phase: j.phase, Sessions: j.sessions, PhaseSess: j.phaseSess, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
 		Last: last, Seen: j.seen,
 		Paused: j.paused, Approved: j.approved + 1, Attempt: j.attempt, Audit: j.audit,
 		Declared: j.declared + 1, WSource: j.wsource, Passed: j.passed + 1, PassedWhy: j.passedWhy,
@@ -266,6 +267,9 @@ func (j *Judge) UnmarshalState(b []byte) error {
 	}
 	if st.Sessions != nil {
 		n.sessions = st.Sessions
+	}
+	if st.PhaseSess != nil {
+		n.phaseSess = st.PhaseSess
 	}
 	n.errorTypes, n.bigramNames = st.ErrorTypes, st.BigramNames
 	if err := json.Unmarshal(st.Last, &n.last); err != nil {
