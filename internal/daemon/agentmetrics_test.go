@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"bytes"
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -13,7 +15,7 @@ import (
 	"github.com/inferensys/canaryd/window"
 )
 
-func TestExportAgentSeries(t *testing.T) {
+func TestExportWindowSeries(t *testing.T) {
 	agg := func(evs ...schemas.Event) *window.Agg {
 		a := window.NewAgg()
 		for i := range evs {
@@ -57,8 +59,8 @@ func TestExportAgentSeries(t *testing.T) {
 		},
 	}
 	ms := metrics.NewSet()
-	exportAgentSeries(ms, c)
-	exportAgentSeries(ms, c) // counters add up over windows; gauges hold the last window
+	exportWindowSeries(ms, c)
+	exportWindowSeries(ms, c) // counters and histograms add up over windows
 	var buf bytes.Buffer
 	ms.WritePrometheus(&buf)
 	got := buf.String()
@@ -79,18 +81,35 @@ func TestExportAgentSeries(t *testing.T) {
 			t.Errorf("missing %s\ngot:\n%s", want, got)
 		}
 	}
-	// Quantiles within the sketch's 1% of the exact ones (1..100 ms, then 5, 1000, 1000).
-	for _, q := range []struct {
-		quantile string
-		lo, hi   float64
-	}{{"0.5", 50, 53}, {"0.95", 95, 98}, {"0.99", 99, 1011}} {
-		name := `canaryd_agent_latency_ms{` + tool + `,quantile="` + q.quantile + `"}`
-		v := ms.GetOrCreateGauge(name, nil).Get()
-		if v < q.lo || v > q.hi {
-			t.Errorf("%s = %v; want in [%v, %v]", name, v, q.lo, q.hi)
+	// Latency histograms in seconds, per segment of any request kind:
+	// 1..100 ms, 5 ms and 2×1000 ms per window, the buckets checked away
+	// from those values (a sketch bucket's value is within 1% of them).
+	other := `rollout="travel-agent",version="1.4.0",kind="other",name="POST /chat"`
+	for _, want := range []string{
+		`canaryd_latency_seconds_bucket{` + tool + `,le="0.25"} 202`,
+		`canaryd_latency_seconds_bucket{` + tool + `,le="2.5"} 206`,
+		`canaryd_latency_seconds_bucket{` + tool + `,le="+Inf"} 206`,
+		`canaryd_latency_seconds_count{` + tool + `} 206`,
+		`canaryd_latency_seconds_bucket{` + other + `,le="0.5"} 0`,
+		`canaryd_latency_seconds_bucket{` + other + `,le="1"} 2`,
+		`canaryd_requests_total{rollout="travel-agent",version="1.4.0"} 208`,
+		`canaryd_errors_total{rollout="travel-agent",version="1.4.0"} 6`,
+		`canaryd_requests_total{rollout="travel-agent",version="1.5.0"} 6`,
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("missing %s\ngot:\n%s", want, got)
 		}
 	}
-	for _, notWant := range []string{`kind="agent"`, `kind="other"`, `tokens_total{` + tool} {
+	if i := strings.Index(got, `canaryd_latency_seconds_sum{`+tool+`} `); i < 0 {
+		t.Errorf("no latency sum of the tool")
+	} else {
+		var v float64
+		fmt.Sscan(got[i+len(`canaryd_latency_seconds_sum{`+tool+`} `):], &v)
+		if want := 2 * (5050 + 2005) / 1000.0; math.Abs(v-want) > 0.01*want {
+			t.Errorf("latency sum %v s; want %v ±1%%", v, want)
+		}
+	}
+	for _, notWant := range []string{`kind="agent"`, `agent_calls_total{` + other, `tokens_total{` + tool, `_ms`} {
 		if strings.Contains(got, notWant) {
 			t.Errorf("exposition has %s; want none:\n%s", notWant, got)
 		}
