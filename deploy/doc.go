@@ -8,7 +8,9 @@
 //     PodDisruptionBudget, a NetworkPolicy, ConfigMaps of settings, rollout
 //     specs and the model table, and a kustomization;
 //   - systemd/: a hardened unit and its environment file;
-//   - rollouts/ and models.yaml: example rollout specs and model table.
+//   - rollouts/ and models.yaml: example rollout specs and model table;
+//   - grafana/: a dashboard and its provisioning files (its queries are
+//     tested on a real Prometheus in internal/daemon: TestGrafanaDashboard).
 //
 // deploy_test.go validates the Kubernetes manifests against the Kubernetes
 // schemas (kubernetes-validate, strict, Kubernetes 1.33; it needs
