@@ -3,7 +3,6 @@ package daemon
 import (
 	"strings"
 
-	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/inferensys/canaryd/detector"
@@ -18,7 +17,7 @@ import (
 //
 //	canaryd_requests_total{rollout,version}              requests
 //	canaryd_errors_total{rollout,version}                failed requests
-//	canaryd_latency_seconds{rollout,version,kind,name}   durations, a histogram per segment (LatencyBuckets)
+//	canaryd_latency_seconds{rollout,version,kind,name}   durations, a histogram per segment (latencyhist.go)
 //
 // Per tool and per model (kind tool or llm; name: the tool or model name,
 // as the window segments it):
@@ -40,14 +39,9 @@ import (
 // partitions and instances, so histogram_quantile over rate() gives the
 // quantile of any range, per segment or summed per version.
 
-// LatencyBuckets are the upper bounds, in seconds, of
-// canaryd_latency_seconds: 5 ms to 2 min, about ×2.5 apart, for tool calls
-// of milliseconds and model calls of tens of seconds.
-var LatencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120}
-
-// exportWindowSeries adds the series of one closed window. Called on
-// partition goroutines; metrics.Set is safe for concurrent use.
-func exportWindowSeries(ms *metrics.Set, c window.Closed) {
+// exportWindowSeries adds the series of one closed window to ms and lat.
+// Called on partition goroutines; both are safe for concurrent use.
+func exportWindowSeries(ms *metrics.Set, lat *latencyHistograms, c window.Closed) {
 	var b strings.Builder
 	for _, s := range c.Series {
 		k := s.Segment.Kind
@@ -69,7 +63,7 @@ func exportWindowSeries(ms *metrics.Set, c window.Closed) {
 		quoteLabel(&b, s.Segment.Name)
 		labels := b.String()
 		if a.LatencyCount() > 0 {
-			addLatency(ms.GetOrCreatePrometheusHistogramExt(`canaryd_latency_seconds{`+labels+`}`, LatencyBuckets), a.Latency)
+			lat.add(labels, a.Latency)
 		}
 		if k != schemas.KindTool && k != schemas.KindLLM {
 			continue
@@ -93,23 +87,6 @@ func exportWindowSeries(ms *metrics.Set, c window.Closed) {
 			}
 		}
 	}
-}
-
-// addLatency adds a window's latency sketch (milliseconds) to h (seconds):
-// each sketch bucket's count at its representative value, within the
-// sketch's 1% of the exact durations. The histogram takes one observation
-// at a time, so this costs one Update per event, at window close.
-func addLatency(h *metrics.PrometheusHistogram, sk *ddsketch.DDSketch) {
-	for range int(sk.GetZeroCount() + 0.5) {
-		h.Update(0)
-	}
-	sk.GetPositiveValueStore().ForEach(func(i int, n float64) bool {
-		v := window.Mapping.Value(i) / 1000
-		for range int(n + 0.5) {
-			h.Update(v)
-		}
-		return false
-	})
 }
 
 func quote(s string) string {

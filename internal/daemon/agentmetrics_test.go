@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -59,8 +61,10 @@ func TestExportWindowSeries(t *testing.T) {
 		},
 	}
 	ms := metrics.NewSet()
-	exportWindowSeries(ms, c)
-	exportWindowSeries(ms, c) // counters and histograms add up over windows
+	lat := newLatencyHistograms()
+	ms.RegisterMetricsWriter(lat.writeTo)
+	exportWindowSeries(ms, lat, c)
+	exportWindowSeries(ms, lat, c) // counters and histograms add up over windows
 	var buf bytes.Buffer
 	ms.WritePrometheus(&buf)
 	got := buf.String()
@@ -146,5 +150,83 @@ func TestNewWiresModelsAndTraceIndex(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// BenchmarkLatencyAdd: the cost of putting a window's latency sketch into
+// canaryd_latency_seconds, per event of the window.
+func BenchmarkLatencyAdd(b *testing.B) {
+	a := window.NewAgg()
+	const n = 1000
+	for i := range n {
+		ev := schemas.Event{DurationMS: float64(1 + i%997*7), HasDuration: true}
+		a.Add(&ev, 0)
+	}
+	lat := newLatencyHistograms()
+	b.ReportAllocs()
+	for b.Loop() {
+		lat.add(`rollout="r"`, a.Latency)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+}
+
+// TestLatencyHistogramsMatchPrometheusHistogram checks the bulk histogram
+// against the plain reference: metrics.PrometheusHistogram given one
+// Update per event at its sketch bin's value. Same buckets, same count,
+// the same sum within rounding.
+func TestLatencyHistogramsMatchPrometheusHistogram(t *testing.T) {
+	a := window.NewAgg()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		ev := schemas.Event{DurationMS: math.Exp(rng.NormFloat64()*2 + 5), HasDuration: true}
+		if rng.IntN(100) == 0 {
+			ev.DurationMS = 0
+		}
+		a.Add(&ev, 0)
+	}
+	for _, ms := range []float64{5, 10, 1000, 120_000, 500_000} { // on and beyond the bounds
+		ev := schemas.Event{DurationMS: ms, HasDuration: true}
+		a.Add(&ev, 0)
+	}
+	lat := newLatencyHistograms()
+	lat.add(`rollout="r"`, a.Latency)
+	var got strings.Builder
+	lat.writeTo(&got)
+
+	ref := metrics.NewSet()
+	h := ref.GetOrCreatePrometheusHistogramExt(`canaryd_latency_seconds{rollout="r"}`, LatencyBuckets[:])
+	for range int(a.Latency.GetZeroCount()) {
+		h.Update(0)
+	}
+	a.Latency.GetPositiveValueStore().ForEach(func(i int, n float64) bool {
+		for range int(n) {
+			h.Update(window.Mapping.Value(i) / 1000)
+		}
+		return false
+	})
+	var want strings.Builder
+	ref.WritePrometheus(&want)
+	lines := func(s string) (buckets []string, sum float64) {
+		for l := range strings.Lines(s) {
+			switch {
+			case strings.HasPrefix(l, "#"):
+			case strings.Contains(l, "_sum{"):
+				fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &sum)
+			default:
+				buckets = append(buckets, l)
+			}
+		}
+		return buckets, sum
+	}
+	gb, gs := lines(got.String())
+	wb, ws := lines(want.String())
+	if !slices.Equal(gb, wb) {
+		t.Errorf("buckets:\n%s\nwant (PrometheusHistogram):\n%s", strings.Join(gb, ""), strings.Join(wb, ""))
+	}
+	if math.Abs(gs-ws) > 1e-9*ws {
+		t.Errorf("sum %v; want %v", gs, ws)
+	}
+	if len(gb) != len(LatencyBuckets)+2 {
+		t.Errorf("%d bucket and count lines; want %d", len(gb), len(LatencyBuckets)+2)
 	}
 }

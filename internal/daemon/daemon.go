@@ -95,7 +95,8 @@ type Daemon struct {
 	started  atomic.Bool // the control topic was read: judging may begin
 	unjudged *metrics.Counter
 
-	rolloutMetrics *rolloutMetrics // the per-rollout series (rolloutmetrics.go)
+	rolloutMetrics *rolloutMetrics    // the per-rollout series (rolloutmetrics.go)
+	latency        *latencyHistograms // canaryd_latency_seconds (latencyhist.go)
 }
 
 // New validates cfg and creates the Kafka clients and the HTTP listener.
@@ -129,6 +130,8 @@ func New(cfg Config) (*Daemon, error) {
 	d.sendErrs = cfg.Metrics.NewCounter("canaryd_command_send_errors_total")
 	cfg.Metrics.NewGauge("canaryd_outbox_commands", func() float64 { return float64(d.outbox.len()) })
 	d.rolloutMetrics = &rolloutMetrics{evictAfter: cfg.EvictAfter, endedAt: map[string]time.Time{}, staleAt: map[string]time.Time{}}
+	d.latency = newLatencyHistograms()
+	cfg.Metrics.RegisterMetricsWriter(d.latency.writeTo)
 	cfg.Metrics.RegisterMetricsWriter(d.writeRolloutMetrics)
 	var err error
 	d.producer, err = kgo.NewClient(append([]kgo.Opt{
@@ -511,7 +514,7 @@ func (d *Daemon) onClosed(c window.Closed) {
 		d.historyOf(c.Rollout).add(c)
 		// The series of a release ended long enough ago are evicted
 		// (rolloutmetrics.go): its windows no longer add any.
-		exportWindowSeries(d.cfg.Metrics, c)
+		exportWindowSeries(d.cfg.Metrics, d.latency, c)
 	} else if _, ok := d.history[c.Rollout]; ok {
 		delete(d.history, c.Rollout) // ended long enough ago: free the export history
 		d.cfg.Logger.Info("rollout ended: its window history is evicted", "rollout", c.Rollout, "final", j.Final())

@@ -118,7 +118,7 @@ func (d *Daemon) writeRolloutMetrics(w io.Writer) {
 		}
 	}
 	writeRolloutSeries(w, live)
-	rm.sweep(d.cfg.Metrics, live, auto, now)
+	rm.sweep(d.cfg.Metrics, d.latency, live, auto, now)
 }
 
 // writeRolloutSeries writes the per-rollout families of sts (sorted by
@@ -180,16 +180,16 @@ var sweptNever = map[string]bool{
 	"canaryd_events_late_total": true, // the consumer holds the counter
 }
 
-// sweep removes from ms the series of rollouts that are not live (ended
-// and past evictAfter, or gone from the specs) and of versions that are
-// not their release's, once they have been so for evictAfter. Called with
-// rm.mu held.
-func (rm *rolloutMetrics) sweep(ms *metrics.Set, live []detector.Status, auto map[string]bool, now time.Time) {
+// sweep removes from ms and lat the series of rollouts that are not live
+// (ended and past evictAfter, or gone from the specs) and of versions that
+// are not their release's, once they have been so for evictAfter. Called
+// with rm.mu held.
+func (rm *rolloutMetrics) sweep(ms *metrics.Set, lat *latencyHistograms, live []detector.Status, auto map[string]bool, now time.Time) {
 	byRollout := make(map[string]*detector.Status, len(live))
 	for i := range live {
 		byRollout[live[i].Rollout] = &live[i]
 	}
-	names := ms.ListMetricNames()
+	names := append(ms.ListMetricNames(), lat.names()...)
 	seen := make(map[string]bool, len(rm.staleAt))
 	for _, name := range names {
 		fam, labels, ok := strings.Cut(name, "{")
@@ -221,7 +221,9 @@ func (rm *rolloutMetrics) sweep(ms *metrics.Set, live []detector.Status, auto ma
 			rm.staleAt[name] = at
 		}
 		if now.Sub(at) >= rm.evictAfter {
-			ms.UnregisterMetric(name)
+			if !lat.remove(name) {
+				ms.UnregisterMetric(name)
+			}
 			delete(rm.staleAt, name)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/inferensys/canaryd/detector"
+	"github.com/inferensys/canaryd/window"
 )
 
 func TestLabelValue(t *testing.T) {
@@ -51,7 +52,11 @@ func TestSweep(t *testing.T) {
 		ms.GetOrCreateCounter(name).Inc()
 	}
 	ms.GetOrCreateGauge(`canaryd_judge_verdict{rollout="ended"}`, func() float64 { return 3 })
-	ms.GetOrCreatePrometheusHistogramExt(`canaryd_latency_seconds{rollout="r",version="v0",kind="tool",name="t"}`, LatencyBuckets).Update(1)
+	lat := newLatencyHistograms()
+	sk := window.NewSketch()
+	sk.Add(1000)
+	lat.add(`rollout="r",version="v0",kind="tool",name="t"`, sk)
+	names := func() []string { return slices.Sorted(slices.Values(append(ms.ListMetricNames(), lat.names()...))) }
 	rm := &rolloutMetrics{evictAfter: 10 * time.Second, endedAt: map[string]time.Time{}, staleAt: map[string]time.Time{}}
 	live := []detector.Status{{Rollout: "r", Baseline: "v1", Canary: "v2"}}
 	auto := map[string]bool{"auto": true}
@@ -65,18 +70,18 @@ func TestSweep(t *testing.T) {
 		`canaryd_requests_total{rollout="r",version="v1"}`,
 		`canaryd_requests_total{rollout="r",version="v2"}`,
 	}
-	rm.sweep(ms, live, auto, t0)
+	rm.sweep(ms, lat, live, auto, t0)
 	want := append(slices.Clone(kept), `canaryd_latency_seconds{rollout="r",version="v0",kind="tool",name="t"}`, `canaryd_requests_total{rollout="r",version="v0"}`)
 	slices.Sort(want)
-	if got := ms.ListMetricNames(); !slices.Equal(got, want) {
+	if got := names(); !slices.Equal(got, want) {
 		t.Errorf("after the first sweep:\n%q\nwant\n%q", got, want)
 	}
-	rm.sweep(ms, live, auto, t0.Add(9*time.Second))
-	if got := ms.ListMetricNames(); !slices.Equal(got, want) {
+	rm.sweep(ms, lat, live, auto, t0.Add(9*time.Second))
+	if got := names(); !slices.Equal(got, want) {
 		t.Errorf("9 s later:\n%q\nwant\n%q", got, want)
 	}
-	rm.sweep(ms, live, auto, t0.Add(10*time.Second))
-	if got := ms.ListMetricNames(); !slices.Equal(got, kept) {
+	rm.sweep(ms, lat, live, auto, t0.Add(10*time.Second))
+	if got := names(); !slices.Equal(got, kept) {
 		t.Errorf("10 s later:\n%q\nwant\n%q", got, kept)
 	}
 	if len(rm.staleAt) != 0 {
