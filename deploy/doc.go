@@ -18,6 +18,7 @@
 // that every CANARYD_ variable named here is one that `canaryd run`
 // reads, that the image's final stage is static and non-root, that the
 // systemd unit passes `systemd-analyze verify`, and that the ConfigMaps'
-// copies of rollouts/ and models.yaml match them. README.md describes each
-// file.
+// copies of rollouts/ and models.yaml match them. grafana_test.go checks
+// the dashboard's shape (ids, grid, data source, the rollout variable) and
+// its provisioning files. README.md describes each file.
 package deploy
