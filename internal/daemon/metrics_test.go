@@ -123,7 +123,7 @@ func badEnded(d *daemon.Daemon) bool {
 func TestMetricsPromtool(t *testing.T) {
 	t.Parallel()
 	promtool := debianTool(t, "promtool", "prometheus")
-	const evictAfter = 15 * time.Second
+	const evictAfter = 8 * time.Second
 	d, startFleet := startMetricsRollout(t, evictAfter)
 	startFleet()
 	took := waitFor(t, 90*time.Second, "the bad rollout rolled back", func() bool { return badEnded(d) })
