@@ -35,11 +35,12 @@ build:
 
 # DEPS_APT: Debian packages make test needs, as "command:package" pairs.
 DEPS_APT := kcat:kcat mvn:maven java:openjdk-17-jre-headless openssl:openssl python3:python3 \
-	python3-venv-check:python3-venv chromium:chromium chromedriver:chromium-driver
+	python3-venv-check:python3-venv chromium:chromium chromedriver:chromium-driver promtool:prometheus
 
 ## deps: what make test needs besides Go: kcat, Maven, Java 17, Python 3 with
-## venv, headless Chromium and chromedriver (the status page's test) (installed
-## with apt-get when run as root on Debian, otherwise named
+## venv, headless Chromium and chromedriver (the status page's test),
+## Prometheus and promtool (the metrics and dashboard tests run them)
+## (installed with apt-get when run as root on Debian, otherwise named
 ## with the command that installs them), the broker's jars in the cache
 ## (scripts/kafka.sh fetch) and pyarrow in a cached venv (scripts/pydeps.sh).
 ## Idempotent; make test and .ci/run call it.

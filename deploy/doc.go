@@ -8,7 +8,9 @@
 //     PodDisruptionBudget, a NetworkPolicy, ConfigMaps of settings, rollout
 //     specs and the model table, and a kustomization;
 //   - systemd/: a hardened unit and its environment file;
-//   - rollouts/ and models.yaml: example rollout specs and model table.
+//   - rollouts/ and models.yaml: example rollout specs and model table;
+//   - grafana/: a dashboard and its provisioning files (its queries are
+//     tested on a real Prometheus in internal/daemon: TestGrafanaDashboard).
 //
 // deploy_test.go validates the Kubernetes manifests against the Kubernetes
 // schemas (kubernetes-validate, strict, Kubernetes 1.33; it needs
@@ -16,6 +18,7 @@
 // that every CANARYD_ variable named here is one that `canaryd run`
 // reads, that the image's final stage is static and non-root, that the
 // systemd unit passes `systemd-analyze verify`, and that the ConfigMaps'
-// copies of rollouts/ and models.yaml match them. README.md describes each
-// file.
+// copies of rollouts/ and models.yaml match them. grafana_test.go checks
+// the dashboard's shape (ids, grid, data source, the rollout variable) and
+// its provisioning files. README.md describes each file.
 package deploy

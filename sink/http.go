@@ -218,8 +218,7 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 	handlers := map[string]http.HandlerFunc{
 		"GET /metrics": func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-			ms.WritePrometheus(w)
-			metrics.WriteProcessMetrics(w)
+			WriteMetrics(w, ms)
 		},
 		"GET /healthz": func(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintln(w, "ok")
