@@ -53,6 +53,12 @@ type WindowSource interface {
 	WriteWindows(w io.Writer, rollout string) (bool, error)
 }
 
+// APIVersion is the version of the JSON API's rollout documents
+// (/v1/rollouts and /v1/rollouts/{id}, each status's api_version): a
+// change that removes or renames a field, or changes what one holds,
+// gets a new version; added fields do not.
+const APIVersion = "canaryd/v1"
+
 // ArrowStreamType is the media type of the Arrow export.
 const ArrowStreamType = "application/vnd.apache.arrow.stream"
 
@@ -233,7 +239,7 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 			fmt.Fprintln(w, "ready")
 		},
 		"GET /v1/rollouts": func(w http.ResponseWriter, _ *http.Request) {
-			out := map[string]any{"rollouts": src.Statuses()}
+			out := map[string]any{"api_version": APIVersion, "rollouts": src.Statuses()}
 			if rs, ok := src.(RulesSource); ok {
 				if r := rs.OTLPRules(); r != nil {
 					out["otlp_rules"] = r
@@ -247,7 +253,10 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 				notFound(w, r.PathValue("id"))
 				return
 			}
-			writeJSON(w, http.StatusOK, st)
+			writeJSON(w, http.StatusOK, struct {
+				APIVersion string `json:"api_version"`
+				detector.Status
+			}{APIVersion, st})
 		},
 		// The rollout's closed windows, one row per series-window, as an
 		// Arrow IPC stream (window/columnar.md): pyarrow.ipc.open_stream
