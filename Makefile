@@ -41,10 +41,12 @@ build:
 
 # DEPS_APT: Debian packages make test needs, as "command:package" pairs.
 DEPS_APT := kcat:kcat mvn:maven java:openjdk-17-jre-headless openssl:openssl python3:python3 \
-	python3-venv-check:python3-venv
+	python3-venv-check:python3-venv chromium:chromium chromedriver:chromium-driver promtool:prometheus
 
 ## deps: what make test needs besides Go: kcat, Maven, Java 17, Python 3 with
-## venv (installed with apt-get when run as root on Debian, otherwise named
+## venv, headless Chromium and chromedriver (the status page's test),
+## Prometheus and promtool (the metrics and dashboard tests run them)
+## (installed with apt-get when run as root on Debian, otherwise named
 ## with the command that installs them), the broker's jars in the cache
 ## (scripts/kafka.sh fetch), pyarrow in a cached venv (scripts/pydeps.sh) and
 ## the integration modules' dependencies (go mod download in each).
@@ -82,7 +84,8 @@ TEST_P ?= 2
 TEST_PARALLEL ?= 4
 
 ## test: unit tests + integration tests against kfake and a real Apache Kafka
-## (pyarrow, which reads the Arrow export in a test, goes into a cached venv)
+## (pyarrow, which reads the Arrow export in a test, and confluent-kafka and pytest,
+## which run the Python router subscriber's tests, go into a cached venv)
 test: deps
 	export CANARYD_PYTHON=$$(scripts/pydeps.sh); $(call with_kafka,go test -p $(TEST_P) -parallel $(TEST_PARALLEL) -count=1 -timeout 20m $(GO_TEST_PKGS))
 	@$(MAKE) --no-print-directory test-integrations
@@ -133,6 +136,7 @@ fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./schemas/
 	go test -run '^$$' -fuzz FuzzOTLPProto -fuzztime 30s ./stream/
 	go test -run '^$$' -fuzz FuzzOTLPJSON -fuzztime 30s ./stream/
+	go test -run '^$$' -fuzz FuzzTableApply -fuzztime 30s ./router/
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -9,6 +9,8 @@
 //     specs and the model table, and a kustomization;
 //   - systemd/: a hardened unit and its environment file;
 //   - rollouts/ and models.yaml: example rollout specs and model table;
+//   - grafana/: a dashboard and its provisioning files (its queries are
+//     tested on a real Prometheus in internal/daemon: TestGrafanaDashboard);
 //   - argo/, flagger/, spinnaker/ and controllers.md: canaryd as the judge
 //     of Argo Rollouts, Flagger and Spinnaker (mode: judge), which the
 //     modules integrations/argo and integrations/flagger parse with the
@@ -20,7 +22,9 @@
 // that every CANARYD_ variable named here is one that `canaryd run`
 // reads, that the image's final stage is static and non-root, that the
 // systemd unit passes `systemd-analyze verify`, and that the ConfigMaps'
-// copies of rollouts/ and models.yaml match them; spinnaker_test.go runs
-// spinnaker/pipeline.json's webhook stages against a canaryd built from
-// this tree. README.md describes each file.
+// copies of rollouts/ and models.yaml match them. grafana_test.go checks
+// the dashboard's shape (ids, grid, data source, the rollout variable) and
+// its provisioning files; spinnaker_test.go runs spinnaker/pipeline.json's
+// webhook stages against a canaryd built from this tree. README.md
+// describes each file.
 package deploy

@@ -2,6 +2,7 @@ package detector
 
 import (
 	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,8 @@ func TestFastClockCannotShortenStep(t *testing.T) {
 	}
 }
 
+var wallAt = regexp.MustCompile(`,"wall_at":"[^"]*"`)
+
 // TestWallClockDoesNotMoveHonestDecisions: with clocks that do not run
 // ahead, the wall clock never decides: windows closed 1 s, 1 min or 3 hours
 // (a backlog replayed after a crash) after their end, or with no wall clock,
@@ -90,6 +93,9 @@ func TestWallClockDoesNotMoveHonestDecisions(t *testing.T) {
 			}
 		}
 		got := decisions(t, NewJudge(tenMinuteSpec()), cs)
+		for i := range got { // the wall clock is reported as it is (Verdict.WallAt); it decides nothing
+			got[i] = wallAt.ReplaceAllString(got[i], "")
+		}
 		if want == nil {
 			want = got
 			if !strings.Contains(strings.Join(got, "\n"), `"action":"promote"`) {

@@ -150,6 +150,7 @@ type Judge struct {
 	bigrams         Categorical
 	incidents       Conditional // incident counts against request counts
 	srm             SRM
+	srmSessions     bool // the SRM check counted sessions (for its evidence)
 	sloErr, sloLat  Bernoulli
 
 	baseLat map[window.Segment]*window.Agg // baseline latency per segment, for thresholds
@@ -157,6 +158,7 @@ type Judge struct {
 	total       map[string]*window.Agg // per version, request segments, whole rollout
 	phase       map[string]*window.Agg // per version, request segments, current step
 	sessions    map[string]*window.Agg // per version, agent/task segments, whole rollout
+	phaseSess   map[string]*window.Agg // per version, agent/task segments, current step
 	errorTypes  []string               // names of the totals' ErrorTypes ids (0: "_other")
 	bigramNames []string               // names of the totals' Bigrams ids (0: "_other")
 
@@ -172,17 +174,18 @@ type Judge struct {
 // NewJudge returns the judge of a validated spec.
 func NewJudge(spec Spec) *Judge {
 	j := &Judge{
-		spec:     spec,
-		step:     -1,
-		baseLat:  map[window.Segment]*window.Agg{},
-		total:    map[string]*window.Agg{},
-		phase:    map[string]*window.Agg{},
-		sessions: map[string]*window.Agg{},
-		seen:     map[string]int64{},
-		specHash: specHash(spec),
-		approved: -1,
-		declared: -1,
-		passed:   -1,
+		spec:      spec,
+		step:      -1,
+		baseLat:   map[window.Segment]*window.Agg{},
+		total:     map[string]*window.Agg{},
+		phase:     map[string]*window.Agg{},
+		phaseSess: map[string]*window.Agg{},
+		sessions:  map[string]*window.Agg{},
+		seen:      map[string]int64{},
+		specHash:  specHash(spec),
+		approved:  -1,
+		declared:  -1,
+		passed:    -1,
 	}
 	m := &j.spec.Metrics
 	for _, q := range []struct {
@@ -284,6 +287,9 @@ func (j *Judge) Observe(c window.Closed) bool {
 		switch {
 		case IsSession(s.Segment.Kind):
 			mergeMapped(j.sessions, s.Version, s.Agg, errMap, bigMap)
+			if inStep {
+				mergeMapped(j.phaseSess, s.Version, s.Agg, errMap, bigMap)
+			}
 			if s.Version == bv {
 				sessB.Merge(s.Agg)
 			} else if s.Version == cv {
@@ -397,24 +403,35 @@ func (j *Judge) Observe(c window.Closed) bool {
 	if settled && !j.spec.Metrics.ToolMix.Disabled && len(toolNames) > 1 {
 		j.toolMix.Observe(toolNames, toolB, toolC)
 	}
-	if settled && !j.spec.Metrics.ErrorTypes.Disabled {
-		n := max(len(errB), len(errC))
-		errB, errC = pad(errB, n), pad(errC, n)
-		names := make([]string, n)
-		for i := range names {
-			names[i] = window.OtherName
-			if i < len(c.ErrorTypes) {
-				names[i] = c.ErrorTypes[i]
+	if settled && !j.spec.Metrics.ErrorTypes.Disabled && max(len(errB), len(errC)) > 1 {
+		// Stratified by segment: a canary that calls a tool with other
+		// error types more often, but fails like the baseline within every
+		// tool, moves no stratum.
+		names := func(n int) []string {
+			out := make([]string, n)
+			for i := range out {
+				out[i] = window.OtherName
+				if i < len(c.ErrorTypes) {
+					out[i] = c.ErrorTypes[i]
+				}
 			}
+			return out
 		}
-		if n > 1 {
-			j.errMix.Observe(names, errB, errC)
+		for _, s := range c.Series {
+			if s.Version != cv || !IsRequest(s.Segment.Kind) || j.isIncident(s.Segment) {
+				continue
+			}
+			if b := findSeries(c.Series, bv, s.Segment); b != nil {
+				n := max(len(b.ErrorTypes), len(s.Agg.ErrorTypes))
+				j.errMix.Observe(names(n), pad(slices.Clone(b.ErrorTypes), n), pad(slices.Clone(s.Agg.ErrorTypes), n))
+			}
 		}
 	}
 	// SRM: sessions are what the router assigns; requests when there are none.
 	if settled && !j.spec.Metrics.SRM.Disabled && j.srmOn() {
 		if sessB.Count+sessC.Count > 0 {
 			j.srm.Observe(float64(sessB.Count), float64(sessC.Count))
+			j.srmSessions = true
 		} else {
 			j.srm.Observe(float64(unitsB), float64(unitsC))
 		}
@@ -705,6 +722,9 @@ type Verdict struct {
 	Weight int       `json:"weight"`
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"` // event time of the decision: the end of the window observed last (Closed.Watermark)
+	// WallAt is canaryd's own clock when that window closed (Closed.Wall):
+	// during a replay At is hours behind it. Absent when unknown.
+	WallAt *time.Time `json:"wall_at,omitempty"`
 	// StepElapsed is how long the current step has run, in event time.
 	StepElapsedS float64        `json:"step_elapsed_s"`
 	Tests        []TestEvidence `json:"tests,omitempty"`
@@ -1084,6 +1104,7 @@ func (j *Judge) startStep(i int, now int64) {
 		j.srm.W = float64(j.weight()) / 100
 	}
 	j.phase = map[string]*window.Agg{}
+	j.phaseSess = map[string]*window.Agg{}
 }
 
 // tests evaluates every enabled test.
@@ -1145,7 +1166,13 @@ func (j *Judge) tests() []TestEvidence {
 		if lt.name == "latency_p95" || lt.spec.Guard {
 			// The margin is in the canary's threshold: non-inferiority is
 			// "odds ratio below 1" on those counts.
-			out = append(out, cond(lt.name, "promote", &lt.ni, alphaP, 1))
+			t := cond(lt.name, "promote", &lt.ni, alphaP, 1)
+			// The margin as the spec gives it (a relative slowdown); the
+			// test itself is "odds below 1" at the baseline's threshold
+			// stretched by it.
+			t.Margin = Num(lt.spec.Margin)
+			t.Detail = fmt.Sprintf("canary requests above the baseline's %s threshold ×%.2f, odds ratio below 1", strings.TrimPrefix(lt.name, "latency_"), 1+lt.spec.Margin)
+			out = append(out, t)
 		}
 	}
 	for _, rt := range j.rates {
@@ -1211,13 +1238,35 @@ func (j *Judge) tests() []TestEvidence {
 		out = append(out, slo("slo_latency_p95", &j.sloLat))
 	}
 	if !m.SRM.Disabled && j.step >= 0 {
+		// One alpha budget across the rollout's steps: step i's check
+		// (which starts afresh at its weight) gets alpha/2^(i+1), so that
+		// a ramp of healthy steps is held by chance at most alpha in all.
+		a := j.spec.Alpha * math.Exp2(-float64(j.step+1))
 		e := j.srm.E()
+		units := "requests"
+		if j.srmSessions {
+			units = "sessions"
+		}
 		out = append(out, TestEvidence{Name: "srm", Role: "validity", NBaseline: uint64(j.srm.XB), NCanary: uint64(j.srm.XC),
 			Baseline: Num(1 - j.srm.W), Canary: Num(j.srm.Share()), OddsRatio: Num(math.NaN()), Lower: Num(math.NaN()), Upper: Num(math.NaN()),
-			EValue: Num(e), Threshold: Num(1 / j.spec.Alpha), Alpha: j.spec.Alpha, Passed: e >= 1/j.spec.Alpha,
-			Detail: fmt.Sprintf("configured canary share %.1f%%", 100*j.srm.W)})
+			EValue: Num(e), Threshold: Num(1 / a), Alpha: a, Passed: e >= 1/a,
+			Detail: fmt.Sprintf("configured canary share %.1f%%, counting %s", 100*j.srm.W, units)})
 	}
 	return out
+}
+
+// boundsText renders a conditional rollback test's bounds on the odds
+// ratio. They cover the whole release (or, for a segment, the whole
+// release's strata of that segment), while the e-value mixes over when the
+// regression began: when it fires on a regression that began late, the
+// bounds can still include ×1, and the text then says so rather than
+// contradict the decision silently.
+func boundsText(t TestEvidence) string {
+	s := fmt.Sprintf("bounds ×%.2f–%s", float64(t.Lower), fmtUpper(t.Upper))
+	if t.Role == "rollback" && t.Passed && float64(t.Lower) <= 1 {
+		s += " over the whole release, which includes ×1: the evidence is in the data since the rise began"
+	}
+	return s
 }
 
 // describe renders one test's evidence as a readable phrase.
@@ -1234,8 +1283,8 @@ func describe(t TestEvidence, s Spec) string {
 			what += " of " + t.Segment
 		}
 		if t.Role == "rollback" {
-			return fmt.Sprintf("%s %.2f%% vs %.2f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
-				what, 100*f(t.Canary), 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
+			return fmt.Sprintf("%s %.2f%% vs %.2f%% (odds ×%.2f, %s), e=%.3g ≥ %.3g",
+				what, 100*f(t.Canary), 100*f(t.Baseline), f(t.OddsRatio), boundsText(t), f(t.EValue), f(t.Threshold))
 		}
 		return fmt.Sprintf("%s %.2f%% vs %.2f%%, odds ≤ ×%.2f < ×%.2f margin (e=%.3g)",
 			what, 100*f(t.Canary), 100*f(t.Baseline), f(t.Upper), f(t.Margin), f(t.EValue))
@@ -1250,10 +1299,10 @@ func describe(t TestEvidence, s Spec) string {
 			if t.Segment != "" && t.Segment != "all" {
 				of = " of " + t.Segment
 			}
-			return fmt.Sprintf("%s latency%s: %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, bounds ×%.2f–%s), e=%.3g ≥ %.3g",
-				q, of, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), f(t.Lower), fmtUpper(t.Upper), f(t.EValue), f(t.Threshold))
+			return fmt.Sprintf("%s latency%s: %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, %s), e=%.3g ≥ %.3g",
+				q, of, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), boundsText(t), f(t.EValue), f(t.Threshold))
 		}
-		return fmt.Sprintf("%s latency within +%.0f%% of baseline (e=%.3g)", q, 100*s.Metrics.Latency.Margin, f(t.EValue))
+		return fmt.Sprintf("%s latency within +%.0f%% of baseline (e=%.3g)", q, 100*f(t.Margin), f(t.EValue))
 	case "tokens", "cost", "context_use", "tool_calls", "eval_score":
 		per := map[string]string{"tokens": "tokens per LLM call", "cost": "cost per LLM call (USD)", "context_use": "context-window use",
 			"tool_calls": "tool calls per session", "eval_score": "evaluation score"}[t.Name]
@@ -1287,13 +1336,22 @@ func fmtUpper(u Num) string {
 func (j *Judge) verdict(a schemas.Action, now int64, reason string) Verdict {
 	v := Verdict{
 		Rollout: j.spec.Rollout, Action: a, Step: j.step, Weight: j.weight(), Reason: reason,
-		At: time.Unix(0, now).UTC(), Baseline: j.arm(j.phase, j.spec.Baseline), Canary: j.arm(j.phase, j.spec.Canary),
+		At: time.Unix(0, now).UTC(), Baseline: j.stepArm(j.spec.Baseline), Canary: j.stepArm(j.spec.Canary),
 	}
 	if j.step >= 0 {
 		v.StepElapsedS = time.Duration(now - j.stepStart).Seconds()
 	}
+	if j.wall != 0 {
+		w := time.Unix(0, j.wall).UTC()
+		v.WallAt = &w
+	}
 	j.last = v
 	return v
+}
+
+// stepArm summarises a version's requests and sessions in the current step.
+func (j *Judge) stepArm(version string) ArmSummary {
+	return j.summary(version, j.phase[version], j.phaseSess[version])
 }
 
 func (j *Judge) arm(m map[string]*window.Agg, version string) ArmSummary {

@@ -123,3 +123,68 @@ func TestSegmentMixtureAA(t *testing.T) {
 	}
 	t.Logf("A/A rollbacks %d/%d at alpha 0.05", fired, runs)
 }
+
+// TestErrorTypesStratified: the canary calls tool a (whose errors are
+// timeouts) 80% of the time where the baseline calls it 50%, and tool b
+// (rate limits) the rest; within each tool both versions fail alike (5%,
+// same type). The error-type mix pooled over tools shifts a lot; within
+// every tool it does not, and error_types (stratified by segment) must not
+// fire. Fixed seed: deterministic.
+func TestErrorTypesStratified(t *testing.T) {
+	s := testSpec()
+	s.Settle = 0
+	s.Steps = []Step{{Weight: 20, MinDuration: Duration(time.Hour)}, {Weight: 100}}
+	s.Metrics.ToolMix.Disabled = true // the tool mix did change: not what this test is about
+	j := NewJudge(s)
+	rng := rand.New(rand.NewPCG(51, 1))
+	var pooled Categorical // what error_types saw before it was stratified
+	for i := range 200 {
+		start := time.Unix(1_700_000_000, 0).Add(time.Duration(i) * 10 * time.Second)
+		c := window.Closed{Rollout: "r", Source: "t", Start: start.UnixNano(), End: start.Add(10 * time.Second).UnixNano(),
+			Watermark: start.Add(10 * time.Second).UnixNano(), ErrorTypes: []string{window.OtherName, "timeout", "rate_limit"}}
+		for _, arm := range []struct {
+			v      string
+			n      int
+			shareA float64
+		}{{"v1", 800, 0.5}, {"v2", 200, 0.8}} {
+			a, b := window.NewAgg(), window.NewAgg()
+			var ev schemas.Event
+			for range arm.n {
+				ev.Reset()
+				ev.Kind = schemas.KindTool
+				ev.Error = rng.Float64() < 0.05
+				ev.HasDuration, ev.DurationMS = true, 100
+				if rng.Float64() < arm.shareA {
+					a.Add(&ev, map[bool]int{true: 1, false: 0}[ev.Error])
+				} else {
+					b.Add(&ev, map[bool]int{true: 2, false: 0}[ev.Error])
+				}
+			}
+			c.Series = append(c.Series,
+				window.Series{Version: arm.v, Segment: window.Segment{Kind: schemas.KindTool, Name: "a"}, Agg: a},
+				window.Series{Version: arm.v, Segment: window.Segment{Kind: schemas.KindTool, Name: "b"}, Agg: b})
+		}
+		var pb, pc []uint64
+		for _, sr := range c.Series {
+			if sr.Version == "v1" {
+				pb = addCounts(pb, sr.Agg.ErrorTypes)
+			} else {
+				pc = addCounts(pc, sr.Agg.ErrorTypes)
+			}
+		}
+		n := max(len(pb), len(pc))
+		pooled.Observe(c.ErrorTypes[:n], pad(pb, n), pad(pc, n))
+		j.Observe(c)
+		if v, _ := j.Decide(c.Watermark); v.Action == schemas.ActionRollback {
+			t.Fatalf("window %d: %s", i, v.Reason)
+		}
+	}
+	if e, _, _ := pooled.E(); e < 1/j.alphaFor("error_types") {
+		t.Fatalf("the pooled error-type test would not fire either (e=%.3g): the case shows nothing", e)
+	}
+	for _, te := range j.tests() {
+		if te.Name == "error_types" {
+			t.Logf("error_types e=%.3g (threshold %.3g), top %s: %.1f%% vs %.1f%%", float64(te.EValue), float64(te.Threshold), te.Detail, 100*float64(te.Canary), 100*float64(te.Baseline))
+		}
+	}
+}

@@ -62,10 +62,12 @@ type judgeState struct {
 	Means                     [][2]meanState
 	ToolMix, ErrMix, Bigrams  catState
 	SRM                       SRM
+	SRMSessions               bool
 	SloErr, SloLat            Bernoulli
 
 	BaseLat                []segAgg
 	Total, Phase, Sessions map[string]*window.Agg
+	PhaseSess              map[string]*window.Agg // absent in older states: the step's sessions count from the restore
 	ErrorTypes             []string
 	BigramNames            []string
 	Last                   []byte // JSON of the last Verdict (NaN-safe)
@@ -97,8 +99,9 @@ type meanState struct {
 }
 
 type catState struct {
-	Order []string
-	Cats  []condState
+	Order  []string
+	Cats   []condState
+	NB, NC uint64 // 0 in older states
 }
 
 type segAgg struct {
@@ -129,7 +132,7 @@ func (m *MeanTest) setState(s meanState) {
 }
 
 func (c *Categorical) state() catState {
-	s := catState{Order: c.order}
+	s := catState{Order: c.order, NB: c.NB, NC: c.NC}
 	for _, n := range c.order {
 		s.Cats = append(s.Cats, c.cats[n].state())
 	}
@@ -140,7 +143,7 @@ func (c *Categorical) setState(s catState) error {
 	if len(s.Order) != len(s.Cats) {
 		return fmt.Errorf("%w: categorical with %d names and %d tests", ErrStateMismatch, len(s.Order), len(s.Cats))
 	}
-	*c = Categorical{}
+	*c = Categorical{NB: s.NB, NC: s.NC}
 	if len(s.Order) == 0 {
 		return nil
 	}
@@ -152,6 +155,9 @@ func (c *Categorical) setState(s catState) error {
 			return err
 		}
 		c.cats[n] = t
+		if s.NB == 0 { // an older state: the first category's totals stand in
+			c.NB, c.NC = max(c.NB, t.NB), max(c.NC, t.NC)
+		}
 	}
 	return nil
 }
@@ -181,8 +187,8 @@ func (j *Judge) MarshalState() ([]byte, error) {
 		Now: j.now, Wall: j.wall, Windows: j.windows,
 		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(), SegErr: j.segErr.state(),
 		ToolMix: j.toolMix.state(), ErrMix: j.errMix.state(), Bigrams: j.bigrams.state(),
-		SRM: j.srm, SloErr: j.sloErr, SloLat: j.sloLat,
-		Total: j.total, Phase: j.phase, Sessions: j.sessions, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
+		SRM: j.srm, SRMSessions: j.srmSessions, SloErr: j.sloErr, SloLat: j.sloLat,
+		Total: j.total, Phase: j.phase, Sessions: j.sessions, PhaseSess: j.phaseSess, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
 		Last: last, Seen: j.seen,
 		Paused: j.paused, Approved: j.approved + 1, Attempt: j.attempt, Audit: j.audit,
 		Declared: j.declared + 1, WSource: j.wsource, Passed: j.passed + 1, PassedWhy: j.passedWhy,
@@ -248,7 +254,7 @@ func (j *Judge) UnmarshalState(b []byte) error {
 		m.rb.setState(st.Means[i][0])
 		m.ni.setState(st.Means[i][1])
 	}
-	n.srm, n.sloErr, n.sloLat = st.SRM, st.SloErr, st.SloLat
+	n.srm, n.srmSessions, n.sloErr, n.sloLat = st.SRM, st.SRMSessions, st.SloErr, st.SloLat
 	for _, s := range st.BaseLat {
 		n.baseLat[window.Segment{Kind: schemas.Kind(s.Kind), Name: s.Name}] = s.Agg
 	}
@@ -261,6 +267,9 @@ func (j *Judge) UnmarshalState(b []byte) error {
 	}
 	if st.Sessions != nil {
 		n.sessions = st.Sessions
+	}
+	if st.PhaseSess != nil {
+		n.phaseSess = st.PhaseSess
 	}
 	n.errorTypes, n.bigramNames = st.ErrorTypes, st.BigramNames
 	if err := json.Unmarshal(st.Last, &n.last); err != nil {

@@ -112,6 +112,10 @@ func normCDF(x float64) float64 { return 0.5 * math.Erfc(-x/math.Sqrt2) }
 type Categorical struct {
 	cats  map[string]*Conditional
 	order []string
+	// NB and NC count every stratum's events per arm, so that a
+	// category's share is over all of them, not only over the strata
+	// since the category first appeared.
+	NB, NC uint64
 }
 
 // MaxCategories is how many categories a Categorical tracks; more fold into
@@ -128,6 +132,8 @@ func (c *Categorical) Observe(names []string, b, k []uint64) {
 	if nb == 0 || nc == 0 {
 		return
 	}
+	c.NB += nb
+	c.NC += nc
 	if c.cats == nil {
 		c.cats = map[string]*Conditional{}
 	}
@@ -169,7 +175,10 @@ func (c *Categorical) Share(name string) (b, k float64) {
 	if t == nil {
 		return math.NaN(), math.NaN()
 	}
-	return ratio(t.XB, t.NB), ratio(t.XC, t.NC)
+	if c.NB == 0 { // a state from before NB and NC were kept
+		return ratio(t.XB, t.NB), ratio(t.XC, t.NC)
+	}
+	return ratio(t.XB, c.NB), ratio(t.XC, c.NC)
 }
 
 // SRM is the Lindon–Malek sequential test for sample ratio mismatch: are

@@ -85,7 +85,7 @@ type FleetConfig struct {
 	CatchUpTimeout time.Duration
 
 	// SigningKey, when set, makes the fleet ignore commands without a valid
-	// HMAC signature under it (schemas.Command.Verify).
+	// HMAC signature under it, verified on the bytes as received (router.Verify).
 	SigningKey []byte
 	// Logger receives applied and ignored commands and produce errors; nil
 	// means no logging.

@@ -98,12 +98,14 @@
 //
 // # Commands
 //
-// Fleet reads the control topic from the start, without a consumer group,
-// and applies a command when it is valid (schemas.Command.Validate), signed
-// when FleetConfig.SigningKey is set, for one of its rollouts, for that
-// rollout's baseline and canary when the command names versions (a command
-// from an earlier rollout of other versions is ignored), and its command_id
-// has not been applied before. set_weight sets the weight, promote sets 100
+// Fleet follows the control topic with the router package, as a real router
+// would: from the start, without a consumer group, applying a command when it
+// is valid (schemas.Command.Validate), signed when FleetConfig.SigningKey is
+// set (verified on the bytes as received), its seq is above the last applied
+// for its rollout and its command_id has not been applied before; and then
+// only when it is for one of the fleet's rollouts and for that rollout's
+// baseline and canary when the command names versions (a command from an
+// earlier rollout of other versions is ignored). set_weight sets the weight, promote sets 100
 // (the baseline retires), rollback sets 0, hold keeps the weight. Weights
 // apply to sessions that start afterwards.
 package loadtest

@@ -2,16 +2,15 @@ package loadtest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/inferensys/canaryd/router"
 	"github.com/inferensys/canaryd/schemas"
 )
 
@@ -38,9 +37,8 @@ type Fleet struct {
 	errMu    sync.Mutex
 	prodErr  error // first produce error other than a cancellation; guarded by errMu
 
-	mu   sync.Mutex          // guards cmds and seen
+	mu   sync.Mutex          // guards cmds
 	cmds [][]schemas.Command // applied commands per rollout, in order
-	seen map[string]struct{} // command ids applied
 }
 
 type atomicCounts struct {
@@ -88,7 +86,6 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 		index:    make(map[string]int, len(cfg.Rollouts)),
 		produced: make([][2]atomicCounts, len(cfg.Rollouts)),
 		cmds:     make([][]schemas.Command, len(cfg.Rollouts)),
-		seen:     make(map[string]struct{}),
 	}
 	f.sim.keepReqs = f.otlp
 	for i, r := range cfg.Rollouts {
@@ -159,9 +156,10 @@ func (f *Fleet) Failed() int64 { return f.failed.Load() }
 // within FlushTimeout, or a client could not be created. Run may be called
 // once.
 //
-// Run starts one goroutine, the control consumer, and waits for it before it
-// returns. The consumer reads ControlTopic from the start and applies every
-// command of the fleet's rollouts; Run lets it read the commands already there
+// Run starts one goroutine, the control consumer (a router.Subscriber, the
+// library real routers use), and waits for it before it returns. The consumer
+// reads ControlTopic from the start and applies every command of the fleet's
+// rollouts; Run lets it read the commands already there
 // (for up to CatchUpTimeout) before the first session starts. Sessions in
 // flight when Run stops are abandoned: their agent events are never written
 // (in the OTLP formats, none of their spans are).
@@ -180,20 +178,26 @@ func (f *Fleet) Run(ctx context.Context) (err error) {
 		}
 		defer prod.Close() // last: after the flush below
 	}
-	cons, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(f.cfg.Brokers...),
-		kgo.ConsumeTopics(f.cfg.ControlTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	}, f.cfg.ClientOpts...)...)
+	sub, err := router.New(
+		router.Brokers(f.cfg.Brokers...),
+		router.Topic(f.cfg.ControlTopic),
+		router.SigningKey(f.cfg.SigningKey),
+		router.ClientOpts(f.cfg.ClientOpts...),
+		router.Logger(f.cfg.Logger),
+		router.OnChange(f.apply),
+	)
 	if err != nil {
 		return fmt.Errorf("control consumer: %w", err)
 	}
-	defer cons.Close()
+	defer sub.Close()
 
 	cctx, stopConsumer := context.WithCancel(ctx)
-	caughtUp := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() { f.consume(cctx, cons, caughtUp) })
+	wg.Go(func() {
+		if err := sub.Run(cctx); err != nil && cctx.Err() == nil {
+			f.cfg.Logger.Error("control consumer", "err", err)
+		}
+	})
 	// Shutdown order: stop producing (produce returns), flush, then stop the
 	// consumer and wait for it, then close the clients (deferred above).
 	defer func() {
@@ -202,7 +206,7 @@ func (f *Fleet) Run(ctx context.Context) (err error) {
 	}()
 
 	select {
-	case <-caughtUp:
+	case <-sub.Ready():
 	case <-time.After(f.cfg.CatchUpTimeout):
 		f.cfg.Logger.Warn("control topic not caught up; starting anyway", "topic", f.cfg.ControlTopic, "timeout", f.cfg.CatchUpTimeout)
 	case <-ctx.Done():
@@ -312,68 +316,13 @@ func (f *Fleet) produceErr() error {
 	return f.prodErr
 }
 
-// consume reads the control topic until ctx is done, applying commands. It
-// closes caughtUp once it has read every record that was in the topic when it
-// started, or at once if that cannot be known.
-func (f *Fleet) consume(ctx context.Context, cl *kgo.Client, caughtUp chan struct{}) {
-	// end is the offset each partition must reach; caught up when empty.
-	end := make(map[int32]int64)
-	lctx, cancel := context.WithTimeout(ctx, f.cfg.CatchUpTimeout)
-	listed, err := kadm.NewClient(cl).ListEndOffsets(lctx, f.cfg.ControlTopic)
-	cancel()
-	if err != nil {
-		f.cfg.Logger.Warn("list control topic end offsets", "topic", f.cfg.ControlTopic, "err", err)
-	}
-	listed.Each(func(o kadm.ListedOffset) {
-		if o.Err == nil && o.Offset > 0 {
-			end[o.Partition] = o.Offset
-		}
-	})
-	signalled := false
-	signal := func() {
-		if !signalled && len(end) == 0 {
-			signalled = true
-			close(caughtUp)
-		}
-	}
-	signal()
-
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil || fs.IsClientClosed() {
-			return
-		}
-		fs.EachError(func(topic string, p int32, err error) {
-			f.cfg.Logger.Warn("fetch control topic", "topic", topic, "partition", p, "err", err)
-		})
-		fs.EachRecord(func(r *kgo.Record) {
-			f.apply(r.Value)
-			if e, ok := end[r.Partition]; ok && r.Offset+1 >= e {
-				delete(end, r.Partition)
-			}
-		})
-		signal()
-	}
-}
-
-// apply applies one control record if it is a valid command for one of the
-// fleet's rollouts, names its versions (when it names them) and has not been
-// seen.
-func (f *Fleet) apply(value []byte) {
+// apply is the control subscriber's OnChange: the router library has
+// checked the command (valid, signed when a key is set, seq above the last,
+// command_id new). The fleet obeys it when it is for one of its rollouts and
+// names that rollout's versions (when it names them).
+func (f *Fleet) apply(ch router.Change) {
 	log := f.cfg.Logger
-	var c schemas.Command
-	if err := json.Unmarshal(value, &c); err != nil {
-		log.Warn("ignored control record", "err", err)
-		return
-	}
-	if err := c.Validate(); err != nil {
-		log.Warn("ignored command", "rollout", c.Rollout, "err", err)
-		return
-	}
-	if len(f.cfg.SigningKey) > 0 && !c.Verify(f.cfg.SigningKey) {
-		log.Warn("ignored command with a bad signature", "rollout", c.Rollout, "command_id", c.CommandID)
-		return
-	}
+	c := &ch.Command
 	i, ok := f.index[c.Rollout]
 	if !ok {
 		return // another rollout's
@@ -386,18 +335,10 @@ func (f *Fleet) apply(value []byte) {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, dup := f.seen[c.CommandID]; dup {
-		return
-	}
-	f.seen[c.CommandID] = struct{}{}
-	f.cmds[i] = append(f.cmds[i], c)
+	f.cmds[i] = append(f.cmds[i], *c)
 	switch c.Action {
-	case schemas.ActionSetWeight:
-		r.weight.Store(int32(c.Weight))
-	case schemas.ActionPromote:
-		r.weight.Store(100)
-	case schemas.ActionRollback:
-		r.weight.Store(0)
+	case schemas.ActionSetWeight, schemas.ActionPromote, schemas.ActionRollback:
+		r.weight.Store(int32(ch.State.Weight)) // 100 after promote, 0 after rollback
 	case schemas.ActionHold:
 	}
 	log.Info("applied command", "rollout", c.Rollout, "action", c.Action, "weight", r.weight.Load(), "seq", c.Seq, "reason", c.Reason)

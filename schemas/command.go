@@ -37,7 +37,36 @@ type Command struct {
 	DecidedAt    time.Time       `json:"decided_at"`
 	DeploymentID string          `json:"deployment_id,omitempty"`
 	Commit       string          `json:"commit,omitempty"`
+	Cohort       *Cohort         `json:"cohort,omitempty"`
 	Signature    string          `json:"signature,omitempty"`
+}
+
+// Cohort restricts a command's canary share to the requests whose attribute
+// Attribute has one of Values (e.g. user_tier in [internal]): only they are
+// eligible for the canary, and Weight is the share of the eligible ones. A
+// command without a cohort applies to everyone. It is not part of the
+// command_id: a step is already told apart by its index.
+type Cohort struct {
+	Attribute string   `json:"attribute"`
+	Values    []string `json:"values"`
+}
+
+// Contains reports whether a request with the attributes attrs belongs to the
+// cohort. A nil cohort contains every request.
+func (c *Cohort) Contains(attrs map[string]string) bool {
+	if c == nil {
+		return true
+	}
+	v, ok := attrs[c.Attribute]
+	if !ok {
+		return false
+	}
+	for _, w := range c.Values {
+		if v == w {
+			return true
+		}
+	}
+	return false
 }
 
 // CommandID returns the deterministic id of a decision: the same rollout,
@@ -89,6 +118,10 @@ func (c *Command) Validate() error {
 		return fmt.Errorf("command: seq must be > 0")
 	case c.Weight < 0 || c.Weight > 100:
 		return fmt.Errorf("command: weight %d outside 0..100", c.Weight)
+	case c.Cohort != nil && c.Cohort.Attribute == "":
+		return fmt.Errorf("command: cohort without attribute")
+	case c.Cohort != nil && len(c.Cohort.Values) == 0:
+		return fmt.Errorf("command: cohort %q without values", c.Cohort.Attribute)
 	}
 	switch c.Action {
 	case ActionSetWeight, ActionPromote, ActionRollback, ActionHold:

@@ -173,6 +173,9 @@ func TestCommandValidate(t *testing.T) {
 	f("seq 0", func(c *Command) { c.Seq = 0 }, "seq must be > 0")
 	f("weight -1", func(c *Command) { c.Weight = -1 }, "weight -1 outside 0..100")
 	f("weight 101", func(c *Command) { c.Weight = 101 }, "weight 101 outside 0..100")
+	f("cohort", func(c *Command) { c.Cohort = &Cohort{Attribute: "user_tier", Values: []string{"internal"}} }, "")
+	f("cohort without attribute", func(c *Command) { c.Cohort = &Cohort{Values: []string{"internal"}} }, "cohort without attribute")
+	f("cohort without values", func(c *Command) { c.Cohort = &Cohort{Attribute: "user_tier"} }, `cohort "user_tier" without values`)
 	f("unknown action", func(c *Command) { c.Action = "pause" }, `unknown action "pause"`)
 	f("empty action", func(c *Command) { c.Action = "" }, `unknown action ""`)
 }
@@ -209,4 +212,53 @@ func TestCommandSchemaExample(t *testing.T) {
 			t.Fatalf("example %s: signature does not verify under \"example-key\"", ex)
 		}
 	}
+}
+
+// TestCommandCohortOptional checks that the cohort member, added after v1's
+// first commands were signed, leaves those commands' bytes (and so their
+// signatures) as they were, and is signed like any other member when present.
+func TestCommandCohortOptional(t *testing.T) {
+	key := []byte("secret")
+	c := testCommand()
+	if err := c.Sign(key); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("cohort")) {
+		t.Fatalf("a command without a cohort encodes one: %s", b)
+	}
+	c.Cohort = &Cohort{Attribute: "user_tier", Values: []string{"internal"}}
+	if c.Verify(key) {
+		t.Fatalf("Verify after adding a cohort: got true")
+	}
+	if err := c.Sign(key); err != nil {
+		t.Fatal(err)
+	}
+	b, err = json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"commit":"3f2c1ab","cohort":{"attribute":"user_tier","values":["internal"]},"signature":"`; !bytes.Contains(b, []byte(want)) {
+		t.Fatalf("encoding %s; want it to contain %s", b, want)
+	}
+	var got Command
+	if err := json.Unmarshal(b, &got); err != nil || !got.Verify(key) {
+		t.Fatalf("round trip of a command with a cohort: error %v, verifies %v", err, got.Verify(key))
+	}
+
+	f := func(cohort *Cohort, attrs map[string]string, want bool) {
+		t.Helper()
+		if got := cohort.Contains(attrs); got != want {
+			t.Errorf("%+v.Contains(%v) = %v; want %v", cohort, attrs, got, want)
+		}
+	}
+	internal := &Cohort{Attribute: "user_tier", Values: []string{"internal", "beta"}}
+	f(nil, nil, true)
+	f(internal, nil, false)
+	f(internal, map[string]string{"user_tier": "beta"}, true)
+	f(internal, map[string]string{"user_tier": "Internal"}, false)
+	f(internal, map[string]string{"tier": "internal"}, false)
 }

@@ -9,6 +9,10 @@
 //	canaryd_commands_unsigned_ignored_total       control-topic commands without a valid signature (with a sign key): ignored
 //	canaryd_dlq_records_total                     records written to the dead-letter topic
 //	canaryd_http_refused_total{reason}            HTTP requests refused (no or bad token, actions off, unknown rollout or action, bad body, conflict; see http_auth.go)
+//
+// /metrics writes every family with its HELP text and TYPE (WriteMetrics):
+// Families in metricsdoc.go documents all of canaryd's, and a family
+// missing there fails TestMetricsPromtool.
 package sink
 
 import (

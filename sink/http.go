@@ -53,6 +53,12 @@ type WindowSource interface {
 	WriteWindows(w io.Writer, rollout string) (bool, error)
 }
 
+// APIVersion is the version of the JSON API's rollout documents
+// (/v1/rollouts and /v1/rollouts/{id}, each status's api_version): a
+// change that removes or renames a field, or changes what one holds,
+// gets a new version; added fields do not.
+const APIVersion = "canaryd/v1"
+
 // ArrowStreamType is the media type of the Arrow export.
 const ArrowStreamType = "application/vnd.apache.arrow.stream"
 
@@ -98,6 +104,7 @@ var routes = []Route{
 	{"GET", "/v1/rollouts", Read},
 	{"GET", "/v1/rollouts/{id}", Read},
 	{"GET", "/v1/rollouts/{id}/windows", Read},
+	{"GET", "/v1/rollouts/{id}/history", Read},
 	{"POST", "/v1/rollouts/{id}/{action}", Write},
 	// Delivery controllers' calls (controllers.go): they declare what the
 	// controller did to judge-mode rollouts and read the gate. Open like
@@ -105,6 +112,10 @@ var routes = []Route{
 	{"GET", "/v1/rollouts/{id}/judge", Read},
 	{"POST", "/v1/rollouts/{id}/judge", Read},
 	{"POST", "/v1/flagger/{hook}", Read},
+	// The status page (ui.go) and its files. "/" is registered as "/{$}",
+	// which matches "/" only, so that other paths stay 404s.
+	{"GET", "/", Read},
+	{"GET", "/ui/{file}", Read},
 }
 
 // Routes returns the endpoints of the HTTP API.
@@ -213,8 +224,7 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 	handlers := map[string]http.HandlerFunc{
 		"GET /metrics": func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-			ms.WritePrometheus(w)
-			metrics.WriteProcessMetrics(w)
+			WriteMetrics(w, ms)
 		},
 		"GET /healthz": func(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintln(w, "ok")
@@ -229,7 +239,7 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 			fmt.Fprintln(w, "ready")
 		},
 		"GET /v1/rollouts": func(w http.ResponseWriter, _ *http.Request) {
-			out := map[string]any{"rollouts": src.Statuses()}
+			out := map[string]any{"api_version": APIVersion, "rollouts": src.Statuses()}
 			if rs, ok := src.(RulesSource); ok {
 				if r := rs.OTLPRules(); r != nil {
 					out["otlp_rules"] = r
@@ -243,7 +253,10 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 				notFound(w, r.PathValue("id"))
 				return
 			}
-			writeJSON(w, http.StatusOK, st)
+			writeJSON(w, http.StatusOK, struct {
+				APIVersion string `json:"api_version"`
+				detector.Status
+			}{APIVersion, st})
 		},
 		// The rollout's closed windows, one row per series-window, as an
 		// Arrow IPC stream (window/columnar.md): pyarrow.ipc.open_stream
@@ -267,6 +280,23 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 				_, _ = w.Write(buf.Bytes())
 			}
 		},
+		// The rollout's recent verdicts (HistorySource), oldest first: what
+		// the status page plots.
+		"GET /v1/rollouts/{id}/history": func(w http.ResponseWriter, r *http.Request) {
+			hs, ok := src.(HistorySource)
+			if !ok {
+				writeJSON(w, http.StatusNotFound, map[string]string{"error": "this server keeps no verdict history"})
+				return
+			}
+			h, found := hs.History(r.PathValue("id"))
+			if !found {
+				notFound(w, r.PathValue("id"))
+				return
+			}
+			writeJSON(w, http.StatusOK, h)
+		},
+		"GET /":                           pageHandler(src),
+		"GET /ui/{file}":                  assetHandler(ref),
 		"POST /v1/rollouts/{id}/{action}": actionHandler(src, ref, cfg),
 		"GET /v1/rollouts/{id}/judge":     judgeHandler(src, ref, cfg),
 		"POST /v1/rollouts/{id}/judge":    judgeHandler(src, ref, cfg),
@@ -284,6 +314,9 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 			panic("BUG: no handler for route " + pattern)
 		}
 		delete(handlers, pattern)
+		if rt.Path == "/" {
+			pattern += "{$}" // "/" alone: in ServeMux, "/" is every path
+		}
 		switch {
 		case rt.Access == Write && auth == nil:
 			mux.Handle(pattern, off)

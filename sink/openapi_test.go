@@ -3,6 +3,7 @@ package sink_test
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -75,7 +76,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 	// the mux's own 404 or 405.
 	h := sink.Handler(statuses{{Rollout: "a"}}, metrics.NewSet(), nil)
 	for _, rt := range sink.Routes() {
-		path := strings.NewReplacer("{id}", "a", "{action}", "pause").Replace(rt.Path)
+		path := strings.NewReplacer("{id}", "a", "{action}", "pause", "{file}", "app.js").Replace(rt.Path)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(rt.Method, path, nil))
 		if rec.Code == http.StatusMethodNotAllowed || strings.HasPrefix(rec.Body.String(), "404 page not found") {
@@ -137,6 +138,7 @@ func TestOpenAPIResponses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	hist := sink.Handler(historySource{statuses{judged.st}, historyOf(judged.st)}, metrics.NewSet(), nil)
 	for _, tc := range []struct {
 		h            http.Handler
 		route, path  string
@@ -164,6 +166,10 @@ func TestOpenAPIResponses(t *testing.T) {
 		{h, "POST /v1/rollouts/{id}/judge", "/v1/rollouts/" + judged.st.Rollout + "/judge", "", `{"controller":"argo"}`, 200, "final"},
 		{h, "POST /v1/rollouts/{id}/judge", "/v1/rollouts/a/judge", "", `{"weight":"x"}`, 400, "error"},
 		{h, "POST /v1/flagger/{hook}", "/v1/flagger/frobnicate", "", `{"name":"a","namespace":"n"}`, 400, "error"},
+		{h, "GET /v1/rollouts/{id}/history", "/v1/rollouts/" + judged.st.Rollout + "/history", "", "", 404, "error"}, // no HistorySource
+		{hist, "GET /v1/rollouts/{id}/history", "/v1/rollouts/" + judged.st.Rollout + "/history", "", "", 200, "points"},
+		{hist, "GET /v1/rollouts/{id}/history", "/v1/rollouts/nope/history", "", "", 404, "error"},
+		{h, "GET /ui/{file}", "/ui/nope.js", "", "", 404, "error"},
 	} {
 		name := tc.route + " " + tc.path
 		code, body := call(t, tc.h, strings.Fields(tc.route)[0], tc.path, tc.token, tc.body)
@@ -369,6 +375,36 @@ func secString(sec any) string {
 }
 
 func asSlice(v any) []any { s, _ := v.([]any); return s }
+
+// historySource serves one history for each of its statuses.
+type historySource struct {
+	statuses
+	h sink.History
+}
+
+func (s historySource) History(id string) (sink.History, bool) {
+	if _, ok := s.Status(id); !ok {
+		return sink.History{}, false
+	}
+	return s.h, true
+}
+
+// historyOf makes a history of two points from a status's verdict: a
+// continue before it (with a baseline that has no p95 yet: null) and it.
+func historyOf(st detector.Status) sink.History {
+	v := st.Verdict
+	p := sink.HistoryPoint{At: v.At, Step: v.Step, Weight: v.Weight, Action: string(v.Action), Reason: v.Reason,
+		Baseline: sink.HistoryArm{Requests: v.Baseline.Requests, ErrorRate: v.Baseline.ErrorRate, P95MS: v.Baseline.P95MS},
+		Canary:   sink.HistoryArm{Requests: v.Canary.Requests, ErrorRate: v.Canary.ErrorRate, P95MS: v.Canary.P95MS}}
+	for _, t := range v.Tests {
+		p.Tests = append(p.Tests, sink.HistoryTest{Name: t.Name, Role: t.Role, EValue: t.EValue, Threshold: t.Threshold, Passed: t.Passed})
+	}
+	before := p
+	before.At, before.Action, before.Reason = v.At.Add(-time.Second), "continue", ""
+	before.Baseline.P95MS = detector.Num(math.NaN())
+	return sink.History{Rollout: st.Rollout, Baseline: st.Baseline, Canary: st.Canary, Capacity: 240, Stride: 1,
+		Points: []sink.HistoryPoint{before, p}}
+}
 
 type judged struct {
 	spec detector.Spec

@@ -392,6 +392,10 @@ func progressLine(at string, s detector.Status, fleetWeight int) string {
 	for _, t := range v.Tests {
 		if t.Role == "rollback" && (t.Name == "error_rate" || t.Name == "latency_p95") {
 			line += fmt.Sprintf(" | %s e=%.3g/%.0f", t.Name, float64(t.EValue), float64(t.Threshold))
+			if t.Segment != "" && t.Segment != "all" {
+				// The segment whose own evidence drives the test, with its values.
+				line += fmt.Sprintf(" in %s (%.3g vs %.3g)", t.Segment, float64(t.Canary), float64(t.Baseline))
+			}
 		}
 	}
 	return line

@@ -165,7 +165,7 @@ func newRunFlags() (*flag.FlagSet, *runFlags) {
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory of the Badger checkpoints (window state, offsets, judge state); empty: state in memory only, a restart replays from the committed offsets and loses the judges' evidence")
 	dur(&c.CheckpointInterval, "checkpoint-interval", "time between a partition's checkpoints; offsets are committed only with a checkpoint")
 	fs.StringVar(&c.StateTopic, "state-topic", c.StateTopic, "compacted topic that hands a revoked partition's checkpoint to its next owner (with --state-dir)")
-	dur(&c.EvictAfter, "evict-after", "drop a rollout's partition state this long (event time) after its last event, and its export history this long after its final verdict")
+	dur(&c.EvictAfter, "evict-after", "drop a rollout's partition state this long (event time) after its last event, and its export history and metric series this long after its final verdict")
 	fs.Var((*intValue)(&c.HistoryWindows), "history-windows", "closed windows per rollout kept for the Arrow export (older ones are folded into one row per series)")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "after SIGTERM, exit within this long whatever the broker does, logging what could not be flushed")
 	dur(&c.SpecsPoll, "specs-poll", "how often the spec file or directory is looked at for changes (also read again on SIGHUP)")

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 	"unicode/utf8"
@@ -22,7 +23,9 @@ Usage:
 
 Prints each rollout's release (baseline → canary), phase, step, canary
 weight and last verdict with its reason, read from a running canaryd's HTTP
-API; with ROLLOUT, only that rollout. --json prints the API's JSON as it is
+API; with ROLLOUT, only that rollout, its whole reason, and the evidence of
+its last verdict: each test with the segment it describes, canary and
+baseline values, odds ratio and bounds, e-value against its threshold. --json prints the API's JSON as it is
 (GET /v1/rollouts or /v1/rollouts/ROLLOUT; see api/openapi.yaml).
 
 Flags:
@@ -95,6 +98,57 @@ func statusCmd(ctx context.Context, args []string, lookup func(string) (string, 
 			action = s.Gate
 		}
 		fmt.Fprintf(tw, "%s\t%s → %s\t%s\t%s\t%s\t%s\t%s\n", s.Rollout, s.Baseline, s.release(), s.phase(), s.stepText(), weight, action, cut(oneLine(s.Verdict.Reason), reasonWidth))
+	}
+	if err := tw.Flush(); err != nil || len(pos) == 0 {
+		return err
+	}
+	return evidenceTable(stdout, &list[0].Status)
+}
+
+// evidenceTable prints one rollout's whole reason and its last verdict's
+// tests.
+func evidenceTable(w io.Writer, st *detector.Status) error {
+	fmt.Fprintf(w, "\n%s\n", oneLine(st.Verdict.Reason))
+	if len(st.Verdict.Tests) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TEST\tROLE\tSEGMENT\tCANARY\tBASELINE\tN CANARY\tODDS\tBOUNDS\tE-VALUE\tTHRESHOLD\tSTATE")
+	num := func(n detector.Num) string {
+		f := float64(n)
+		if math.IsNaN(f) {
+			return "-"
+		}
+		if math.IsInf(f, 1) {
+			return "∞"
+		}
+		return fmt.Sprintf("%.3g", f)
+	}
+	for _, t := range st.Verdict.Tests {
+		state := "quiet"
+		switch {
+		case t.Passed && t.Role == "promote":
+			state = "shown"
+		case t.Passed:
+			state = "FIRED"
+		case t.Role == "promote":
+			state = "not yet"
+		}
+		seg := t.Segment
+		if seg == "" {
+			seg = "-"
+		}
+		bounds := "-"
+		if !math.IsNaN(float64(t.Lower)) {
+			up := num(t.Upper)
+			if up == "-" { // the JSON's null: no upper bound
+				up = "∞"
+			}
+			bounds = num(t.Lower) + "–" + up
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, seg, num(t.Canary), num(t.Baseline), t.NCanary,
+			num(t.OddsRatio), bounds, num(t.EValue), num(t.Threshold), state)
 	}
 	return tw.Flush()
 }

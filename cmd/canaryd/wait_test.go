@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"net"
 	"os"
@@ -370,6 +371,17 @@ func TestStatus(t *testing.T) {
 	}
 	if !strings.Contains(lines[1], "step 1 passed: canary errors 1.0% vs 1.1% xxx") || !strings.HasSuffix(lines[1], "x…") {
 		t.Errorf("row %q: want the reason on one line, cut with …", lines[1])
+	}
+
+	// One rollout: its whole reason and the evidence table.
+	a.Verdict.Tests = []detector.TestEvidence{{Name: "error_rate", Role: "rollback", Segment: "tool search", Canary: 0.11, Baseline: 0.01,
+		NCanary: 88, OddsRatio: 13.5, Lower: 1.65, Upper: detector.Num(math.Inf(1)), EValue: 393, Threshold: 62.5, Passed: true}}
+	code, stdout, _ = runCLI(t, "status", "support-agent", "--server", url)
+	if code != 0 || !strings.Contains(stdout, strings.Repeat("x", 200)) || !strings.Contains(stdout, "SEGMENT") {
+		t.Errorf("status ROLLOUT: exit %d:\n%s\nwant the whole reason and an evidence table", code, stdout)
+	}
+	if row := "error_rate  rollback  tool search  0.11    0.01      88        13.5  1.65–∞  393      62.5       FIRED"; !strings.Contains(stdout, row) {
+		t.Errorf("status ROLLOUT:\n%s\nwant the row %q", stdout, row)
 	}
 
 	code, stdout, _ = runCLI(t, "status", "support-agent", "--json", "--server", url)

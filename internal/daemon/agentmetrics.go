@@ -5,17 +5,25 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/inferensys/canaryd/detector"
 	"github.com/inferensys/canaryd/schemas"
 	"github.com/inferensys/canaryd/window"
 )
 
-// Per-tool and per-model series, from closed windows. Labels: rollout,
-// version, kind (tool or llm) and name (the tool or model name, as the
-// window segments it).
+// Series from closed windows (judged rollouts only).
+//
+// Per version, over the request segments (kind llm, tool, retrieval or
+// other):
+//
+//	canaryd_requests_total{rollout,version}              requests
+//	canaryd_errors_total{rollout,version}                failed requests
+//	canaryd_latency_seconds{rollout,version,kind,name}   durations, a histogram per segment (latencyhist.go)
+//
+// Per tool and per model (kind tool or llm; name: the tool or model name,
+// as the window segments it):
 //
 //	canaryd_agent_calls_total{rollout,version,kind,name}              calls
 //	canaryd_agent_errors_total{rollout,version,kind,name,error_type}  failed calls by error type
-//	canaryd_agent_latency_ms{rollout,version,kind,name,quantile}      p50/p95/p99 of the last closed window
 //	canaryd_agent_tokens_total{rollout,version,kind,name,direction}   llm only: input/output tokens
 //	canaryd_agent_cost_usd_total{rollout,version,kind,name}           llm only: cost of the calls that carry one
 //
@@ -23,21 +31,21 @@ import (
 // partition at most Options.MaxRollouts rollouts, each with
 // Options.MaxVersions versions (further ones are "_other"),
 // Options.MaxSegments (kind, name) pairs (further names are "_other") and
-// Options.MaxErrorTypes error types (further ones are "_other"). Series of
-// versions that are gone are not removed, as for canaryd_requests_total.
+// Options.MaxErrorTypes error types (further ones are "_other"). The series
+// of an ended release, and of versions no longer in the release, are
+// removed after Config.EvictAfter (rolloutmetrics.go).
 //
-// The quantile gauges hold the latest closed window's quantiles. When a
-// rollout's events are spread over several partitions, each partition's
-// windows set them in turn: for step-long quantiles use canaryd_latency_ms
-// (per version, over the current step), or rate the counters.
+// Latency is a histogram, not quantiles: its buckets add up across windows,
+// partitions and instances, so histogram_quantile over rate() gives the
+// quantile of any range, per segment or summed per version.
 
-// exportAgentSeries adds the tool and llm series of one closed window.
-// Called on partition goroutines; metrics.Set is safe for concurrent use.
-func exportAgentSeries(ms *metrics.Set, c window.Closed) {
+// exportWindowSeries adds the series of one closed window to ms and lat.
+// Called on partition goroutines; both are safe for concurrent use.
+func exportWindowSeries(ms *metrics.Set, lat *latencyHistograms, c window.Closed) {
 	var b strings.Builder
 	for _, s := range c.Series {
 		k := s.Segment.Kind
-		if k != schemas.KindTool && k != schemas.KindLLM || s.Agg == nil || s.Agg.Count == 0 {
+		if !detector.IsRequest(k) || s.Agg == nil || s.Agg.Count == 0 {
 			continue
 		}
 		b.Reset()
@@ -45,12 +53,21 @@ func exportAgentSeries(ms *metrics.Set, c window.Closed) {
 		quoteLabel(&b, c.Rollout)
 		b.WriteString(`,version=`)
 		quoteLabel(&b, s.Version)
+		version := b.String()
+		a := s.Agg
+		ms.GetOrCreateCounter(`canaryd_requests_total{` + version + `}`).Add(int(a.Count))
+		ms.GetOrCreateCounter(`canaryd_errors_total{` + version + `}`).Add(int(a.Errors))
 		b.WriteString(`,kind=`)
 		quoteLabel(&b, k.String())
 		b.WriteString(`,name=`)
 		quoteLabel(&b, s.Segment.Name)
 		labels := b.String()
-		a := s.Agg
+		if a.LatencyCount() > 0 {
+			lat.add(labels, a.Latency)
+		}
+		if k != schemas.KindTool && k != schemas.KindLLM {
+			continue
+		}
 		ms.GetOrCreateCounter(`canaryd_agent_calls_total{` + labels + `}`).Add(int(a.Count))
 		for i, n := range a.ErrorTypes {
 			if n == 0 {
@@ -61,14 +78,6 @@ func exportAgentSeries(ms *metrics.Set, c window.Closed) {
 				name = c.ErrorTypes[i]
 			}
 			ms.GetOrCreateCounter(`canaryd_agent_errors_total{` + labels + `,error_type=` + quote(name) + `}`).Add(int(n))
-		}
-		if a.LatencyCount() > 0 {
-			for _, q := range [...]struct {
-				label string
-				q     float64
-			}{{"0.5", 0.5}, {"0.95", 0.95}, {"0.99", 0.99}} {
-				ms.GetOrCreateGauge(`canaryd_agent_latency_ms{`+labels+`,quantile="`+q.label+`"}`, nil).Set(a.Quantile(q.q))
-			}
 		}
 		if k == schemas.KindLLM {
 			ms.GetOrCreateFloatCounter(`canaryd_agent_tokens_total{` + labels + `,direction="input"}`).Add(a.InputTokens)

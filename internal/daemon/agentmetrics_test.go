@@ -2,6 +2,10 @@ package daemon
 
 import (
 	"bytes"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,7 +17,7 @@ import (
 	"github.com/inferensys/canaryd/window"
 )
 
-func TestExportAgentSeries(t *testing.T) {
+func TestExportWindowSeries(t *testing.T) {
 	agg := func(evs ...schemas.Event) *window.Agg {
 		a := window.NewAgg()
 		for i := range evs {
@@ -57,8 +61,10 @@ func TestExportAgentSeries(t *testing.T) {
 		},
 	}
 	ms := metrics.NewSet()
-	exportAgentSeries(ms, c)
-	exportAgentSeries(ms, c) // counters add up over windows; gauges hold the last window
+	lat := newLatencyHistograms()
+	ms.RegisterMetricsWriter(lat.writeTo)
+	exportWindowSeries(ms, lat, c)
+	exportWindowSeries(ms, lat, c) // counters and histograms add up over windows
 	var buf bytes.Buffer
 	ms.WritePrometheus(&buf)
 	got := buf.String()
@@ -79,18 +85,35 @@ func TestExportAgentSeries(t *testing.T) {
 			t.Errorf("missing %s\ngot:\n%s", want, got)
 		}
 	}
-	// Quantiles within the sketch's 1% of the exact ones (1..100 ms, then 5, 1000, 1000).
-	for _, q := range []struct {
-		quantile string
-		lo, hi   float64
-	}{{"0.5", 50, 53}, {"0.95", 95, 98}, {"0.99", 99, 1011}} {
-		name := `canaryd_agent_latency_ms{` + tool + `,quantile="` + q.quantile + `"}`
-		v := ms.GetOrCreateGauge(name, nil).Get()
-		if v < q.lo || v > q.hi {
-			t.Errorf("%s = %v; want in [%v, %v]", name, v, q.lo, q.hi)
+	// Latency histograms in seconds, per segment of any request kind:
+	// 1..100 ms, 5 ms and 2×1000 ms per window, the buckets checked away
+	// from those values (a sketch bucket's value is within 1% of them).
+	other := `rollout="travel-agent",version="1.4.0",kind="other",name="POST /chat"`
+	for _, want := range []string{
+		`canaryd_latency_seconds_bucket{` + tool + `,le="0.25"} 202`,
+		`canaryd_latency_seconds_bucket{` + tool + `,le="2.5"} 206`,
+		`canaryd_latency_seconds_bucket{` + tool + `,le="+Inf"} 206`,
+		`canaryd_latency_seconds_count{` + tool + `} 206`,
+		`canaryd_latency_seconds_bucket{` + other + `,le="0.5"} 0`,
+		`canaryd_latency_seconds_bucket{` + other + `,le="1"} 2`,
+		`canaryd_requests_total{rollout="travel-agent",version="1.4.0"} 208`,
+		`canaryd_errors_total{rollout="travel-agent",version="1.4.0"} 6`,
+		`canaryd_requests_total{rollout="travel-agent",version="1.5.0"} 6`,
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("missing %s\ngot:\n%s", want, got)
 		}
 	}
-	for _, notWant := range []string{`kind="agent"`, `kind="other"`, `tokens_total{` + tool} {
+	if i := strings.Index(got, `canaryd_latency_seconds_sum{`+tool+`} `); i < 0 {
+		t.Errorf("no latency sum of the tool")
+	} else {
+		var v float64
+		fmt.Sscan(got[i+len(`canaryd_latency_seconds_sum{`+tool+`} `):], &v)
+		if want := 2 * (5050 + 2005) / 1000.0; math.Abs(v-want) > 0.01*want {
+			t.Errorf("latency sum %v s; want %v ±1%%", v, want)
+		}
+	}
+	for _, notWant := range []string{`kind="agent"`, `agent_calls_total{` + other, `tokens_total{` + tool, `_ms`} {
 		if strings.Contains(got, notWant) {
 			t.Errorf("exposition has %s; want none:\n%s", notWant, got)
 		}
@@ -127,5 +150,83 @@ func TestNewWiresModelsAndTraceIndex(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// BenchmarkLatencyAdd: the cost of putting a window's latency sketch into
+// canaryd_latency_seconds, per event of the window.
+func BenchmarkLatencyAdd(b *testing.B) {
+	a := window.NewAgg()
+	const n = 1000
+	for i := range n {
+		ev := schemas.Event{DurationMS: float64(1 + i%997*7), HasDuration: true}
+		a.Add(&ev, 0)
+	}
+	lat := newLatencyHistograms()
+	b.ReportAllocs()
+	for b.Loop() {
+		lat.add(`rollout="r"`, a.Latency)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+}
+
+// TestLatencyHistogramsMatchPrometheusHistogram checks the bulk histogram
+// against the plain reference: metrics.PrometheusHistogram given one
+// Update per event at its sketch bin's value. Same buckets, same count,
+// the same sum within rounding.
+func TestLatencyHistogramsMatchPrometheusHistogram(t *testing.T) {
+	a := window.NewAgg()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		ev := schemas.Event{DurationMS: math.Exp(rng.NormFloat64()*2 + 5), HasDuration: true}
+		if rng.IntN(100) == 0 {
+			ev.DurationMS = 0
+		}
+		a.Add(&ev, 0)
+	}
+	for _, ms := range []float64{5, 10, 1000, 120_000, 500_000} { // on and beyond the bounds
+		ev := schemas.Event{DurationMS: ms, HasDuration: true}
+		a.Add(&ev, 0)
+	}
+	lat := newLatencyHistograms()
+	lat.add(`rollout="r"`, a.Latency)
+	var got strings.Builder
+	lat.writeTo(&got)
+
+	ref := metrics.NewSet()
+	h := ref.GetOrCreatePrometheusHistogramExt(`canaryd_latency_seconds{rollout="r"}`, LatencyBuckets[:])
+	for range int(a.Latency.GetZeroCount()) {
+		h.Update(0)
+	}
+	a.Latency.GetPositiveValueStore().ForEach(func(i int, n float64) bool {
+		for range int(n) {
+			h.Update(window.Mapping.Value(i) / 1000)
+		}
+		return false
+	})
+	var want strings.Builder
+	ref.WritePrometheus(&want)
+	lines := func(s string) (buckets []string, sum float64) {
+		for l := range strings.Lines(s) {
+			switch {
+			case strings.HasPrefix(l, "#"):
+			case strings.Contains(l, "_sum{"):
+				fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &sum)
+			default:
+				buckets = append(buckets, l)
+			}
+		}
+		return buckets, sum
+	}
+	gb, gs := lines(got.String())
+	wb, ws := lines(want.String())
+	if !slices.Equal(gb, wb) {
+		t.Errorf("buckets:\n%s\nwant (PrometheusHistogram):\n%s", strings.Join(gb, ""), strings.Join(wb, ""))
+	}
+	if math.Abs(gs-ws) > 1e-9*ws {
+		t.Errorf("sum %v; want %v", gs, ws)
+	}
+	if len(gb) != len(LatencyBuckets)+2 {
+		t.Errorf("%d bucket and count lines; want %d", len(gb), len(LatencyBuckets)+2)
 	}
 }

@@ -63,7 +63,8 @@ type Config struct {
 	HistoryWindows int
 	// EvictAfter: a rollout's state is dropped this long (event time) after
 	// its last event in a partition, and its export history this long after
-	// its final verdict. Default 1h (window.Options.EvictAfter).
+	// its final verdict; its metric series this long after this instance saw
+	// that verdict (rolloutmetrics.go). Default 1h (window.Options.EvictAfter).
 	EvictAfter time.Duration
 	// ShutdownTimeout bounds how long Run takes to return once its context
 	// ends: flushing partitions, sending the last commands and dead letters,

@@ -417,6 +417,18 @@ steps: [{weight: 20, min_duration: 1m}, {weight: 50, min_duration: 1m}, {weight:
 		t.Fatalf("status after a start on a held rollout: final %q step %d weight %d verdict %s %q; want held at step 1 (50%%)",
 			st.Final, st.Step, st.Weight, st.Verdict.Action, st.Verdict.Reason)
 	}
+	// So do its metrics: how it ended survives the restart.
+	m := get(t, "http://"+d.HTTPAddr()+"/metrics")
+	for _, want := range []string{
+		`canaryd_rollout_final{rollout="held",final="hold"} 1`,
+		`canaryd_rollout_info{rollout="held",baseline="v1",canary="v2",deployment_id="",commit="",phase="hold",mode="drive"} 1`,
+		`canaryd_rollout_weight{rollout="held"} 50`,
+		`canaryd_judge_verdict{rollout="held"} 2`,
+	} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics after a start on a held rollout lacks %s", want)
+		}
+	}
 	// Its traffic is judged (windows observed) and decides nothing.
 	var ev schemas.Event
 	now := time.Now()

@@ -2,13 +2,17 @@
 // feeds closed windows to one detector.Judge per rollout, whose commands go
 // to the control topic through sink.Control; sink serves the state.
 //
-// Metrics (besides those of stream and sink):
+// Metrics (besides those of stream and sink; HELP texts: sink.Families;
+// the per-rollout series and their eviction: rolloutmetrics.go):
 //
+//	canaryd_rollout_info{rollout,baseline,canary,deployment_id,commit,phase,mode}  1 per judged rollout
+//	canaryd_rollout_step{rollout}, canaryd_rollout_weight{rollout}
+//	canaryd_rollout_final{rollout,final}             1 once the release ended
+//	canaryd_test_evalue{rollout,test,role}           each test's e-value at the last verdict
+//	canaryd_test_threshold{rollout,test,role}        the e-value at which it fires
 //	canaryd_requests_total{rollout,version}          requests in closed windows
 //	canaryd_errors_total{rollout,version}            errors in closed windows
-//	canaryd_latency_ms{rollout,version,quantile}     current step's latency quantiles
-//	canaryd_test_evalue{rollout,test,role}           each test's e-value
-//	canaryd_rollout_step{rollout}, canaryd_rollout_weight{rollout}
+//	canaryd_latency_seconds{rollout,version,kind,name}  request durations per segment (histogram)
 //	canaryd_verdicts_total{rollout,action}           decisions other than continue
 //	canaryd_unjudged_windows_total                   windows of rollouts with no spec
 //	canaryd_replayed_windows_total                   windows judged before (a replay after a restart): ignored
@@ -22,7 +26,6 @@
 //
 //	canaryd_agent_calls_total{rollout,version,kind,name}              calls in closed windows
 //	canaryd_agent_errors_total{rollout,version,kind,name,error_type}  failed calls by error type
-//	canaryd_agent_latency_ms{rollout,version,kind,name,quantile}      p50/p95/p99 of the last closed window
 //	canaryd_agent_tokens_total{rollout,version,kind,name,direction}   llm: input/output tokens
 //	canaryd_agent_cost_usd_total{rollout,version,kind,name}           llm: cost of the calls that carry one
 package daemon
@@ -91,6 +94,10 @@ type Daemon struct {
 
 	started  atomic.Bool // the control topic was read: judging may begin
 	unjudged *metrics.Counter
+	verdicts verdictLog // each rollout's verdicts over time (verdictlog.go); a lock of its own, taken after mu
+
+	rolloutMetrics *rolloutMetrics    // the per-rollout series (rolloutmetrics.go)
+	latency        *latencyHistograms // canaryd_latency_seconds (latencyhist.go)
 }
 
 // New validates cfg and creates the Kafka clients and the HTTP listener.
@@ -123,6 +130,10 @@ func New(cfg Config) (*Daemon, error) {
 	d.replayed = cfg.Metrics.NewCounter("canaryd_replayed_windows_total")
 	d.sendErrs = cfg.Metrics.NewCounter("canaryd_command_send_errors_total")
 	cfg.Metrics.NewGauge("canaryd_outbox_commands", func() float64 { return float64(d.outbox.len()) })
+	d.rolloutMetrics = &rolloutMetrics{evictAfter: cfg.EvictAfter, endedAt: map[string]time.Time{}, staleAt: map[string]time.Time{}}
+	d.latency = newLatencyHistograms()
+	cfg.Metrics.RegisterMetricsWriter(d.latency.writeTo)
+	cfg.Metrics.RegisterMetricsWriter(d.writeRolloutMetrics)
 	var err error
 	d.producer, err = kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -502,20 +513,15 @@ func (d *Daemon) onClosed(c window.Closed) {
 	}
 	if j.Final() == "" || c.End-j.LastVerdictAt().UnixNano() < int64(d.cfg.EvictAfter) {
 		d.historyOf(c.Rollout).add(c)
+		// The series of a release ended long enough ago are evicted
+		// (rolloutmetrics.go): its windows no longer add any.
+		exportWindowSeries(d.cfg.Metrics, d.latency, c)
 	} else if _, ok := d.history[c.Rollout]; ok {
 		delete(d.history, c.Rollout) // ended long enough ago: free the export history
 		d.cfg.Logger.Info("rollout ended: its window history is evicted", "rollout", c.Rollout, "final", j.Final())
 	}
-	ms := d.cfg.Metrics
-	for _, s := range c.Series {
-		if !detector.IsRequest(s.Segment.Kind) {
-			continue
-		}
-		ms.GetOrCreateCounter(fmt.Sprintf(`canaryd_requests_total{rollout=%q,version=%q}`, c.Rollout, s.Version)).Add(int(s.Agg.Count))
-		ms.GetOrCreateCounter(fmt.Sprintf(`canaryd_errors_total{rollout=%q,version=%q}`, c.Rollout, s.Version)).Add(int(s.Agg.Errors))
-	}
-	exportAgentSeries(d.cfg.Metrics, c)
 	v, cmd := j.Decide(c.Watermark)
+	d.verdicts.record(j.Spec(), v)
 	switch {
 	case cmd != nil:
 		// Queued under d.mu, so that the outbox holds each rollout's
@@ -638,17 +644,14 @@ func (d *Daemon) resume(cmd, last *schemas.Command) {
 	d.mu.Unlock()
 	d.cfg.Logger.Info("rollout judged elsewhere meanwhile: resumed from the control topic", "rollout", cmd.Rollout,
 		"decided", cmd.Action, "seq", cmd.Seq, "found", last.Action, "found_seq", last.Seq, "resumed", resumed)
-	if resumed {
-		d.exportVerdict(v)
-		if d.cfg.OnVerdict != nil {
-			d.cfg.OnVerdict(v, false)
-		}
+	if resumed && d.cfg.OnVerdict != nil {
+		d.cfg.OnVerdict(v, false)
 	}
 }
 
-// verdictDone exports a command's verdict once its fate is known.
+// verdictDone reports a command's verdict once its fate is known (the
+// metrics read the judges: rolloutmetrics.go).
 func (d *Daemon) verdictDone(p pending, sent bool) {
-	d.exportVerdict(p.v)
 	if d.cfg.OnVerdict != nil {
 		d.cfg.OnVerdict(p.v, sent)
 	}
@@ -659,24 +662,6 @@ func (d *Daemon) verdictDone(p pending, sent bool) {
 // read.
 func (d *Daemon) loadControl(ctx context.Context) (int, error) {
 	return d.control.Load(ctx, append([]kgo.Opt{kgo.SeedBrokers(d.cfg.Brokers...)}, d.cfg.KgoOpts...)...)
-}
-
-func (d *Daemon) exportVerdict(v detector.Verdict) {
-	ms := d.cfg.Metrics
-	r := v.Rollout
-	for _, a := range []detector.ArmSummary{v.Baseline, v.Canary} {
-		for _, q := range []struct {
-			name string
-			v    detector.Num
-		}{{"0.5", a.P50MS}, {"0.95", a.P95MS}, {"0.99", a.P99MS}} {
-			ms.GetOrCreateGauge(fmt.Sprintf(`canaryd_latency_ms{rollout=%q,version=%q,quantile=%q}`, r, a.Version, q.name), nil).Set(float64(q.v))
-		}
-	}
-	for _, t := range v.Tests {
-		ms.GetOrCreateGauge(fmt.Sprintf(`canaryd_test_evalue{rollout=%q,test=%q,role=%q}`, r, t.Name, t.Role), nil).Set(float64(t.EValue))
-	}
-	ms.GetOrCreateGauge(fmt.Sprintf(`canaryd_rollout_step{rollout=%q}`, r), nil).Set(float64(v.Step))
-	ms.GetOrCreateGauge(fmt.Sprintf(`canaryd_rollout_weight{rollout=%q}`, r), nil).Set(float64(v.Weight))
 }
 
 // Statuses implements sink.StatusSource.

@@ -267,6 +267,16 @@ func TestThreeReleases(t *testing.T) {
 				p[2].Canary != "v3" || !strings.Contains(p[2].Reason, "start of v4 by ops") {
 				t.Errorf("previous releases: %+v; want v9, v2 (superseded by v3 in the events), v3 (superseded by the start of v4)", p)
 			}
+			// One info series: the current release's; the earlier ones' are gone.
+			var info []string
+			for line := range strings.Lines(get(t, "http://"+d.HTTPAddr()+"/metrics")) {
+				if strings.HasPrefix(line, `canaryd_rollout_info{rollout="three",`) {
+					info = append(info, strings.TrimSpace(line))
+				}
+			}
+			if want := `canaryd_rollout_info{rollout="three",baseline="v1",canary="v4",deployment_id="deploy-4",commit="c0ffee",phase="rollback",mode="drive"} 1`; len(info) != 1 || info[0] != want {
+				t.Errorf("info series %q; want only %s", info, want)
+			}
 		})
 	}
 }

@@ -324,7 +324,7 @@ func (m *minuteAcc) add(aggs *[2][numSegs]*window.Agg) {
 		m.llmN[v] += l.Count
 		m.tokens[v] += l.InputTokens + l.OutputTokens
 		m.sql[v] += aggs[v][segSQL].Count
-		m.tools[v] += aggs[v][segSQL].Count + aggs[v][segSearch].Count
+		m.tools[v] += aggs[v][segSQL].Count + aggs[v][segSearch].Count + aggs[v][segLookup].Count
 	}
 }
 

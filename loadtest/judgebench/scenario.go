@@ -50,10 +50,14 @@ type Regression struct {
 	TokMult            float64 // multiplies LLM input and output tokens
 	SQLShare           float64 // the canary's share of tool calls to run_sql (baseline 0.4)
 	ComplaintMult      float64 // multiplies the chance of a user complaint per session
+	// SegErrMult and SegLatMult act on the small tool (Scenario.SmallTool)
+	// only: a regression confined to one tool.
+	SegErrMult, SegLatMult float64
 }
 
 func (r Regression) active() bool {
-	return r.ErrMult > 0 || r.LatMult > 0 || r.TailFrac > 0 || r.TokMult > 0 || r.SQLShare > 0 || r.ComplaintMult > 0
+	return r.ErrMult > 0 || r.LatMult > 0 || r.TailFrac > 0 || r.TokMult > 0 || r.SQLShare > 0 || r.ComplaintMult > 0 ||
+		r.SegErrMult > 0 || r.SegLatMult > 0
 }
 
 // Incident raises both versions' error probability by ErrMult for
@@ -86,6 +90,10 @@ type Scenario struct {
 	// TargetMedianReq, when > 0, is the issue's target for canaryd's median
 	// detection delay in canary requests.
 	TargetMedianReq float64
+	// TargetMedianS, when > 0, is a target for canaryd's median detection
+	// delay in seconds; TargetDetected one for the share of runs detected
+	// within the horizon.
+	TargetMedianS, TargetDetected float64
 	// AssumptionBroken marks an A/A scenario where canaryd's false-rollback
 	// guarantee is not expected to hold.
 	AssumptionBroken bool
@@ -104,6 +112,10 @@ type Scenario struct {
 	// 1-second windows: 0 none, -1 all. It costs up to ten times the
 	// 10-second judge, so by default only scenarios that end early use it.
 	OneSecondRuns int
+	// SmallTool, when > 0, sends that share of tool calls to a third tool,
+	// lookup_order (tool calls are about 42% of requests: 0.12 makes it
+	// about 5% of the requests, 0.048 about 2%).
+	SmallTool float64
 	// SessionUnits also runs canaryd with the spec's "units: sessions"
 	// (error_rate and latency tests on sessions, not requests) in every run.
 	SessionUnits bool
@@ -260,6 +272,27 @@ func Scenarios() []Scenario {
 			"no request total to divide by, only each version's share of the traffic."
 		s.Needs = "counts against the traffic split"
 		s.NeedsTests = []string{"incidents"}
+	})
+
+	// Regressions confined to one small tool (issue 16): the pooled tests
+	// dilute them; the per-segment half of canaryd's mixture finds them.
+	add(base("A/A, 5%, with a small tool (5% of requests)", KindAA, 5), func(s *Scenario) {
+		s.SmallTool = 0.12
+		s.Note = "Identical versions with a fourth request segment: the per-segment e-values must not add false rollbacks."
+	})
+	add(reg("one tool's p95 +25% (a tool with 5% of requests), 5%", 5, Regression{SegLatMult: 1.25}), func(s *Scenario) {
+		s.SmallTool = 0.12
+		s.Regression.OnsetMin, s.Regression.OnsetMax = 0, 0
+		s.Horizon = 2700
+		s.Note = "Target: canaryd's median detection within 30 minutes (1800 s) at 200 requests/s and 5% canary, from the start."
+		s.TargetMedianS = 1800
+	})
+	add(reg("one tool's errors 1%→10% (a tool with 2% of requests), 5%", 5, Regression{SegErrMult: 10}), func(s *Scenario) {
+		s.SmallTool = 0.048
+		s.Regression.OnsetMin, s.Regression.OnsetMax = 0, 0
+		s.Horizon = 2700
+		s.Note = "Target: detected in ≥ 90% of runs within 45 minutes (the horizon), from the start."
+		s.TargetDetected = 0.9
 	})
 
 	// At the margin: false promotes.

@@ -38,6 +38,7 @@ const (
 	segLLM       = iota // llm/gpt-4o-mini
 	segSQL              // tool/run_sql
 	segSearch           // tool/search_docs
+	segLookup           // tool/lookup_order: a small tool, only in scenarios with SmallTool > 0
 	segAgent            // agent/support-agent: one session summary per session
 	segComplaint        // other/user_complaint: a count without a denominator (an "incident")
 	numSegs
@@ -49,6 +50,7 @@ var segments = [numSegs]window.Segment{
 	segLLM:       {Kind: schemas.KindLLM, Name: "gpt-4o-mini"},
 	segSQL:       {Kind: schemas.KindTool, Name: "run_sql"},
 	segSearch:    {Kind: schemas.KindTool, Name: "search_docs"},
+	segLookup:    {Kind: schemas.KindTool, Name: "lookup_order"},
 	segAgent:     {Kind: schemas.KindAgent, Name: rolloutName},
 	segComplaint: {Kind: schemas.KindOther, Name: complaintName},
 }
@@ -59,7 +61,7 @@ const complaintName = "user_complaint"
 
 // seriesOrder is the order window.Partition emits a window's series in:
 // by kind (other < llm < tool < agent), then by name.
-var seriesOrder = [numSegs]int{segComplaint, segLLM, segSQL, segSearch, segAgent}
+var seriesOrder = [numSegs]int{segComplaint, segLLM, segLookup, segSQL, segSearch, segAgent}
 
 // Error types: index 0 is "_other", as in window.Partition.
 const (
@@ -81,6 +83,7 @@ var reqProfiles = [numReqSegs]reqProfile{
 	segLLM:    {900, 0.5, 0.01},
 	segSQL:    {80, 0.7, 0.01},
 	segSearch: {120, 0.5, 0.01},
+	segLookup: {150, 0.5, 0.01},
 }
 
 // Token model of LLM calls: lognormal input and output tokens; a failed
@@ -190,9 +193,11 @@ type effects struct {
 	tokMult    float64
 	sqlShare   float64
 	complaintP float64
+	// segErrMult and segLatMult act on the small tool only.
+	segErrMult, segLatMult float64
 }
 
-var toolNames = [numReqSegs][]byte{segSQL: []byte("run_sql"), segSearch: []byte("search_docs")}
+var toolNames = [numReqSegs][]byte{segSQL: []byte("run_sql"), segSearch: []byte("search_docs"), segLookup: []byte("lookup_order")}
 
 // sim generates one run's stream, second by second. Every random draw comes
 // from one PCG stream in a fixed order, so a (seed, scenario, run) always
@@ -253,7 +258,7 @@ func newSim(sc *Scenario, rng *rand.Rand) *sim {
 // effectsAt returns the multipliers for version v at second t.
 func (s *sim) effectsAt(v, t int) effects {
 	sc := s.sc
-	e := effects{errMult: 1, latMult: 1, tokMult: 1, sqlShare: baseSQLShare, complaintP: baseComplaintP}
+	e := effects{errMult: 1, latMult: 1, tokMult: 1, sqlShare: baseSQLShare, complaintP: baseComplaintP, segErrMult: 1, segLatMult: 1}
 	if s.incident >= 0 && t >= s.incident && t < s.incident+sc.Incident.DurationS {
 		e.errMult *= sc.Incident.ErrMult
 	}
@@ -291,6 +296,12 @@ func (s *sim) effectsAt(v, t int) effects {
 	}
 	if r.ComplaintMult > 0 {
 		e.complaintP = baseComplaintP * lerp(r.ComplaintMult)
+	}
+	if r.SegErrMult > 0 {
+		e.segErrMult = lerp(r.SegErrMult)
+	}
+	if r.SegLatMult > 0 {
+		e.segLatMult = lerp(r.SegLatMult)
 	}
 	return e
 }
@@ -375,16 +386,25 @@ func (s *sim) request(ss *session, e *effects, sink [numSegs]*window.Agg) {
 		if rng.Float64() < e.sqlShare {
 			seg = segSQL
 		}
+		// Drawn only in scenarios with the small tool: the others' streams
+		// stay as they were.
+		if s.sc.SmallTool > 0 && rng.Float64() < s.sc.SmallTool {
+			seg = segLookup
+		}
 		ss.tools = append(ss.tools, toolNames[seg])
 		ss.toolSegs = append(ss.toolSegs, uint8(seg))
 	}
 	p := &reqProfiles[seg]
 	ev := &s.ev[seg]
 	ev.SessionID, ev.Version = ss.sid, versionBytes[b2i(ss.canary)]
-	pe := min(p.errP*ss.uErr*e.errMult, 0.95)
+	segErr, segLat := 1.0, 1.0
+	if seg == segLookup {
+		segErr, segLat = e.segErrMult, e.segLatMult
+	}
+	pe := min(p.errP*ss.uErr*e.errMult*segErr, 0.95)
 	ev.Error = rng.Float64() < pe
 	ev.HasDuration = true
-	ms := p.medianMS * s.lat[seg].draw(rng) * ss.latMul * e.latMult
+	ms := p.medianMS * s.lat[seg].draw(rng) * ss.latMul * e.latMult * segLat
 	if e.tailFrac > 0 && rng.Float64() < e.tailFrac {
 		ms += e.tailMS
 	}

@@ -125,6 +125,16 @@ func (r *Report) targets(w io.Writer) {
 			fmt.Fprintf(w, "| %s: canaryd median ≤ %s canary requests | %s (detected %.0f%%; %s) | %s |\n",
 				sc.Name, fmtNum(sc.TargetMedianReq), fmtNum(med), 100*frac(cd.Detections, cd.Runs), strings.Join(others, ", "),
 				pass(med <= sc.TargetMedianReq && cd.Detections*2 > cd.Runs))
+		case sc.TargetMedianS > 0:
+			med := quantile(cd.DelayS, 0.5)
+			fmt.Fprintf(w, "| %s: canaryd median ≤ %s s | %s s (detected %.0f%%) | %s |\n",
+				sc.Name, fmtNum(sc.TargetMedianS), fmtNum(med), 100*frac(cd.Detections, cd.Runs),
+				pass(med <= sc.TargetMedianS && cd.Detections*2 > cd.Runs))
+		case sc.TargetDetected > 0:
+			d := frac(cd.Detections, cd.Runs)
+			fmt.Fprintf(w, "| %s: canaryd detects ≥ %.0f%% within %s s | %.0f%% (%d/%d; median %s s) | %s |\n",
+				sc.Name, 100*sc.TargetDetected, fmtNum(float64(sc.Horizon)), 100*d, cd.Detections, cd.Runs,
+				fmtNum(quantile(cd.DelayS, 0.5)), pass(d >= sc.TargetDetected))
 		}
 	}
 	if !r.Options.Quick && r.Options.Runs == 0 && len(r.Results) == len(Scenarios()) {
