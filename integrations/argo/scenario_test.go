@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -377,5 +378,22 @@ func TestHold(t *testing.T) {
 	run := ctl.analyze(t, fast(gate, ptr(3), nil), nil)
 	if run.Status.Phase != v1alpha1.AnalysisPhaseInconclusive {
 		t.Errorf("gate run %s; want Inconclusive: %s", run.Status.Phase, phases(run))
+	}
+}
+
+// TestUnknownRollout: a rollout argument canaryd does not know (a typo, a
+// spec not deployed) is a measurement Error (404), never a verdict: Argo
+// aborts only after consecutiveErrorLimit, as with canaryd unreachable.
+func TestUnknownRollout(t *testing.T) {
+	c, a := start(t)
+	args := rolloutArgs(t, a.ro, a.ro.Spec.Strategy.Canary.Steps[1].Analysis.Args, c.URL)
+	for i := range args {
+		if args[i].Name == "rollout" {
+			args[i].Value = ptr("no-such-agent")
+		}
+	}
+	run := newRun(t, a.tpls["canaryd-gate"], args, "typo")
+	if m := a.measure(run); m.Phase != v1alpha1.AnalysisPhaseError || !strings.Contains(m.Message, "404") {
+		t.Errorf("measurement %s (%s); want Error (404)", m.Phase, m.Message)
 	}
 }

@@ -377,3 +377,27 @@ func TestHold(t *testing.T) {
 		t.Errorf("metric on hold: %v ok=%v err=%v; want 2, passing", val, ok, err)
 	}
 }
+
+// TestUnknownRollout: hooks for a rollout canaryd does not know are
+// answered 404 (Flagger: an error, so no hook says yes) except event and
+// post-rollout, which canaryd acknowledges whatever they name.
+func TestUnknownRollout(t *testing.T) {
+	c := canarydtest.Start(t, judgeSpec)
+	f := newFlagger(t, c.URL)
+	for i := range f.cd.Spec.Analysis.Webhooks {
+		f.cd.Spec.Analysis.Webhooks[i].Metadata = &map[string]string{"rollout": "no-such-agent"}
+	}
+	for _, ht := range hookTypes {
+		if ht == flaggerv1.EventHook {
+			continue
+		}
+		got, msg := f.hook(ht)
+		want := no
+		if ht == flaggerv1.PostRolloutHook {
+			want = yes
+		}
+		if got != want {
+			t.Errorf("%s: %s %s; want %s", ht, got, msg, want)
+		}
+	}
+}
