@@ -138,7 +138,9 @@ func start(t *testing.T) (*canarydtest.Canaryd, *argo) {
 
 // TestHealthyCanary: a canary as good as its baseline passes the gate at
 // 10% and at 50%, the guard never fails, and Argo's analysis controller
-// ends the gate's run Successful. It fails by luck only if canaryd rolls
+// ends the gate's run Successful; the last gate, at 100%, ends the release
+// in canaryd as promoted, which all traffic on the canary then leaves as
+// it is. It fails by luck only if canaryd rolls
 // the canary back (at most alpha = 1e-4) or cannot show it within the
 // margins in the budget: 300 s at 1000 requests/s, 30,000 canary requests
 // at 10%, where the error odds' bound needs about 5,000 (the README's demo

@@ -1,7 +1,8 @@
-// Package canarydtest runs a real canaryd for the tests of the rollout
-// controllers' integrations (integrations/argo, integrations/flagger): the
-// canaryd binary built from this module, an in-process kfake broker, and
-// JSON v1 events whose event time the test sets.
+// Package canarydtest runs a real canaryd for the tests of the delivery
+// controllers' integrations (the modules integrations/argo and
+// integrations/flagger, and deploy's Spinnaker test): the canaryd binary
+// built from this module, an in-process kfake broker, and JSON v1 events
+// whose event time the test sets.
 //
 // Event time is the test's clock: windows close on it, so a test moves
 // through minutes of a rollout in the time it takes to produce the events,
@@ -48,20 +49,20 @@ var (
 	buildOnce sync.Once
 	buildBin  string
 	buildErr  error
+	binDir    string // holds buildBin; removed by Cleanup
 )
 
 // Binary builds cmd/canaryd of this module once per test process, in a
-// directory removed when the process exits through [Main], and returns its
-// path. It builds with this module's own go.mod, not the caller's.
+// directory that [Main] or [Cleanup] removes, and returns its path. It
+// builds in this module's directory, with its own go.mod, not the caller's.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		_, file, _, ok := runtime.Caller(0)
-		if !ok {
-			buildErr = fmt.Errorf("canarydtest: cannot locate the module's source")
+		root, err := moduleRoot()
+		if err != nil {
+			buildErr = err
 			return
 		}
-		root := filepath.Join(filepath.Dir(file), "..", "..")
 		dir, err := os.MkdirTemp("", "canarydtest-bin")
 		if err != nil {
 			buildErr = err
@@ -81,7 +82,19 @@ func Binary(t testing.TB) string {
 	return buildBin
 }
 
-var binDir string
+// moduleRoot returns the directory of this module's source: two up from
+// this file's, or where the go command finds the module (a -trimpath build
+// records no directory).
+func moduleRoot() (string, error) {
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		return filepath.Join(filepath.Dir(file), "..", ".."), nil
+	}
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/inferensys/canaryd").Output()
+	if err != nil || len(strings.TrimSpace(string(out))) == 0 {
+		return "", fmt.Errorf("canarydtest: cannot locate github.com/inferensys/canaryd's source: %v", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
 
 // Main runs the tests and removes the binary [Binary] built:
 //
