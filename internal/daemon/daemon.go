@@ -19,6 +19,9 @@
 //	canaryd_judge_restores_total{result}             judge states at start: restored, mismatch (spec changed), corrupt
 //	canaryd_outbox_commands                          commands decided and not yet on the control topic
 //	canaryd_command_send_errors_total                failed attempts to put a command on the control topic (retried)
+//	canaryd_router_acks_total{rollout,router}        routers' acks read (with Config.AcksTopic; acks.go)
+//	canaryd_router_ack_missing{rollout,router}       1 while a router is late for its rollout's latest command
+//	canaryd_acks_invalid_total{reason}               ack records skipped
 //
 // Goroutines, owners and locks: see concurrency.md beside this file.
 //
