@@ -216,10 +216,18 @@ func TestRouterAcks(t *testing.T) {
 			if _, ok := d.Status("ghost"); ok {
 				t.Error("an ack of a rollout without a spec made a status")
 			}
-			// The lag was logged once, for the stuck router only.
+			// The stuck router's lag was logged once (the good one's ack
+			// arrives well within the timeout, but a loaded machine could
+			// make it late once: that is not what is tested here).
 			const msg = "router has not acknowledged the rollout's latest command"
-			if n := strings.Count(logs.String(), msg); n != 1 || !strings.Contains(logs.String(), "router=gw-stuck") {
-				t.Errorf("lag logged %d times; want once, for gw-stuck:\n%s", n, logs.String())
+			n := 0
+			for _, line := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(line, msg) && strings.Contains(line, "router=gw-stuck") {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("gw-stuck's lag logged %d times; want once:\n%s", n, logs.String())
 			}
 		})
 	}
