@@ -139,9 +139,12 @@ func Apply(f func(Change) error) Opt { return func(c *cfg) { c.apply = f } }
 // rollout. routerID names this router instance (a pod name): canaryd keeps
 // one state per rollout and router id, so keep it stable across restarts;
 // at most schemas.MaxRouterBytes. Acks are produced asynchronously, so a
-// slow broker never holds up the commands; franz-go retries each until the
-// broker has it (idempotent, in order per rollout) or the Subscriber is
-// closed. Default off.
+// slow broker never holds up the commands; franz-go retries each on
+// retriable errors until the broker has it (idempotent, in order per
+// rollout) or the Subscriber is closed. An ack that fails for good (no
+// permission, the topic still missing after franz-go's UnknownTopicRetries)
+// is logged and counted in AckStats.Failed; canaryd then shows the router
+// as lagging, which is the truth it can see. Default off.
 func Acks(topic, routerID string) Opt {
 	return func(c *cfg) {
 		if topic == "" {
