@@ -778,6 +778,9 @@ type Status struct {
 	// Previous lists the rollout's earlier releases that this instance
 	// judged since it started, newest last, each with how it ended.
 	Previous []Release `json:"previous_releases,omitempty"`
+	// Routers: what the routers' acknowledgements say (filled by canaryd's
+	// daemon when it reads an acks topic; the judge leaves it empty).
+	Routers []schemas.RouterAck `json:"routers,omitempty"`
 }
 
 // Release is how an earlier release of a rollout ended.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/inferensys/canaryd/schemas"
 )
 
 // DefaultTopic is canaryd's control topic.
@@ -29,6 +31,11 @@ type cfg struct {
 	logger     *slog.Logger
 	clock      func() time.Time
 	retry      time.Duration
+
+	apply     func(Change) error
+	acksTopic string // "" = no acks
+	routerID  string
+	ackFlush  time.Duration
 }
 
 func defaultCfg() cfg {
@@ -37,6 +44,8 @@ func defaultCfg() cfg {
 		logger: slog.New(slog.DiscardHandler),
 		clock:  time.Now,
 		retry:  time.Second,
+
+		ackFlush: 5 * time.Second,
 	}
 }
 
@@ -48,6 +57,12 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("%w: empty topic", ErrInvalidConfig)
 	case c.retry <= 0:
 		return fmt.Errorf("%w: retry interval %v must be > 0", ErrInvalidConfig, c.retry)
+	case c.acksTopic != "" && c.routerID == "":
+		return fmt.Errorf("%w: acks without a router id", ErrInvalidConfig)
+	case len(c.routerID) > schemas.MaxRouterBytes:
+		return fmt.Errorf("%w: router id longer than %d bytes", ErrInvalidConfig, schemas.MaxRouterBytes)
+	case c.ackFlush < 0:
+		return fmt.Errorf("%w: ack flush timeout %v must be >= 0", ErrInvalidConfig, c.ackFlush)
 	}
 	return nil
 }
@@ -106,3 +121,40 @@ func Clock(now func() time.Time) Opt {
 // RetryInterval sets how long Run waits before it asks again for the
 // topic's end offsets when the broker could not tell them; default 1s.
 func RetryInterval(d time.Duration) Opt { return func(c *cfg) { c.retry = d } }
+
+// Apply sets a function called with every applied command, after OnChange,
+// from Run's goroutine and with no lock held, that puts the command in force
+// (sets the weights of a proxy, writes a route) and says whether it did: a
+// nil error means applied, and with Acks the command is acknowledged; an
+// error means not applied, and no ack is published (it is logged and counted
+// in AckStats.NotApplied). The Table's state moves on either way: Assign
+// follows the command, and the next command carries the whole state again.
+// Default none: every command that passes the rules counts as applied.
+func Apply(f func(Change) error) Opt { return func(c *cfg) { c.apply = f } }
+
+// Acks turns on acknowledgements: for every command it applied (OnChange
+// returned and Apply, if set, returned nil), the Subscriber publishes a
+// schemas.Ack (schemas/ack.v1.json) naming routerID to topic
+// (schemas.DefaultAcksTopic, "canary.acks", when topic is empty), key = the
+// rollout. routerID names this router instance (a pod name): canaryd keeps
+// one state per rollout and router id, so keep it stable across restarts;
+// at most schemas.MaxRouterBytes. Acks are produced asynchronously, so a
+// slow broker never holds up the commands; franz-go retries each on
+// retriable errors until the broker has it (idempotent, in order per
+// rollout) or the Subscriber is closed. An ack that fails for good (no
+// permission, the topic still missing after franz-go's UnknownTopicRetries)
+// is logged and counted in AckStats.Failed; canaryd then shows the router
+// as lagging, which is the truth it can see. Default off.
+func Acks(topic, routerID string) Opt {
+	return func(c *cfg) {
+		if topic == "" {
+			topic = schemas.DefaultAcksTopic
+		}
+		c.acksTopic, c.routerID = topic, routerID
+	}
+}
+
+// AckFlushTimeout bounds how long Close waits for acks not yet on the
+// broker before it closes the client (they are then lost, and counted in
+// AckStats.Failed); default 5s.
+func AckFlushTimeout(d time.Duration) Opt { return func(c *cfg) { c.ackFlush = d } }

@@ -80,6 +80,18 @@
 //	<-sub.Ready()
 //	version := sub.Assign("support-agent", sessionID, attrs)
 //
+// # Acknowledgements
+//
+// With Acks(topic, routerID), the Subscriber publishes a schemas.Ack
+// (schemas/ack.v1.json; key = rollout) for every command it applied: after
+// OnChange, and when an Apply function is set, only if it returned nil
+// (Apply is where an adapter puts the command in force and says whether it
+// could). Acks are produced asynchronously and retried by franz-go; Close
+// flushes them (AckFlushTimeout), AckStats counts them. canaryd
+// (--acks-topic) shows per rollout which router is at which weight since
+// when, and flags a router that has not acknowledged the latest command
+// within its --ack-timeout.
+//
 // # Stats
 //
 // Stats counts the records read, those applied, stale, duplicate and

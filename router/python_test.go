@@ -77,6 +77,7 @@ type pyResult struct {
 	} `json:"changes"`
 	Stats  map[string]uint64 `json:"stats"`
 	Assign []string          `json:"assign"`
+	Acks   map[string]uint64 `json:"acks"`
 }
 
 // TestPythonSubscriber runs the Python subscriber (python -m canaryd_router)
@@ -94,6 +95,8 @@ func TestPythonSubscriber(t *testing.T) {
 			brokers := kafkatest.Brokers(t, kind)
 			topic := kafkatest.Topic(t)
 			kafkatest.CreateTopicsConfig(t, brokers, 1, map[string]string{"cleanup.policy": "compact"}, topic)
+			acks := topic + ".acks"
+			kafkatest.CreateTopics(t, brokers, 1, acks)
 			p := newProducer(t, brokers, topic)
 			cohort := &schemas.Cohort{Attribute: "user_tier", Values: []string{"internal", "beta"}}
 
@@ -112,7 +115,7 @@ func TestPythonSubscriber(t *testing.T) {
 			const history = 7
 
 			var rec recorder
-			s := start(t, append(rec.opts(), Brokers(brokers...), Topic(topic), SigningKey(testKey))...)
+			s := start(t, append(rec.opts(), Brokers(brokers...), Topic(topic), SigningKey(testKey), Acks(acks, "go"))...)
 
 			reqs := make([]pyRequest, 0, 3000)
 			tiers := []string{"internal", "beta", "external", ""}
@@ -138,7 +141,7 @@ func TestPythonSubscriber(t *testing.T) {
 			defer cancel()
 			pc := exec.CommandContext(ctx, py, "-m", "canaryd_router", "--brokers", strings.Join(brokers, ","),
 				"--topic", topic, "--signing-key-env", "ROUTER_TEST_KEY", "--records", fmt.Sprint(total),
-				"--assign", reqFile, "--timeout", "120")
+				"--assign", reqFile, "--timeout", "120", "--acks-topic", acks, "--router-id", "py")
 			pc.Dir = pyPackage
 			pc.Env = append(os.Environ(), "ROUTER_TEST_KEY="+string(testKey))
 			var stderr strings.Builder
@@ -239,6 +242,22 @@ func TestPythonSubscriber(t *testing.T) {
 				counts[r.Rollout+"→"+want]++
 			}
 			t.Logf("assignments equal for %d requests: %v", len(reqs), counts)
+
+			// Acknowledgements: the same commands, in the same order.
+			if got.Acks["sent"] != 7 || got.Acks["failed"] != 0 {
+				t.Errorf("python ack stats %v; want 7 sent", got.Acks)
+			}
+			all := readAcks(t, brokers, acks, func(as []schemas.Ack) bool { return len(as) >= 14 })
+			byRouter := map[string][]string{}
+			for _, a := range all {
+				byRouter[a.Router] = append(byRouter[a.Router], fmt.Sprintf("%s %d %s %d %s", a.Rollout, a.Seq, a.Action, a.Weight, a.CommandID))
+				if time.Since(a.AppliedAt) > 5*time.Minute || time.Until(a.AppliedAt) > time.Minute {
+					t.Errorf("ack %+v: applied_at is not about now", a)
+				}
+			}
+			if len(byRouter["go"]) != 7 || strings.Join(byRouter["py"], "\n") != strings.Join(byRouter["go"], "\n") {
+				t.Errorf("acks: python\n%s\ngo\n%s", strings.Join(byRouter["py"], "\n"), strings.Join(byRouter["go"], "\n"))
+			}
 		})
 	}
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/inferensys/canaryd/schemas"
 )
 
 // Subscriber follows canaryd's control topic and keeps the state of every
@@ -30,6 +33,15 @@ type Subscriber struct {
 	ready     chan struct{} // closed when the bootstrap is done
 	readyOnce sync.Once
 	started   atomic.Bool // Run was called
+
+	acksSent, acksFailed, notApplied atomic.Uint64
+}
+
+// AckStats counts the acknowledgements of a Subscriber with Acks.
+type AckStats struct {
+	Sent       uint64 // acks the broker has
+	Failed     uint64 // acks that could not be produced (logged at Warn)
+	NotApplied uint64 // applied commands that Apply said were not put in force: no ack
 }
 
 // ErrAlreadyRun is returned by a second call of Subscriber.Run.
@@ -102,8 +114,24 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}
 }
 
-// Close closes the Kafka client, which ends a running Run.
-func (s *Subscriber) Close() { s.cl.Close() }
+// Close ends a running Run and shuts the client down: with Acks, it first
+// waits up to AckFlushTimeout for the acks not yet on the broker, then
+// closes the Kafka client (acks still unsent then are counted as failed).
+func (s *Subscriber) Close() {
+	if s.cfg.acksTopic != "" && s.cfg.ackFlush > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ackFlush)
+		if err := s.cl.Flush(ctx); err != nil {
+			s.cfg.logger.Warn("acks not flushed before close", "err", err)
+		}
+		cancel()
+	}
+	s.cl.Close()
+}
+
+// AckStats returns the counters of the acknowledgements.
+func (s *Subscriber) AckStats() AckStats {
+	return AckStats{Sent: s.acksSent.Load(), Failed: s.acksFailed.Load(), NotApplied: s.notApplied.Load()}
+}
 
 // endOffsets returns the end offset of each non-empty partition of the
 // topic, asking until the broker answers or ctx ends. A topic that does not
@@ -161,6 +189,37 @@ func (s *Subscriber) apply(r *kgo.Record, replay bool) {
 	if s.cfg.onChange != nil {
 		s.cfg.onChange(ch)
 	}
+	if s.cfg.apply != nil {
+		if err := s.cfg.apply(ch); err != nil {
+			s.notApplied.Add(1)
+			log.Warn("command not applied: not acknowledged", "rollout", st.Rollout, "seq", st.Seq, "command_id", st.CommandID, "err", err)
+			return
+		}
+	}
+	if s.cfg.acksTopic != "" {
+		s.ack(st)
+	}
+}
+
+// ack publishes the acknowledgement of an applied command without waiting
+// for the broker: franz-go retries it (in order per rollout, which is the
+// key) until the broker has it or the client is closed.
+func (s *Subscriber) ack(st *State) {
+	a := schemas.Ack{CommandID: st.CommandID, Rollout: st.Rollout, Seq: st.Seq, Weight: st.Weight, Action: st.Action,
+		Router: s.cfg.routerID, AppliedAt: st.AppliedAt}
+	b, err := json.Marshal(a)
+	if err != nil {
+		panic("BUG: encode ack: " + err.Error())
+	}
+	rec := &kgo.Record{Topic: s.cfg.acksTopic, Key: []byte(st.Rollout), Value: b}
+	s.cl.Produce(context.Background(), rec, func(r *kgo.Record, err error) {
+		if err != nil {
+			s.acksFailed.Add(1)
+			s.cfg.logger.Warn("ack not published", "topic", r.Topic, "rollout", a.Rollout, "seq", a.Seq, "err", err)
+			return
+		}
+		s.acksSent.Add(1)
+	})
 }
 
 // State returns the state of rollout and whether it has one.

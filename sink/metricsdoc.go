@@ -46,6 +46,10 @@ var Families = []Family{
 	{"canaryd_judge_restores_total", "counter", "result", "Judge states at start or hand-over: restored, mismatch (spec changed), corrupt, handed_over."},
 	{"canaryd_outbox_commands", "gauge", "", "Commands decided and not yet written to the control topic."},
 	{"canaryd_command_send_errors_total", "counter", "", "Failed attempts to write a command to the control topic (retried)."},
+	// Routers' acknowledgements (internal/daemon/acks.go, with --acks-topic).
+	{"canaryd_router_acks_total", "counter", "rollout,router", "Acknowledgements read from the acks topic, per rollout and router (valid records of rollouts with a spec)."},
+	{"canaryd_router_ack_missing", "gauge", "rollout,router", "1 while the router, which acknowledged earlier commands of the rollout, has not acknowledged its latest command within --ack-timeout of its publication; else 0."},
+	{"canaryd_acks_invalid_total", "counter", "reason", "Ack records skipped: not_json, invalid (schemas.Ack.Validate), key_mismatch (key is not the rollout), unknown_rollout (no spec)."},
 	{"canaryd_operator_actions_total", "counter", "rollout,action", "Operator actions accepted over HTTP (pause, resume, approve, abort, retry, …)."},
 	{"canaryd_specs_valid", "gauge", "", "1 when the spec files last read are valid, else 0 (the last valid specs stay in force)."},
 	{"canaryd_spec_reloads_total", "counter", "result", "Spec file reloads, by result."},

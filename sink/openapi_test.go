@@ -457,7 +457,14 @@ steps:
 		}
 		j.Observe(c)
 		if v, _ := j.Decide(c.Watermark); v.Action == schemas.ActionRollback {
-			return judged{specs[0], j.Status()}
+			st := j.Status()
+			// What canaryd's daemon adds from the routers' acks.
+			at := start.Add(time.Hour)
+			st.Routers = []schemas.RouterAck{
+				{Router: "gw-1", Weight: 0, Action: schemas.ActionRollback, CommandID: "c79f7b88cdb2ecacc0adc74685878e36", Seq: 3, AppliedAt: at, Since: at, LatestSeq: 3},
+				{Router: "gw-2", Weight: 50, Action: schemas.ActionSetWeight, CommandID: "0a9f7b88cdb2ecacc0adc74685878e36", Seq: 2, AppliedAt: at, Since: start, Lagging: true, LatestSeq: 3},
+			}
+			return judged{specs[0], st}
 		}
 	}
 	t.Fatalf("no rollback after 200 windows: %+v", j.Status().Verdict)

@@ -97,6 +97,8 @@ func TestRunFlagDefaults(t *testing.T) {
 		{"events-topic", r.cfg.EventsTopic, d.EventsTopic},
 		{"control-topic", r.cfg.ControlTopic, d.ControlTopic},
 		{"dlq-topic", r.cfg.DLQTopic, d.DLQTopic},
+		{"acks-topic", r.cfg.AcksTopic, d.AcksTopic},
+		{"ack-timeout", r.cfg.AckTimeout, d.AckTimeout},
 		{"group", r.cfg.Group, d.Group},
 		{"state-topic", r.cfg.StateTopic, d.StateTopic},
 		{"partitions", r.cfg.Partitions, d.Partitions},

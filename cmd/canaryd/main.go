@@ -142,6 +142,8 @@ func newRunFlags() (*flag.FlagSet, *runFlags) {
 	fs.StringVar(&c.EventsTopic, "events-topic", c.EventsTopic, "events topic")
 	fs.StringVar(&c.ControlTopic, "control-topic", c.ControlTopic, "control topic")
 	fs.StringVar(&c.DLQTopic, "dlq-topic", c.DLQTopic, "dead-letter topic")
+	fs.StringVar(&c.AcksTopic, "acks-topic", "", "read routers' acknowledgements from this topic (e.g. canary.acks, what router.Acks writes by default): the status shows each router's applied weight, late routers are counted; empty: off")
+	dur(&c.AckTimeout, "ack-timeout", "a router that has not acknowledged a rollout's latest command this long after it was published is lagging (with --acks-topic)")
 	fs.StringVar(&c.Group, "group", c.Group, "consumer group")
 	fs.Var((*int32Value)(&c.Partitions), "partitions", "partitions of the events topic when canaryd creates it")
 	boolean(&c.NoCreateTopics, "no-create-topics", "do not create missing topics")

@@ -11,6 +11,7 @@ import (
 	"math"
 	"strings"
 	"text/tabwriter"
+	"time"
 	"unicode/utf8"
 
 	"github.com/inferensys/canaryd/detector"
@@ -102,7 +103,34 @@ func statusCmd(ctx context.Context, args []string, lookup func(string) (string, 
 	if err := tw.Flush(); err != nil || len(pos) == 0 {
 		return err
 	}
-	return evidenceTable(stdout, &list[0].Status)
+	if err := evidenceTable(stdout, &list[0].Status); err != nil {
+		return err
+	}
+	return routersTable(stdout, &list[0].Status)
+}
+
+// routersTable prints what the routers' acknowledgements say (canaryd run
+// with --acks-topic): each router's weight, the last command it applied
+// out of the rollout's latest, since when, and whether it is late.
+func routersTable(w io.Writer, st *detector.Status) error {
+	if len(st.Routers) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROUTER\tWEIGHT\tACTION\tSEQ\tSINCE\tSTATE")
+	for _, r := range st.Routers {
+		seq := fmt.Sprint(r.Seq)
+		if r.LatestSeq > 0 {
+			seq += fmt.Sprintf("/%d", r.LatestSeq)
+		}
+		state := "ok"
+		if r.Lagging {
+			state = "LAGGING"
+		}
+		fmt.Fprintf(tw, "%s\t%d%%\t%s\t%s\t%s\t%s\n", r.Router, r.Weight, r.Action, seq, r.Since.UTC().Format(time.RFC3339), state)
+	}
+	return tw.Flush()
 }
 
 // evidenceTable prints one rollout's whole reason and its last verdict's

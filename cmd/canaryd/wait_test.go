@@ -383,6 +383,22 @@ func TestStatus(t *testing.T) {
 	if row := "error_rate  rollback  tool search  0.11    0.01      88        13.5  1.65–∞  393      62.5       FIRED"; !strings.Contains(stdout, row) {
 		t.Errorf("status ROLLOUT:\n%s\nwant the row %q", stdout, row)
 	}
+	if strings.Contains(stdout, "ROUTER") {
+		t.Errorf("status ROLLOUT without acks:\n%s\nwant no routers table", stdout)
+	}
+	// With the routers' acks: a table of them.
+	since := time.Date(2026, 12, 3, 16, 0, 0, 0, time.UTC)
+	a.Routers = []schemas.RouterAck{
+		{Router: "gw-1", Weight: 25, Action: schemas.ActionSetWeight, Seq: 2, LatestSeq: 2, Since: since},
+		{Router: "gw-2", Weight: 5, Action: schemas.ActionSetWeight, Seq: 1, LatestSeq: 2, Since: since, Lagging: true},
+	}
+	code, stdout, _ = runCLI(t, "status", "support-agent", "--server", url)
+	for _, row := range []string{"ROUTER  WEIGHT  ACTION      SEQ  SINCE                 STATE",
+		"gw-1    25%     set_weight  2/2  2026-12-03T16:00:00Z  ok", "gw-2    5%      set_weight  1/2  2026-12-03T16:00:00Z  LAGGING"} {
+		if code != 0 || !strings.Contains(stdout, row) {
+			t.Errorf("status ROLLOUT with acks: exit %d:\n%s\nwant the row %q", code, stdout, row)
+		}
+	}
 
 	code, stdout, _ = runCLI(t, "status", "support-agent", "--json", "--server", url)
 	var got detector.Status

@@ -32,7 +32,17 @@ type Config struct {
 	OTLPSpansTopic string
 	OTLPLogsTopic  string
 	OTLPEncoding   string
-	Specs          []detector.Spec
+	// AcksTopic, when set, is read for the routers' acknowledgements
+	// (schemas/ack.v1.json, published by router.Acks; canaryd creates it
+	// unless NoCreateTopics): the status shows per rollout each router's
+	// applied weight, and a router late for the latest command is counted.
+	// Empty: off.
+	AcksTopic string
+	// AckTimeout: a router that acknowledged a rollout's earlier commands
+	// and has not acknowledged its latest this long after it was published
+	// is lagging (status, metric, one log line per command). Default 30s.
+	AckTimeout time.Duration
+	Specs      []detector.Spec
 	// SpecsPath, when set, is the spec file or directory Specs came from:
 	// it is watched (polled every SpecsPoll, and read again on Reload) and
 	// the specs are applied again when its contents change. Empty: Specs
@@ -118,6 +128,7 @@ const (
 	DefaultEvictAfter         = time.Hour
 	DefaultShutdownTimeout    = 30 * time.Second
 	DefaultSpecsPoll          = 5 * time.Second
+	DefaultAckTimeout         = 30 * time.Second
 	DefaultSessionTimeout     = 45 * time.Second
 	DefaultHTTPAddr           = ":8080"
 	DefaultWindowWidth        = 10 * time.Second
@@ -143,6 +154,7 @@ func DefaultConfig() Config {
 		EvictAfter:         DefaultEvictAfter,
 		ShutdownTimeout:    DefaultShutdownTimeout,
 		SpecsPoll:          DefaultSpecsPoll,
+		AckTimeout:         DefaultAckTimeout,
 		SessionTimeout:     DefaultSessionTimeout,
 		HTTPAddr:           DefaultHTTPAddr,
 		Window: window.Options{
@@ -189,6 +201,7 @@ func (c *Config) setDefaults() error {
 	dur(&c.EvictAfter, d.EvictAfter)
 	dur(&c.ShutdownTimeout, d.ShutdownTimeout)
 	dur(&c.SpecsPoll, d.SpecsPoll)
+	dur(&c.AckTimeout, d.AckTimeout)
 	dur(&c.SessionTimeout, d.SessionTimeout)
 	dur(&c.Window.Width, d.Window.Width)
 	// A negative Lateness means none (window.Options); only zero is defaulted.

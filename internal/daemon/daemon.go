@@ -19,6 +19,9 @@
 //	canaryd_judge_restores_total{result}             judge states at start: restored, mismatch (spec changed), corrupt
 //	canaryd_outbox_commands                          commands decided and not yet on the control topic
 //	canaryd_command_send_errors_total                failed attempts to put a command on the control topic (retried)
+//	canaryd_router_acks_total{rollout,router}        routers' acks read (with Config.AcksTopic; acks.go)
+//	canaryd_router_ack_missing{rollout,router}       1 while a router is late for its rollout's latest command
+//	canaryd_acks_invalid_total{reason}               ack records skipped
 //
 // Goroutines, owners and locks: see concurrency.md beside this file.
 //
@@ -96,6 +99,8 @@ type Daemon struct {
 	unjudged *metrics.Counter
 	verdicts verdictLog // each rollout's verdicts over time (verdictlog.go); a lock of its own, taken after mu
 
+	acks *acks // the ack reader (acks.go); nil without Config.AcksTopic
+
 	rolloutMetrics *rolloutMetrics    // the per-rollout series (rolloutmetrics.go)
 	latency        *latencyHistograms // canaryd_latency_seconds (latencyhist.go)
 }
@@ -143,6 +148,12 @@ func New(cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
+	if cfg.AcksTopic != "" {
+		if d.acks, err = newAcks(cfg, d.knownRollout); err != nil {
+			d.producer.Close()
+			return nil, err
+		}
+	}
 	d.control = sink.NewControl(d.producer, cfg.ControlTopic, cfg.SignKey, cfg.Metrics, cfg.Logger)
 	d.dlq = sink.NewDLQ(d.producer, cfg.DLQTopic, cfg.Metrics)
 	topics := map[string]stream.NewDecoder{cfg.EventsTopic: stream.Enrich(stream.JSONDecoder, cfg.Models, cfg.Metrics)}
@@ -151,6 +162,7 @@ func New(cfg Config) (*Daemon, error) {
 		ocfg.Encoding, ocfg.Metrics, ocfg.Rules = cfg.OTLPEncoding, cfg.Metrics, cfg.OTLPRules
 		if err := ocfg.Validate(); err != nil {
 			d.producer.Close()
+			d.closeAcks()
 			return nil, err
 		}
 		if cfg.OTLPSpansTopic != "" && cfg.OTLPLogsTopic != "" {
@@ -185,6 +197,7 @@ func New(cfg Config) (*Daemon, error) {
 	})
 	if err != nil {
 		d.producer.Close()
+		d.closeAcks()
 		d.closeStore()
 		return nil, err
 	}
@@ -195,6 +208,7 @@ func New(cfg Config) (*Daemon, error) {
 		if err != nil {
 			d.producer.Close()
 			d.consumer.Client().Close()
+			d.closeAcks()
 			d.closeStore()
 			return nil, err
 		}
@@ -305,6 +319,7 @@ func (d *Daemon) run(ctx context.Context) error {
 		d.cfg.Logger.Info("stopped while starting", "err", err)
 		err = nil
 		d.consumer.Client().Close()
+		d.closeAcks()
 	} else if err == nil {
 		// The sender drains the outbox until the consumer has stopped (its
 		// last windows flushed) and the outbox is empty, or abort ends.
@@ -314,6 +329,13 @@ func (d *Daemon) run(ctx context.Context) error {
 			defer wg.Done()
 			d.sendLoop(abort, consumed)
 		}()
+		if d.acks != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.acks.run(serveCtx) // closes its client
+			}()
+		}
 		if d.cfg.SpecsPath != "" && d.cfg.SpecsPoll > 0 {
 			wg.Add(1)
 			go func() {
@@ -327,6 +349,7 @@ func (d *Daemon) run(ctx context.Context) error {
 		d.logTotals()
 	} else {
 		d.consumer.Client().Close()
+		d.closeAcks()
 	}
 	stopServing()
 	wg.Wait()
@@ -398,6 +421,9 @@ func (d *Daemon) startOnce(ctx context.Context) error {
 	topics := sink.Topics(d.cfg.EventsTopic, d.cfg.ControlTopic, d.cfg.DLQTopic, d.cfg.Partitions)
 	if d.store != nil {
 		topics = append(topics, sink.StateTopicSpec(d.cfg.StateTopic))
+	}
+	if d.cfg.AcksTopic != "" {
+		topics = append(topics, acksTopicSpec(d.cfg.AcksTopic))
 	}
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	var err error

@@ -224,6 +224,9 @@ func (d *Daemon) endRelease(j *detector.Judge, why, reason string, at time.Time)
 // errors and earlier releases. Called with d.mu held.
 func (d *Daemon) decorate(st *detector.Status) {
 	st.Previous = d.previous[st.Rollout]
+	if d.acks != nil {
+		st.Routers = d.acks.routers(st.Rollout, time.Now()) // acks.mu after d.mu
+	}
 	switch {
 	case d.fileErr != "":
 		st.SpecError = "spec files invalid, the last valid specs stay in force: " + d.fileErr

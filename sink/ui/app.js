@@ -217,6 +217,7 @@
     renderSRM(v.tests || []);
     renderTests(v.tests || []);
     renderAudit(st);
+    renderRouters(st);
   }
 
   // Plot geometry: width follows the box, height is fixed.
@@ -527,6 +528,14 @@
       el("span", { class: "when", text: clock(r.ended_at) }), el("b", { text: `${r.baseline} → ${r.canary}: ${r.final}` }),
       ` at step ${r.step + 1} (${r.weight}%): ${r.reason}`));
     fill($("previous"), prev.length ? prev : [el("li", { class: "muted", text: "no earlier release judged by this instance" })]);
+  }
+
+  function renderRouters(st) {
+    const rs = (st.routers || []).map((r) => el("li", { class: r.lagging ? "rollback" : "ok", "data-router": r.router },
+      el("span", { class: "when", text: clock(r.since) }), el("b", { text: `${r.router}: ${r.weight}%` }),
+      ` (${r.action}, seq ${r.seq}${r.latest_seq ? " of " + r.latest_seq : ""})` +
+      (r.lagging ? ": has not acknowledged the latest command in time" : "")));
+    fill($("routers"), rs.length ? rs : [el("li", { class: "muted", text: "no acknowledgements (canaryd run --acks-topic, and router.Acks in the routers)" })]);
   }
 
   // ---- start -------------------------------------------------------------

@@ -36,13 +36,16 @@ def main(argv=None) -> int:
     ap.add_argument("--records", type=int, default=0, help="follow until this many records were read in all")
     ap.add_argument("--assign", default="", help="JSON file: a list of {rollout, key, attrs}")
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--router-id", default="", help="acknowledge applied commands under this router id")
+    ap.add_argument("--acks-topic", default="", help="topic of the acks (default canary.acks)")
     args = ap.parse_args(argv)
 
     key = os.environ.get(args.signing_key_env, "").encode() if args.signing_key_env else None
     changes = []
     sub = Subscriber(args.brokers, args.topic, signing_key=key or None,
                      on_change=lambda c: changes.append({"rollout": c.state.rollout, "seq": c.state.seq,
-                                                         "replay": c.replay}))
+                                                         "replay": c.replay}),
+                     router_id=args.router_id or None, acks_topic=args.acks_topic)
     sub.start(args.timeout)  # the way a router runs it: a thread that bootstraps, then follows
     try:
         deadline = time.monotonic() + args.timeout
@@ -57,8 +60,10 @@ def main(argv=None) -> int:
                       file=sys.stderr)
                 return 1
             time.sleep(0.02)
-        sub.stop()  # joins the thread: every on_change has returned
+        sub.stop()  # joins the thread: every on_change has returned; flushes the acks
         out = {"states": [_state(s) for s in sub.states()], "changes": changes}
+        if args.router_id:
+            out["acks"] = sub.ack_stats()
         st = sub.stats()
         out["stats"] = {"records": st.records, "applied": st.applied, "stale": st.stale, "duplicate": st.duplicate,
                         "tombstone": st.tombstone, **{"refused:" + r: n for r, n in st.refused.items()}}

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import threading
 import time
 from typing import Any, Callable, Mapping, Optional
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from .table import Change, Ignored, Refused, State, Stats, Table
 
 DEFAULT_TOPIC = "canary.control"
+DEFAULT_ACKS_TOPIC = "canary.acks"
+MAX_ROUTER_BYTES = 256
 
 log = logging.getLogger("canaryd_router")
 
@@ -35,12 +39,22 @@ class Subscriber:
         sub.start()                  # a daemon thread: bootstrap, then follow
         sub.ready.wait(30)
         version = sub.assign("support-agent", session_id, {"user_tier": tier})
+
+    Acknowledgements (like the Go library's Acks and Apply options): with
+    router_id set, every applied command is acknowledged on acks_topic
+    (schemas/ack.v1.json, key = rollout) once on_change has returned and
+    apply(Change), when given, has returned without raising; an exception
+    from apply means not applied, and no ack. Acks are produced
+    asynchronously (librdkafka retries them, idempotently); stop() flushes
+    them for up to ack_flush_timeout seconds. ack_stats() counts them.
     """
 
     def __init__(self, brokers: str, topic: str = DEFAULT_TOPIC, signing_key: Optional[bytes] = None,
                  on_change: Optional[Callable[[Change], Any]] = None,
                  on_refused: Optional[Callable[[Any, Exception], Any]] = None,
-                 config: Optional[Mapping[str, Any]] = None, clock: Callable[[], float] = time.time):
+                 config: Optional[Mapping[str, Any]] = None, clock: Callable[[], float] = time.time,
+                 router_id: Optional[str] = None, acks_topic: str = DEFAULT_ACKS_TOPIC,
+                 apply: Optional[Callable[[Change], Any]] = None, ack_flush_timeout: float = 5.0):
         conf = {
             "bootstrap.servers": brokers,
             # librdkafka wants a group id; it is never joined (assign, no subscribe) nor committed to.
@@ -55,6 +69,18 @@ class Subscriber:
         self.ready = threading.Event()
         self._on_change, self._on_refused, self._clock = on_change, on_refused, clock
         self._consumer = Consumer(conf)
+        if router_id is not None and not (0 < len(router_id.encode()) <= MAX_ROUTER_BYTES):
+            raise ValueError(f"router_id must be 1..{MAX_ROUTER_BYTES} bytes")
+        self.router_id, self.acks_topic, self._apply_fn = router_id, acks_topic or DEFAULT_ACKS_TOPIC, apply
+        self._ack_flush = ack_flush_timeout
+        self._producer = None
+        if router_id is not None:
+            pconf = {k: v for k, v in conf.items() if k not in (
+                "group.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset")}
+            pconf["enable.idempotence"] = True
+            self._producer = Producer(pconf)
+        self._acks_lock = threading.Lock()
+        self._acks = {"sent": 0, "failed": 0, "not_applied": 0}
         self._end: dict = {}  # partition -> end offset still to reach in the bootstrap
         self._replay_to: dict = {}
         self._stop = threading.Event()
@@ -123,6 +149,45 @@ class Subscriber:
             ch = Change(command=ch.command, prev=ch.prev, state=ch.state, replay=True)
         if self._on_change:
             self._on_change(ch)
+        if self._apply_fn is not None:
+            try:
+                self._apply_fn(ch)
+            except Exception as e:  # not applied: no ack
+                self._count("not_applied")
+                log.warning("command not applied: not acknowledged: rollout %s seq %d: %s",
+                            ch.state.rollout, ch.state.seq, e)
+                return
+        if self._producer is not None:
+            self._ack(ch.state)
+
+    def _ack(self, s: State) -> None:
+        applied = datetime.datetime.fromtimestamp(s.applied_at, datetime.timezone.utc)
+        value = json.dumps({
+            "command_id": s.command_id, "rollout": s.rollout, "seq": s.seq, "weight": s.weight,
+            "action": s.action, "router": self.router_id,
+            "applied_at": applied.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        }, separators=(",", ":"), ensure_ascii=False).encode()
+
+        def done(err, msg):
+            if err is not None:
+                self._count("failed")
+                log.warning("ack not published: rollout %s seq %d: %s", s.rollout, s.seq, err)
+            else:
+                self._count("sent")
+
+        self._producer.produce(self.acks_topic, key=s.rollout.encode(), value=value, on_delivery=done)
+        self._producer.poll(0)  # serve the delivery callbacks of earlier acks
+
+    def _count(self, what: str) -> None:
+        with self._acks_lock:
+            self._acks[what] += 1
+
+    def ack_stats(self) -> dict:
+        """Counts of the acks: sent (the broker has them), failed, not_applied."""
+        if self._producer is not None:
+            self._producer.poll(0)
+        with self._acks_lock:
+            return dict(self._acks)
 
     def run(self, bootstrap_timeout: float = 30.0) -> None:
         """bootstrap(), then poll until stop() is called. An exception that
@@ -153,6 +218,10 @@ class Subscriber:
             self._thread.join()
         self._closed = True
         self._consumer.close()
+        if self._producer is not None:
+            left = self._producer.flush(self._ack_flush)
+            if left:
+                log.warning("%d acks not flushed before close", left)
 
     # -- state -------------------------------------------------------------
 

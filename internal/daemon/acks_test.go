@@ -1,0 +1,234 @@
+package daemon_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/inferensys/canaryd/detector"
+	"github.com/inferensys/canaryd/internal/daemon"
+	"github.com/inferensys/canaryd/internal/kafkatest"
+	"github.com/inferensys/canaryd/router"
+	"github.com/inferensys/canaryd/schemas"
+)
+
+// runRouter runs a router.Subscriber until the test ends and waits for its
+// bootstrap.
+func runRouter(t *testing.T, opts ...router.Opt) *router.Subscriber {
+	t.Helper()
+	s, err := router.New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("router Run: %v", err)
+		}
+		s.Close()
+	})
+	select {
+	case <-s.Ready():
+	case <-time.After(60 * time.Second):
+		t.Fatal("router bootstrap not done after 60s")
+	}
+	return s
+}
+
+// waitStatus waits until cond holds for the rollout's status, or fails the
+// test after a minute with the last status.
+func waitStatus(t *testing.T, d *daemon.Daemon, rollout, what string, cond func(detector.Status) bool) detector.Status {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, _ := d.Status(rollout)
+		if cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after a minute; routers %+v", what, st.Routers)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func routerOf(st detector.Status, id string) (schemas.RouterAck, bool) {
+	for _, r := range st.Routers {
+		if r.Router == id {
+			return r, true
+		}
+	}
+	return schemas.RouterAck{}, false
+}
+
+// TestRouterAcks: canaryd starts a rollout and rolls it back (an operator's
+// abort); two routers follow the control topic through the router library
+// with acks, and the second stops acknowledging after the first command
+// (its Apply fails). The status shows both routers with the weight each
+// applied, the second lagging once the ack timeout has passed; the metrics
+// say the same, and the lag is logged once. Bad ack records (not JSON,
+// invalid, another key, a rollout without a spec) are counted and skipped.
+// On kfake and a real broker.
+func TestRouterAcks(t *testing.T) {
+	t.Parallel()
+	for _, kind := range kafkatest.Kinds() {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			brokers := kafkatest.Brokers(t, kind)
+			tp := newTopics(t)
+			acks := tp.events + ".acks"
+			kafkatest.CreateTopics(t, brokers, 3, tp.events, tp.control, tp.dlq, acks)
+			const token = "acks-token-0123456789abcdef"
+			tokens := filepath.Join(t.TempDir(), "tokens")
+			if err := os.WriteFile(tokens, []byte("ops "+token+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			key := []byte("acks key")
+			logs := &syncBuffer{}
+			cfg := testConfig(t, brokers, tp, relSpec("v1", "v2", ""))
+			cfg.SignKey, cfg.HTTPTokenFile, cfg.Logger = key, tokens, slog.New(slog.NewTextHandler(logs, nil))
+			cfg.AcksTopic, cfg.AckTimeout = acks, 2*time.Second
+			in := runDaemon(t, cfg)
+			d := in.d
+
+			good := runRouter(t, router.Brokers(brokers...), router.Topic(tp.control), router.SigningKey(key), router.Acks(acks, "gw-good"))
+			stuck := runRouter(t, router.Brokers(brokers...), router.Topic(tp.control), router.SigningKey(key), router.Acks(acks, "gw-stuck"),
+				router.Apply(func(c router.Change) error {
+					if c.State.Seq > 1 {
+						return errors.New("proxy unreachable")
+					}
+					return nil
+				}))
+
+			cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(tp.events))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			// The start: set_weight 20, once there is traffic.
+			deadline := time.Now().Add(time.Minute)
+			for {
+				produceRel(t, cl, "v1", "v2")
+				if st, ok := good.State("rel"); ok && st.Weight == 20 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("no set_weight 20 at the router after a minute")
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			first := waitStatus(t, d, "rel", "both routers at 20%", func(st detector.Status) bool {
+				g, ok1 := routerOf(st, "gw-good")
+				s, ok2 := routerOf(st, "gw-stuck")
+				return ok1 && ok2 && g.Weight == 20 && s.Weight == 20 && g.Seq == 1 && s.Seq == 1
+			})
+			for _, r := range first.Routers {
+				if r.Action != schemas.ActionSetWeight || r.LatestSeq != 1 || r.Since.IsZero() || r.Since != r.AppliedAt {
+					t.Errorf("after the start: %+v; want set_weight at seq 1 of 1, since its applied_at", r)
+				}
+			}
+
+			// The rollback: the good router applies it, the stuck one not.
+			if code, out := post(t, d.HTTPAddr(), token, "/v1/rollouts/rel/abort", `{"reason":"acks test"}`); code != 200 {
+				t.Fatalf("abort: %d %v", code, out)
+			}
+			st := waitStatus(t, d, "rel", "the stuck router lagging", func(st detector.Status) bool {
+				g, _ := routerOf(st, "gw-good")
+				s, _ := routerOf(st, "gw-stuck")
+				return g.Seq == 2 && !g.Lagging && s.Lagging
+			})
+			g, _ := routerOf(st, "gw-good")
+			s, _ := routerOf(st, "gw-stuck")
+			if g.Weight != 0 || g.Action != schemas.ActionRollback || g.LatestSeq != 2 {
+				t.Errorf("good router %+v; want rollback, weight 0, latest seq 2", g)
+			}
+			if s.Weight != 20 || s.Seq != 1 || s.Action != schemas.ActionSetWeight || s.LatestSeq != 2 || !s.Since.Equal(first.Routers[1].Since) {
+				t.Errorf("stuck router %+v; want still at 20%% since %v (seq 1 of 2)", s, first.Routers[1].Since)
+			}
+			if gs, ss := good.AckStats(), stuck.AckStats(); gs.Sent != 2 || ss.Sent != 1 || ss.NotApplied != 1 {
+				t.Errorf("ack stats: good %+v stuck %+v; want 2 sent; 1 sent, 1 not applied", gs, ss)
+			}
+			// The HTTP status carries the same.
+			var doc struct {
+				Routers []schemas.RouterAck `json:"routers"`
+			}
+			getJSON(t, "http://"+d.HTTPAddr()+"/v1/rollouts/rel", &doc)
+			if len(doc.Routers) != 2 || doc.Routers[0].Router != "gw-good" || doc.Routers[1].Router != "gw-stuck" || !doc.Routers[1].Lagging || doc.Routers[0].Lagging {
+				t.Errorf("GET /v1/rollouts/rel routers: %+v; want gw-good on time, gw-stuck lagging", doc.Routers)
+			}
+			for series, want := range map[string]float64{
+				`canaryd_router_ack_missing{rollout="rel",router="gw-good"}`:  0,
+				`canaryd_router_ack_missing{rollout="rel",router="gw-stuck"}`: 1,
+				`canaryd_router_acks_total{rollout="rel",router="gw-good"}`:   2,
+				`canaryd_router_acks_total{rollout="rel",router="gw-stuck"}`:  1,
+			} {
+				if got := in.metric(series); got != want {
+					t.Errorf("%s = %v; want %v", series, got, want)
+				}
+			}
+
+			// Bad ack records: counted and skipped.
+			ack := func(a schemas.Ack) []byte {
+				return fmt.Appendf(nil, `{"command_id":"x","rollout":%q,"seq":%d,"weight":%d,"action":%q,"router":%q,"applied_at":"2026-12-03T16:00:00Z"}`, a.Rollout, a.Seq, a.Weight, a.Action, a.Router)
+			}
+			bad := []*kgo.Record{
+				{Topic: acks, Key: []byte("rel"), Value: []byte("not json")},
+				{Topic: acks, Key: []byte("rel"), Value: nil},
+				{Topic: acks, Key: []byte("rel"), Value: ack(schemas.Ack{Rollout: "rel", Seq: 9, Weight: 120, Action: "set_weight", Router: "gw-x"})},
+				{Topic: acks, Key: []byte("other"), Value: ack(schemas.Ack{Rollout: "rel", Seq: 9, Weight: 50, Action: "set_weight", Router: "gw-x"})},
+				{Topic: acks, Key: []byte("ghost"), Value: ack(schemas.Ack{Rollout: "ghost", Seq: 9, Weight: 50, Action: "set_weight", Router: "gw-x"})},
+			}
+			if err := cl.ProduceSync(context.Background(), bad...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]float64{"not_json": 2, "invalid": 1, "key_mismatch": 1, "unknown_rollout": 1}
+			deadline = time.Now().Add(time.Minute)
+			for {
+				ok := true
+				for reason, n := range want {
+					ok = ok && in.metric(`canaryd_acks_invalid_total{reason="`+reason+`"}`) == n
+				}
+				if ok {
+					break
+				}
+				if time.Now().After(deadline) {
+					for reason, n := range want {
+						t.Errorf("canaryd_acks_invalid_total{reason=%q} = %v; want %v", reason, in.metric(`canaryd_acks_invalid_total{reason="`+reason+`"}`), n)
+					}
+					t.FailNow()
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if st, _ := d.Status("rel"); len(st.Routers) != 2 {
+				t.Errorf("routers after the bad acks: %+v; want the two real ones only", st.Routers)
+			}
+			if _, ok := d.Status("ghost"); ok {
+				t.Error("an ack of a rollout without a spec made a status")
+			}
+			// The stuck router's lag was logged once (the good one's ack
+			// arrives well within the timeout, but a loaded machine could
+			// make it late once: that is not what is tested here).
+			const msg = "router has not acknowledged the rollout's latest command"
+			n := 0
+			for _, line := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(line, msg) && strings.Contains(line, "router=gw-stuck") {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("gw-stuck's lag logged %d times; want once:\n%s", n, logs.String())
+			}
+		})
+	}
+}
