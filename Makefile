@@ -49,7 +49,8 @@ DEPS_APT := kcat:kcat mvn:maven java:openjdk-17-jre-headless openssl:openssl pyt
 ## (installed with apt-get when run as root on Debian, otherwise named
 ## with the command that installs them), the broker's jars in the cache
 ## (scripts/kafka.sh fetch), pyarrow in a cached venv (scripts/pydeps.sh) and
-## the integration modules' dependencies (go mod download in each).
+## the integration modules' dependencies (go mod download in each) and their
+## test binaries, built once here so that make test's time is the tests'.
 ## Idempotent; make test and .ci/run call it.
 deps:
 	@missing=(); \
@@ -74,7 +75,8 @@ deps:
 	fi
 	@scripts/kafka.sh fetch
 	@scripts/pydeps.sh >/dev/null
-	@for m in $(INTEGRATION_MODULES); do (cd $$m && go mod download); done
+	@for m in $(INTEGRATION_MODULES); do echo "make deps: building $$m's tests (Argo's and Flagger's Kubernetes dependencies: minutes from a cold cache)"; \
+		(cd $$m && go mod download && go test -count=1 -run '^$$' ./... >/dev/null) || exit 1; done
 
 # TEST_P: packages whose tests run at once (go test -p); TEST_PARALLEL: tests
 # of one package that run at once (those that call t.Parallel: the integration

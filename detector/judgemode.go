@@ -165,6 +165,11 @@ func (j *Judge) decideJudge(now int64, tests []TestEvidence) (Verdict, *schemas.
 	elapsed := time.Duration(now - j.stepStart)
 	canaryN := j.arm(j.phase, j.spec.Canary).Requests
 	waiting := j.waiting(st, elapsed, canaryN)
+	if !j.spec.Metrics.SRM.Disabled && j.srmOn() && j.srm.XB+j.srm.XC == 0 {
+		// A gate must not open on a split that was never checked: SRM
+		// counts the windows from settle on.
+		waiting = append(waiting, fmt.Sprintf("the split at %d%% is not checked yet (from %s into the step on: settle)", w, time.Duration(j.spec.Settle)))
+	}
 	var notYet, proofs []string
 	for _, t := range tests {
 		if t.Role != "promote" {
