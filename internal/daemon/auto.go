@@ -69,6 +69,7 @@ func (d *Daemon) autoRelease(tpl detector.Spec, j *detector.Judge, c window.Clos
 	n := d.newJudge(tpl.Release(best))
 	d.judges[c.Rollout] = n
 	d.markJudged(c.Rollout, best)
+	d.applyPendingWeight(c.Rollout, n)
 	d.cfg.Logger.Info("canary: auto: a new version starts a release", "rollout", c.Rollout, "baseline", tpl.Baseline, "canary", best, "requests", bestN)
 	return n
 }

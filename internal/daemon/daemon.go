@@ -90,6 +90,9 @@ type Daemon struct {
 	autoSpecs map[string]detector.Spec
 	judged    map[string][]string
 	revisions map[string]revision // per rollout, the controller's revision its release was called about
+	// pendingWeights: per canary: auto rollout, a weight a controller
+	// declared before the release it is about started (judgecalls.go).
+	pendingWeights map[string]pendingWeight
 
 	reloadReq  chan struct{} // Reload's requests, buffered 1
 	rulesErr   string        // the last OTLP rules reload error (watchSpecs' goroutine only)
@@ -122,6 +125,7 @@ func New(cfg Config) (*Daemon, error) {
 	})
 	d.fileSpecs, d.autoSpecs, d.judged = map[string]detector.Spec{}, map[string]detector.Spec{}, map[string][]string{}
 	d.revisions = map[string]revision{}
+	d.pendingWeights = map[string]pendingWeight{}
 	for _, s := range cfg.Specs {
 		d.fileSpecs[s.Rollout] = s
 		d.watchGate(s.Rollout)

@@ -74,9 +74,11 @@ func (d *Daemon) Judge(_ context.Context, rollout string, call sink.JudgeCall) (
 		}
 		d.markJudged(rollout, call.Canary)
 		j, changed = d.judges[rollout], true
+		d.applyPendingWeight(rollout, j)
 		d.cfg.Logger.Info("controller: new release", "rollout", rollout, "controller", by, "baseline", baseline, "canary", call.Canary)
 	}
-	if j == nil { // canary: auto with no release yet: nothing to declare to
+	if j == nil { // canary: auto with no release yet: the weight waits for it
+		d.holdWeight(rollout, call, by)
 		st := autoStatus(tpl)
 		d.decorate(&st)
 		return st, nil
@@ -90,6 +92,7 @@ func (d *Daemon) Judge(_ context.Context, rollout string, call sink.JudgeCall) (
 			// A new revision while the last release has ended: its events
 			// will start its release (canary: auto); until then the ended
 			// release's verdict is not this revision's.
+			d.holdWeight(rollout, call, by)
 			st := autoStatus(j.Spec())
 			st.Baseline = j.Spec().Baseline
 			st.Verdict.Reason = fmt.Sprintf("a new revision (%s) of %s: waiting for its version's events (the last release, %s, ended: %s)",
@@ -156,4 +159,38 @@ func (d *Daemon) watchGate(rollout string) {
 type revision struct {
 	j   *detector.Judge
 	rev string
+}
+
+// pendingWeight is a weight a controller declared for a canary: auto
+// rollout before the release it is about started (Flagger's first
+// "Advance … canary weight N" comes before the new version's events).
+type pendingWeight struct {
+	weight int
+	by     string
+	at     time.Time
+}
+
+// holdWeight keeps a call's weight for the next release of a canary: auto
+// judge-mode rollout. Called with d.mu held.
+func (d *Daemon) holdWeight(rollout string, call sink.JudgeCall, by string) {
+	if call.Weight == nil {
+		return
+	}
+	d.pendingWeights[rollout] = pendingWeight{*call.Weight, by, time.Now().UTC()}
+}
+
+// applyPendingWeight declares a held weight to a release that has just
+// started. Called with d.mu held.
+func (d *Daemon) applyPendingWeight(rollout string, j *detector.Judge) {
+	p, ok := d.pendingWeights[rollout]
+	if !ok {
+		return
+	}
+	delete(d.pendingWeights, rollout)
+	if !j.Spec().JudgeOnly() {
+		return
+	}
+	if _, err := j.Declare(p.weight, p.by, p.at); err == nil {
+		d.cfg.Logger.Info("controller: weight declared before the release started", "rollout", rollout, "controller", p.by, "weight", p.weight)
+	}
 }

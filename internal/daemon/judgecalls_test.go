@@ -40,6 +40,11 @@ alpha: 0.01
 settle: 1s
 metrics: {error_rate: {margin: 2.0}}
 ---
+rollout: jflag
+mode: judge
+baseline: v1
+canary: auto
+---
 rollout: drv
 baseline: v1
 canary: v2
@@ -195,6 +200,22 @@ func TestJudgeMode(t *testing.T) {
 			}
 			if code, _ := flagger("confirm-promotion", "jgood", ""); code != 409 {
 				t.Errorf("confirm-promotion at a new step: %d; want 409", code)
+			}
+			// Flagger's first weight arrives before the events start the
+			// release (canary: auto): it is kept for that release.
+			if code, body := flagger("event", "jflag", `,"metadata":{"eventMessage":"Advance jflag.agents canary weight 10","eventType":"Normal"}`); code != 200 {
+				t.Fatalf("event before the release: %d %s", code, body)
+			}
+			deadline := time.Now().Add(60 * time.Second)
+			for st, _ := in.d.Status("jflag"); st.Canary != "v2"; st, _ = in.d.Status("jflag") {
+				if time.Now().After(deadline) {
+					t.Fatalf("jflag's release did not start: %+v", st.Verdict)
+				}
+				produceSplit(t, cl, rng, "jflag", "v2", 10, 0.02, 0.02)
+				time.Sleep(50 * time.Millisecond) // until the window with v2 is judged
+			}
+			if st, _ := in.d.Status("jflag"); st.Weight != 10 || st.WeightSource != "flagger" {
+				t.Errorf("jflag after its release started: weight %d from %s; want 10 from flagger (declared before the release)", st.Weight, st.WeightSource)
 			}
 			// A drive-mode rollout refuses a weight that is not its own.
 			if code, _, body := judgeCall(t, "GET", base+"/v1/rollouts/drv/judge?weight=50", ""); code != http.StatusConflict {
