@@ -121,6 +121,7 @@ func (j *Judge) Retry(op OpRecord) (*Judge, error) {
 	op.Op = OpRetry
 	n := NewJudge(j.spec)
 	n.attempt = j.attempt + 1
+	n.expectAcks = j.expectAcks
 	n.seqBase = j.seqBase + seqOffset(j.final, j.step)
 	n.audit = append(n.audit, j.audit...)
 	n.record(op)

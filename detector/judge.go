@@ -136,10 +136,14 @@ type Judge struct {
 	audit    []OpRecord
 	// Judge mode (judgemode.go): the weight a controller declared (-1:
 	// none) and who; the step whose gate opened (-1: none) and why.
-	declared  int
-	wsource   string
-	passed    int
-	passedWhy string
+	declared int
+	wsource  string
+	// Routers' acknowledgements (applied.go): whether steps wait for
+	// them, and the step they were last all in for (-1 none).
+	expectAcks  bool
+	appliedStep int
+	passed      int
+	passedWhy   string
 
 	rbErr, stepErr  Conditional // requests: rollback over the rollout, promotion per step
 	segErr          segMix      // rbErr's per-segment half (segments.go)
@@ -174,18 +178,19 @@ type Judge struct {
 // NewJudge returns the judge of a validated spec.
 func NewJudge(spec Spec) *Judge {
 	j := &Judge{
-		spec:      spec,
-		step:      -1,
-		baseLat:   map[window.Segment]*window.Agg{},
-		total:     map[string]*window.Agg{},
-		phase:     map[string]*window.Agg{},
-		phaseSess: map[string]*window.Agg{},
-		sessions:  map[string]*window.Agg{},
-		seen:      map[string]int64{},
-		specHash:  specHash(spec),
-		approved:  -1,
-		declared:  -1,
-		passed:    -1,
+		spec:        spec,
+		step:        -1,
+		baseLat:     map[window.Segment]*window.Agg{},
+		total:       map[string]*window.Agg{},
+		phase:       map[string]*window.Agg{},
+		phaseSess:   map[string]*window.Agg{},
+		sessions:    map[string]*window.Agg{},
+		seen:        map[string]int64{},
+		specHash:    specHash(spec),
+		approved:    -1,
+		declared:    -1,
+		passed:      -1,
+		appliedStep: -1,
 	}
 	m := &j.spec.Metrics
 	for _, q := range []struct {
@@ -930,6 +935,9 @@ func (j *Judge) waiting(st Step, elapsed time.Duration, canaryN uint64) []string
 	}
 	if j.paused {
 		waiting = append(waiting, "paused ("+j.lastOp("pause")+"; resume to go on)")
+	}
+	if j.awaitingAcks() {
+		waiting = append(waiting, fmt.Sprintf("the routers' acknowledgement of %d%% (the step counts from it)", j.weight()))
 	}
 	return waiting
 }

@@ -85,6 +85,9 @@ type judgeState struct {
 	WSource   string
 	Passed    int // 1 + the step whose gate opened, 0 none
 	PassedWhy string
+	// Acknowledgements (applied.go); absent (zero) in older states.
+	ExpectAcks  bool
+	AppliedStep int // 1 + the step routers acknowledged, 0 none
 }
 
 type condState struct {
@@ -192,6 +195,7 @@ func (j *Judge) MarshalState() ([]byte, error) {
 		Last: last, Seen: j.seen,
 		Paused: j.paused, Approved: j.approved + 1, Attempt: j.attempt, Audit: j.audit,
 		Declared: j.declared + 1, WSource: j.wsource, Passed: j.passed + 1, PassedWhy: j.passedWhy,
+		ExpectAcks: j.expectAcks, AppliedStep: j.appliedStep + 1,
 	}
 	for _, r := range j.rates {
 		st.Rates = append(st.Rates, [2]condState{r.rb.state(), r.ni.state()})
@@ -235,6 +239,7 @@ func (j *Judge) UnmarshalState(b []byte) error {
 	n.stepWall, n.wall = st.StepWall, st.Wall // 0 in a version 1 state
 	n.paused, n.approved, n.attempt, n.audit = st.Paused, st.Approved-1, st.Attempt, st.Audit
 	n.declared, n.wsource, n.passed, n.passedWhy = st.Declared-1, st.WSource, st.Passed-1, st.PassedWhy
+	n.expectAcks, n.appliedStep = st.ExpectAcks, st.AppliedStep-1
 	errs := []error{n.rbErr.setState(st.RbErr), n.stepErr.setState(st.StepErr), n.incidents.setState(st.Incidents),
 		n.toolMix.setState(st.ToolMix), n.errMix.setState(st.ErrMix), n.bigrams.setState(st.Bigrams)}
 	for i, r := range n.rates {

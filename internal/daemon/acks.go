@@ -53,9 +53,15 @@ type acks struct {
 	ms             *metrics.Set
 	logger         *slog.Logger
 	known          func(rollout string) bool // takes Daemon.mu: never called with mu held
+	// applied is told, with no lock held, of each rollout whose acks
+	// changed: cmdID is its latest command when every router that acks
+	// has acknowledged it ("" otherwise), at the newest of those acks.
+	// It takes Daemon.mu.
+	applied func(rollout, cmdID string, at time.Time)
 
-	mu       sync.Mutex // guards rollouts; a leaf
+	mu       sync.Mutex // guards rollouts and dirty; a leaf
 	rollouts map[string]*ackRollout
+	dirty    map[string]bool // rollouts whose acks or latest command changed since applied was told
 }
 
 type ackRollout struct {
@@ -82,7 +88,7 @@ func newAcks(cfg Config, known func(string) bool) (*acks, error) {
 		return nil, fmt.Errorf("kafka acks reader: %w", err)
 	}
 	a := &acks{topic: cfg.AcksTopic, control: cfg.ControlTopic, timeout: cfg.AckTimeout, client: cl, ms: cfg.Metrics,
-		logger: cfg.Logger, known: known, rollouts: map[string]*ackRollout{}}
+		logger: cfg.Logger, known: known, rollouts: map[string]*ackRollout{}, dirty: map[string]bool{}}
 	for _, r := range []string{ackNotJSON, ackInvalid, ackKeyMismatch, ackUnknownRollout} {
 		cfg.Metrics.GetOrCreateCounter(`canaryd_acks_invalid_total{reason="` + r + `"}`)
 	}
@@ -115,7 +121,54 @@ func (a *acks) run(ctx context.Context) {
 			}
 		})
 		a.check(time.Now())
+		a.tellApplied()
 	}
+}
+
+// tellApplied tells applied of each rollout whose acks changed, with no
+// lock held.
+func (a *acks) tellApplied() {
+	type upd struct {
+		rollout, cmdID string
+		at             time.Time
+	}
+	var us []upd
+	a.mu.Lock()
+	for id := range a.dirty {
+		ro := a.rollouts[id]
+		u := upd{rollout: id}
+		if ro != nil && len(ro.routers) > 0 && ro.latest.CommandID != "" {
+			u.cmdID = ro.latest.CommandID
+			for _, ra := range ro.routers {
+				if ra.last.CommandID != ro.latest.CommandID {
+					u.cmdID = ""
+					break
+				}
+				if ra.last.AppliedAt.After(u.at) {
+					u.at = ra.last.AppliedAt
+				}
+			}
+		}
+		if ro != nil && len(ro.routers) > 0 {
+			us = append(us, u)
+		}
+	}
+	clear(a.dirty)
+	a.mu.Unlock()
+	if a.applied == nil {
+		return
+	}
+	for _, u := range us {
+		a.applied(u.rollout, u.cmdID, u.at)
+	}
+}
+
+// hasRouters reports whether routers acknowledged anything of rollout.
+func (a *acks) hasRouters(rollout string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ro := a.rollouts[rollout]
+	return ro != nil && len(ro.routers) > 0
 }
 
 // onCommand records a rollout's latest command (the highest seq).
@@ -130,6 +183,7 @@ func (a *acks) onCommand(r *kgo.Record) {
 	if c.Seq > ro.latest.Seq {
 		ro.latest, ro.latestAt = c, r.Timestamp
 		ro.latest.Evidence = nil // not needed here
+		a.dirty[c.Rollout] = true
 	}
 }
 
@@ -178,6 +232,7 @@ func (a *acks) onAck(r *kgo.Record) {
 		ra.since = ack.AppliedAt
 	}
 	ra.last = ack
+	a.dirty[ack.Rollout] = true
 }
 
 func routerSeries(name, rollout, router string) string {
@@ -278,4 +333,25 @@ func (d *Daemon) knownRollout(id string) bool {
 	_, file := d.fileSpecs[id]
 	_, auto := d.autoSpecs[id]
 	return file || auto || d.judges[id] != nil
+}
+
+// onApplied is the ack reader's applied callback: the rollout's judge
+// expects acknowledgements from now on (its routers are known), and a step
+// whose set_weight every router acknowledged starts counting
+// (detector.Judge.Applied). Takes d.mu; called with no lock held.
+func (d *Daemon) onApplied(rollout, cmdID string, at time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	j := d.judges[rollout]
+	if j == nil {
+		return
+	}
+	changed := j.ExpectAcks()
+	if j.Applied(cmdID, at) {
+		changed = true
+		d.cfg.Logger.Info("routers acknowledged the step: it counts from now", "rollout", rollout, "command_id", cmdID, "acknowledged_at", at)
+	}
+	if changed {
+		delete(d.saved, rollout) // the next checkpoint holds it
+	}
 }

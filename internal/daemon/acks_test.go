@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -228,6 +229,117 @@ func TestRouterAcks(t *testing.T) {
 			}
 			if n != 1 {
 				t.Errorf("gw-stuck's lag logged %d times; want once:\n%s", n, logs.String())
+			}
+		})
+	}
+}
+
+// TestStepCountsFromAcks: with routers that acknowledge, a step's clock and
+// evidence start when every router acknowledged its set_weight. Both
+// routers acknowledge 20%, and the rollout passes to 50%; then one of them
+// holds its apply back: however long traffic runs at 50%, canaryd does not
+// pass the step (its reason says it waits for the routers); once the slow
+// router applies and acknowledges, the step counts from then and passes to
+// 80%. alpha 2e-5 bounds a false rollback of the healthy canary, which would
+// fail the test: ≤ 4e-5 over both kinds of Kafka. Traffic follows the routers' sticky
+// assignment, so the split is the applied weight.
+func TestStepCountsFromAcks(t *testing.T) {
+	t.Parallel()
+	for _, kind := range kafkatest.Kinds() {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			brokers := kafkatest.Brokers(t, kind)
+			tp := newTopics(t)
+			acks := tp.events + ".acks"
+			kafkatest.CreateTopics(t, brokers, 3, tp.events, tp.control, tp.dlq, acks)
+			spec := "rollout: rel\nbaseline: v1\ncanary: v2\nalpha: 0.00002\nsettle: 1s\n" +
+				"steps: [{weight: 20, min_duration: 2s, min_canary_events: 100}, {weight: 50, min_duration: 2s, min_canary_events: 100}, {weight: 80, min_duration: 1h}, {weight: 100}]\n" +
+				"metrics: {error_rate: {margin: 5.0}}\n"
+			cfg := testConfig(t, brokers, tp, spec)
+			cfg.Logger = slog.New(slog.DiscardHandler)
+			cfg.AcksTopic, cfg.AckTimeout = acks, time.Hour
+			in := runDaemon(t, cfg)
+			d := in.d
+			release := make(chan struct{})
+			good := runRouter(t, router.Brokers(brokers...), router.Topic(tp.control), router.Acks(acks, "gw-good"))
+			runRouter(t, router.Brokers(brokers...), router.Topic(tp.control), router.Acks(acks, "gw-slow"),
+				router.Apply(func(c router.Change) error {
+					if c.State.Seq >= 2 {
+						<-release // the slow router's proxy takes its time from the second command on
+					}
+					return nil
+				}))
+			released := false
+			defer func() {
+				if !released {
+					close(release)
+				}
+			}()
+			cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(tp.events))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			key := 0
+			rng := rand.New(rand.NewPCG(33, 1))
+			produce := func() {
+				t.Helper()
+				now := time.Now()
+				var recs []*kgo.Record
+				for k := range 400 {
+					key++
+					v := good.Assign("rel", fmt.Sprint("session-", key), nil)
+					if v == "" {
+						v = "v1"
+					}
+					status := "ok"
+					if rng.Float64() < 0.02 {
+						status = "error"
+					}
+					recs = append(recs, &kgo.Record{Key: []byte("rel"), Value: fmt.Appendf(nil,
+						`{"rollout":"rel","version":%q,"kind":"llm","name":"m","ts":%d,"duration_ms":%.1f,"status":%q}`,
+						v, now.Add(time.Duration(k)*time.Microsecond).UnixNano(), 20+5*rng.NormFloat64(), status)})
+				}
+				if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// 20%, acknowledged by both, then 50%: the slow router holds it.
+			deadline := time.Now().Add(time.Minute)
+			for st, _ := d.Status("rel"); st.Step < 1; st, _ = d.Status("rel") {
+				if time.Now().After(deadline) {
+					t.Fatalf("no step or ack after a minute: %+v", st.Verdict)
+				}
+				produce()
+				time.Sleep(100 * time.Millisecond)
+			}
+			// Many windows at 50% (far beyond the 2 s minimum): no next step.
+			st, _ := d.Status("rel")
+			w0 := st.Windows
+			for st.Windows < w0+8 {
+				if time.Now().After(deadline) {
+					t.Fatalf("windows stopped at %d", st.Windows)
+				}
+				produce()
+				time.Sleep(100 * time.Millisecond)
+				st, _ = d.Status("rel")
+			}
+			if st.Step != 1 || !strings.Contains(st.Verdict.Reason, "the routers' acknowledgement of 50%") {
+				t.Fatalf("before the slow router acknowledged: step %d, reason %q; want step 1, waiting for the routers", st.Step, st.Verdict.Reason)
+			}
+			// The slow router applies and acknowledges: the step counts from now.
+			close(release)
+			released = true
+			deadline = time.Now().Add(time.Minute)
+			for st, _ = d.Status("rel"); st.Step < 2; st, _ = d.Status("rel") {
+				if time.Now().After(deadline) {
+					t.Fatalf("no next step a minute after the acks: %q", st.Verdict.Reason)
+				}
+				produce()
+				time.Sleep(100 * time.Millisecond)
+			}
+			if st.Weight != 80 {
+				t.Errorf("after the acks: step %d at %d%%; want 80%%", st.Step, st.Weight)
 			}
 		})
 	}

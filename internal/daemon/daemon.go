@@ -153,7 +153,10 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
 	if cfg.AcksTopic != "" {
-		if d.acks, err = newAcks(cfg, d.knownRollout); err != nil {
+		if d.acks, err = newAcks(cfg, d.knownRollout); err == nil {
+			d.acks.applied = d.onApplied
+		}
+		if err != nil {
 			d.producer.Close()
 			return nil, err
 		}

@@ -199,6 +199,9 @@ func (d *Daemon) applyAuto(tpl detector.Spec, j *detector.Judge) {
 func (d *Daemon) newJudge(s detector.Spec) *detector.Judge {
 	j := detector.NewJudge(s)
 	j.SetSeqBase(d.seqBase(s))
+	if d.acks != nil && d.acks.hasRouters(s.Rollout) {
+		j.ExpectAcks() // its routers acknowledge: each step waits for them
+	}
 	d.watchGate(s.Rollout)
 	delete(d.saved, s.Rollout)
 	return j
