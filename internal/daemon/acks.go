@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ import (
 // Metrics:
 //
 //	canaryd_router_acks_total{rollout,router}       acks read (valid, of a rollout with a spec)
+//	canaryd_router_weight{rollout,router}           the weight the router last acknowledged
 //	canaryd_router_ack_missing{rollout,router}      1 while the router has not acknowledged the rollout's latest command within Config.AckTimeout
 //	canaryd_acks_invalid_total{reason}              ack records skipped: not_json, invalid, key_mismatch, unknown_rollout
 
@@ -211,6 +213,14 @@ func (a *acks) onAck(r *kgo.Record) {
 	// The gauge reads the state at each scrape (taking a.mu: so it is
 	// created without it).
 	rollout, router := ack.Rollout, ack.Router
+	a.ms.GetOrCreateGauge(routerSeries("canaryd_router_weight", rollout, router), func() float64 {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if ro := a.rollouts[rollout]; ro != nil && ro.routers[router] != nil {
+			return float64(ro.routers[router].last.Weight)
+		}
+		return math.NaN()
+	})
 	a.ms.GetOrCreateGauge(routerSeries("canaryd_router_ack_missing", rollout, router), func() float64 {
 		if a.lagging(rollout, router, time.Now()) {
 			return 1

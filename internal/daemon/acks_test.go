@@ -169,6 +169,8 @@ func TestRouterAcks(t *testing.T) {
 				t.Errorf("GET /v1/rollouts/rel routers: %+v; want gw-good on time, gw-stuck lagging", doc.Routers)
 			}
 			for series, want := range map[string]float64{
+				`canaryd_router_weight{rollout="rel",router="gw-good"}`:       0,
+				`canaryd_router_weight{rollout="rel",router="gw-stuck"}`:      20,
 				`canaryd_router_ack_missing{rollout="rel",router="gw-good"}`:  0,
 				`canaryd_router_ack_missing{rollout="rel",router="gw-stuck"}`: 1,
 				`canaryd_router_acks_total{rollout="rel",router="gw-good"}`:   2,
