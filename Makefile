@@ -19,7 +19,7 @@ with_kafka = if [[ -z "$${KAFKA_BROKERS:-}" ]]; then \
 	echo "Apache Kafka $${KAFKA_VERSION:-?} at $$KAFKA_BROKERS"; \
 	$(1)
 
-.PHONY: all build deps test test-race test-short test-integrations demo bench bench-detector lint fmt vet fuzz kafka-fetch clean
+.PHONY: all build deps prebuild test test-race test-short test-integrations demo bench bench-detector lint fmt vet fuzz kafka-fetch clean
 
 # INTEGRATION_MODULES: modules of their own (the controllers' Kubernetes
 # libraries differ from each other's), each testing canaryd with a delivery
@@ -49,8 +49,7 @@ DEPS_APT := kcat:kcat mvn:maven java:openjdk-17-jre-headless openssl:openssl pyt
 ## (installed with apt-get when run as root on Debian, otherwise named
 ## with the command that installs them), the broker's jars in the cache
 ## (scripts/kafka.sh fetch), pyarrow in a cached venv (scripts/pydeps.sh) and
-## the integration modules' dependencies (go mod download in each) and their
-## test binaries, built once here so that make test's time is the tests'.
+## the integration modules' dependencies (go mod download in each).
 ## Idempotent; make test and .ci/run call it.
 deps:
 	@missing=(); \
@@ -75,8 +74,15 @@ deps:
 	fi
 	@scripts/kafka.sh fetch
 	@scripts/pydeps.sh >/dev/null
-	@for m in $(INTEGRATION_MODULES); do echo "make deps: building $$m's tests (Argo's and Flagger's Kubernetes dependencies: minutes from a cold cache)"; \
-		(cd $$m && go mod download && go test -count=1 -run '^$$' ./... >/dev/null) || exit 1; done
+	@for m in $(INTEGRATION_MODULES); do (cd $$m && go mod download); done
+
+## prebuild: every module's tests compiled into the build cache without
+## running them (Argo's and Flagger's Kubernetes dependencies take minutes
+## from a cold cache), so that make test's time is the tests'; .ci/run calls
+## it after make deps.
+prebuild:
+	go test -count=1 -run '^$$' ./... >/dev/null
+	@for m in $(INTEGRATION_MODULES); do echo "make prebuild: $$m"; (cd $$m && go test -count=1 -run '^$$' ./... >/dev/null) || exit 1; done
 
 # TEST_P: packages whose tests run at once (go test -p); TEST_PARALLEL: tests
 # of one package that run at once (those that call t.Parallel: the integration
