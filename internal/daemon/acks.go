@@ -165,6 +165,15 @@ func (a *acks) tellApplied() {
 	}
 }
 
+// markDirty notes that rollout's acks or latest command changed. a.mu
+// must be held.
+func (a *acks) markDirty(rollout string) {
+	if a.dirty == nil {
+		a.dirty = map[string]bool{}
+	}
+	a.dirty[rollout] = true
+}
+
 // hasRouters reports whether routers acknowledged anything of rollout.
 func (a *acks) hasRouters(rollout string) bool {
 	a.mu.Lock()
@@ -185,7 +194,7 @@ func (a *acks) onCommand(r *kgo.Record) {
 	if c.Seq > ro.latest.Seq {
 		ro.latest, ro.latestAt = c, r.Timestamp
 		ro.latest.Evidence = nil // not needed here
-		a.dirty[c.Rollout] = true
+		a.markDirty(c.Rollout)
 	}
 }
 
@@ -242,7 +251,7 @@ func (a *acks) onAck(r *kgo.Record) {
 		ra.since = ack.AppliedAt
 	}
 	ra.last = ack
-	a.dirty[ack.Rollout] = true
+	a.markDirty(ack.Rollout)
 }
 
 func routerSeries(name, rollout, router string) string {
