@@ -50,7 +50,7 @@ var Families = []Family{
 	{"canaryd_router_acks_total", "counter", "rollout,router", "Acknowledgements read from the acks topic, per rollout and router (valid records of rollouts with a spec)."},
 	{"canaryd_router_weight", "gauge", "rollout,router", "The canary weight (percent) the router last acknowledged applying for the rollout."},
 	{"canaryd_router_ack_missing", "gauge", "rollout,router", "1 while the router, which acknowledged earlier commands of the rollout, has not acknowledged its latest command within --ack-timeout of its publication; else 0."},
-	{"canaryd_acks_invalid_total", "counter", "reason", "Ack records skipped: not_json, invalid (schemas.Ack.Validate), key_mismatch (key is not the rollout), unknown_rollout (no spec)."},
+	{"canaryd_acks_invalid_total", "counter", "reason", "Ack records skipped: not_json, invalid (schemas.Ack.Validate), key_mismatch (key is not the rollout), unknown_rollout (no spec), too_many_routers (more than 256 router ids for the rollout)."},
 	{"canaryd_operator_actions_total", "counter", "rollout,action", "Operator actions accepted over HTTP (pause, resume, approve, abort, retry, …)."},
 	{"canaryd_specs_valid", "gauge", "", "1 when the spec files last read are valid, else 0 (the last valid specs stay in force)."},
 	{"canaryd_spec_reloads_total", "counter", "result", "Spec file reloads, by result."},

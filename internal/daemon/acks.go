@@ -46,7 +46,14 @@ const (
 	ackInvalid        = "invalid"
 	ackKeyMismatch    = "key_mismatch"
 	ackUnknownRollout = "unknown_rollout"
+	ackTooManyRouters = "too_many_routers"
 )
+
+// maxRouters bounds the routers kept per rollout: acks of a further router
+// id are counted (too_many_routers) and skipped, so that router ids (a
+// misconfiguration that makes one per pod restart, say) cannot grow
+// canaryd's memory and series without bound.
+const maxRouters = 256
 
 type acks struct {
 	topic, control string
@@ -91,7 +98,7 @@ func newAcks(cfg Config, known func(string) bool) (*acks, error) {
 	}
 	a := &acks{topic: cfg.AcksTopic, control: cfg.ControlTopic, timeout: cfg.AckTimeout, client: cl, ms: cfg.Metrics,
 		logger: cfg.Logger, known: known, rollouts: map[string]*ackRollout{}, dirty: map[string]bool{}}
-	for _, r := range []string{ackNotJSON, ackInvalid, ackKeyMismatch, ackUnknownRollout} {
+	for _, r := range []string{ackNotJSON, ackInvalid, ackKeyMismatch, ackUnknownRollout, ackTooManyRouters} {
 		cfg.Metrics.GetOrCreateCounter(`canaryd_acks_invalid_total{reason="` + r + `"}`)
 	}
 	return a, nil
@@ -165,6 +172,15 @@ func (a *acks) tellApplied() {
 	}
 }
 
+// tooManyRouters reports whether router would be one more than maxRouters
+// for rollout.
+func (a *acks) tooManyRouters(rollout, router string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ro := a.rollouts[rollout]
+	return ro != nil && ro.routers[router] == nil && len(ro.routers) >= maxRouters
+}
+
 // markDirty notes that rollout's acks or latest command changed. a.mu
 // must be held.
 func (a *acks) markDirty(rollout string) {
@@ -216,6 +232,11 @@ func (a *acks) onAck(r *kgo.Record) {
 	if reason != "" {
 		a.ms.GetOrCreateCounter(`canaryd_acks_invalid_total{reason="` + reason + `"}`).Inc()
 		a.logger.Debug("ack skipped", "reason", reason, "partition", r.Partition, "offset", r.Offset, "key", string(r.Key))
+		return
+	}
+	if a.tooManyRouters(ack.Rollout, ack.Router) {
+		a.ms.GetOrCreateCounter(`canaryd_acks_invalid_total{reason="` + ackTooManyRouters + `"}`).Inc()
+		a.logger.Debug("ack skipped", "reason", ackTooManyRouters, "rollout", ack.Rollout, "router", ack.Router)
 		return
 	}
 	a.ms.GetOrCreateCounter(routerSeries("canaryd_router_acks_total", ack.Rollout, ack.Router)).Inc()

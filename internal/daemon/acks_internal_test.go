@@ -56,6 +56,22 @@ func TestAckState(t *testing.T) {
 	if st := a.routers("r", t0)[0]; !st.Since.Equal(t0.Add(time.Second)) {
 		t.Errorf("a's since %v; want its first ack at 20%%, %v", st.Since, t0.Add(time.Second))
 	}
+	// Router ids are bounded per rollout: the 257th is counted and skipped.
+	for i := range maxRouters - 2 {
+		ack(fmt.Sprint("pod-", i), 1, 20, t0.Add(time.Second))
+	}
+	ack("one-too-many", 1, 20, t0.Add(time.Second))
+	if n := len(a.routers("r", t0)); n != maxRouters {
+		t.Errorf("%d routers kept; want %d", n, maxRouters)
+	}
+	if c := ms.GetOrCreateCounter(`canaryd_acks_invalid_total{reason="too_many_routers"}`).Get(); c != 1 {
+		t.Errorf("too_many_routers counted %d; want 1", c)
+	}
+	a.mu.Lock()
+	for i := range maxRouters - 2 {
+		delete(a.rollouts["r"].routers, fmt.Sprint("pod-", i))
+	}
+	a.mu.Unlock()
 	ack("a", 1, 20, t0.Add(2*time.Minute)) // older: ignored
 	command(3, 50, t0.Add(3*time.Minute))
 	ack("a", 3, 50, t0.Add(3*time.Minute+time.Second))
