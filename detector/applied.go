@@ -1,7 +1,6 @@
 package detector
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/inferensys/canaryd/schemas"
@@ -32,11 +31,7 @@ func (j *Judge) StepCommandID() string {
 	if j.step < 0 || j.final != "" || j.spec.JudgeOnly() {
 		return ""
 	}
-	idCanary := j.spec.Canary
-	if j.attempt > 0 {
-		idCanary = fmt.Sprintf("%s#%d", j.spec.Canary, j.attempt)
-	}
-	return schemas.CommandID(j.spec.Rollout, j.spec.Baseline, idCanary, schemas.ActionSetWeight, j.step, j.weight())
+	return schemas.CommandID(j.spec.Rollout, j.spec.Baseline, j.idCanary(), schemas.ActionSetWeight, j.step, j.weight())
 }
 
 // Applied records that every known router acknowledged the command

@@ -944,17 +944,7 @@ func (j *Judge) waiting(st Step, elapsed time.Duration, canaryN uint64) []string
 
 // Decide, continued: drive mode's step.
 func (j *Judge) decideDrive(now int64, tests []TestEvidence, st Step, elapsed time.Duration, canaryN uint64, waiting []string, gated bool) (Verdict, *schemas.Command) {
-	var notYet, proofs []string
-	for _, t := range tests {
-		if t.Role != "promote" {
-			continue
-		}
-		if !t.Passed {
-			notYet = append(notYet, fmt.Sprintf("%s e=%.3g<%.3g", t.Name, float64(t.EValue), float64(t.Threshold)))
-		} else {
-			proofs = append(proofs, describe(t, j.spec))
-		}
-	}
+	notYet, proofs := j.promoteProgress(tests)
 	if len(waiting) == 0 && len(notYet) == 0 && gated {
 		waiting = append(waiting, fmt.Sprintf("step %d passed its checks and awaits approval (approve to go on)", j.step+1))
 	}
@@ -993,6 +983,32 @@ func (j *Judge) decideDrive(now int64, tests []TestEvidence, st Step, elapsed ti
 	v := j.verdict(ActionContinue, now, reason)
 	v.Tests, j.last.Tests = tests, tests
 	return v, nil
+}
+
+// promoteProgress splits the promotion tests into those not yet shown
+// (with their e-values) and the proofs of those shown.
+func (j *Judge) promoteProgress(tests []TestEvidence) (notYet, proofs []string) {
+	for _, t := range tests {
+		if t.Role != "promote" {
+			continue
+		}
+		if !t.Passed {
+			notYet = append(notYet, fmt.Sprintf("%s e=%.3g<%.3g", t.Name, float64(t.EValue), float64(t.Threshold)))
+		} else {
+			proofs = append(proofs, describe(t, j.spec))
+		}
+	}
+	return notYet, proofs
+}
+
+// idCanary is the canary as command ids hash it: a retried release's
+// commands must differ from the earlier attempts' (routers drop ids they
+// applied), so attempt n ≥ 1 hashes "<canary>#<n>".
+func (j *Judge) idCanary() string {
+	if j.attempt > 0 {
+		return fmt.Sprintf("%s#%d", j.spec.Canary, j.attempt)
+	}
+	return j.spec.Canary
 }
 
 // powerNote approximates the power the step achieved: the probability that
@@ -1149,21 +1165,16 @@ func (j *Judge) tests() []TestEvidence {
 	mixed := func(name string, c *Conditional, seg *segMix, alpha float64) TestEvidence {
 		t := cond(name, "rollback", c, alpha, 0)
 		pooled := float64(t.EValue)
-		es, top, topT := seg.e()
+		es, top := seg.e()
 		t.EValue = Num(pooled/2 + es/2)
 		t.Passed = float64(t.EValue) >= 1/alpha
 		t.Segment = "all"
-		if topT != nil {
-			if v := segWeight(slices.Index(seg.order, top)) * topT.ERise(); !(v > pooled && v > 1) {
-				topT = nil // the pooled half carries the evidence
-			}
-		}
-		if topT != nil {
+		if top.t != nil && top.v > pooled && top.v > 1 { // else the pooled half carries the evidence
 			// Bounds at the segment's share of alpha in the mixture.
-			st := cond(name, "rollback", topT, alpha*segWeight(slices.Index(seg.order, top))/2, 0)
+			st := cond(name, "rollback", top.t, alpha*top.w/2, 0)
 			t.NBaseline, t.NCanary, t.Baseline, t.Canary = st.NBaseline, st.NCanary, st.Baseline, st.Canary
 			t.OddsRatio, t.Lower, t.Upper = st.OddsRatio, st.Lower, st.Upper
-			t.Segment = segText(top)
+			t.Segment = segText(top.seg)
 		}
 		return t
 	}
@@ -1418,15 +1429,8 @@ func (j *Judge) command(v Verdict) *schemas.Command {
 	if isFinal(v.Action) {
 		idStep = -1
 	}
-	// A retried release's commands must differ from the earlier attempts'
-	// (routers drop ids they applied): attempt n ≥ 1 hashes the canary as
-	// "<canary>#<n>".
-	idCanary := j.spec.Canary
-	if j.attempt > 0 {
-		idCanary = fmt.Sprintf("%s#%d", j.spec.Canary, j.attempt)
-	}
 	return &schemas.Command{
-		CommandID:    schemas.CommandID(j.spec.Rollout, j.spec.Baseline, idCanary, v.Action, idStep, v.Weight),
+		CommandID:    schemas.CommandID(j.spec.Rollout, j.spec.Baseline, j.idCanary(), v.Action, idStep, v.Weight),
 		Seq:          j.seqBase + seqOffset(v.Action, j.step),
 		Rollout:      j.spec.Rollout,
 		Baseline:     j.spec.Baseline,

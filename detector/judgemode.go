@@ -170,17 +170,7 @@ func (j *Judge) decideJudge(now int64, tests []TestEvidence) (Verdict, *schemas.
 		// counts the windows from settle on.
 		waiting = append(waiting, fmt.Sprintf("the split at %d%% is not checked yet (from %s into the step on: settle)", w, time.Duration(j.spec.Settle)))
 	}
-	var notYet, proofs []string
-	for _, t := range tests {
-		if t.Role != "promote" {
-			continue
-		}
-		if !t.Passed {
-			notYet = append(notYet, fmt.Sprintf("%s e=%.3g<%.3g", t.Name, float64(t.EValue), float64(t.Threshold)))
-		} else {
-			proofs = append(proofs, describe(t, j.spec))
-		}
-	}
+	notYet, proofs := j.promoteProgress(tests)
 	gated := st.Approval == ApprovalRequired && j.approved != j.step
 	if len(waiting) == 0 && len(notYet) == 0 && gated {
 		waiting = append(waiting, fmt.Sprintf("step %d passed its checks and awaits approval (approve to go on)", j.step+1))

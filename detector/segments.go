@@ -62,21 +62,27 @@ func (m *segMix) observe(seg window.Segment, nb, xb, nc, xc uint64) {
 	t.Observe(nb, xb, nc, xc)
 }
 
+// segTop is the segment whose weighted e-value w·E is the largest.
+type segTop struct {
+	seg  window.Segment
+	t    *Conditional // nil: no segment yet
+	w, v float64      // its prior weight and w·E
+}
+
 // e returns Σ_k w_k·E_k over all segments (unseen ones at 1), and the
-// segment whose weighted e-value is largest, with its test.
-func (m *segMix) e() (e float64, top window.Segment, topT *Conditional) {
+// segment whose weighted e-value is largest.
+func (m *segMix) e() (e float64, top segTop) {
 	e = 1
-	best := -1.0
 	for k, seg := range m.order {
 		w := segWeight(k)
 		t := m.tests[seg]
 		v := w * t.ERise()
 		e += v - w
-		if v > best {
-			best, top, topT = v, seg, t
+		if top.t == nil || v > top.v {
+			top = segTop{seg, t, w, v}
 		}
 	}
-	return e, top, topT
+	return e, top
 }
 
 // segText names a segment for a reason: "tool search_docs", "llm gpt-4o".

@@ -111,7 +111,7 @@ func TestSegmentMixtureAA(t *testing.T) {
 				pooled.Observe(b.Count, b.Errors, s.Agg.Count, s.Agg.Errors)
 				seg.observe(s.Segment, b.Count, b.Errors, s.Agg.Count, s.Agg.Errors)
 			}
-			es, _, _ := seg.e()
+			es, _ := seg.e()
 			if pooled.ERise()/2+es/2 >= 1/0.05 {
 				fired++
 				break

@@ -134,7 +134,7 @@ func judgeHandler(src StatusSource, ref refuser, cfg *serverCfg) http.HandlerFun
 		switch {
 		case ok:
 			st, err = js.Judge(r.Context(), id, call)
-		case call != (JudgeCall{}) && (call.Weight != nil || call.Canary != "" || call.Baseline != ""):
+		case call.Weight != nil || call.Canary != "" || call.Baseline != "":
 			err = fmt.Errorf("%w: this server takes no declarations", ErrConflict)
 		default:
 			var found bool
@@ -151,17 +151,27 @@ func judgeHandler(src StatusSource, ref refuser, cfg *serverCfg) http.HandlerFun
 }
 
 func refuseJudge(w http.ResponseWriter, ref refuser, cfg *serverCfg, id string, err error) {
+	code, reason := callRefusal(err)
+	if code == http.StatusInternalServerError {
+		cfg.log.Error("controller call failed", "rollout", id, "err", err)
+		writeJSON(w, code, map[string]string{"error": err.Error()})
+		return
+	}
+	ref.refuse(w, code, reason, err.Error())
+}
+
+// callRefusal maps a JudgeSource's error to its HTTP status and refusal
+// reason (canaryd_http_refused_total).
+func callRefusal(err error) (int, string) {
 	switch {
 	case errors.Is(err, ErrUnknownRollout):
-		ref.refuse(w, http.StatusNotFound, "unknown_rollout", err.Error())
+		return http.StatusNotFound, "unknown_rollout"
 	case errors.Is(err, ErrInvalidAction):
-		ref.refuse(w, http.StatusBadRequest, "invalid_call", err.Error())
+		return http.StatusBadRequest, "invalid_call"
 	case errors.Is(err, ErrConflict):
-		ref.refuse(w, http.StatusConflict, "conflict", err.Error())
-	default:
-		cfg.log.Error("controller call failed", "rollout", id, "err", err)
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return http.StatusConflict, "conflict"
 	}
+	return http.StatusInternalServerError, ""
 }
 
 func decodeJudgeCall(r *http.Request) (JudgeCall, error) {
@@ -309,15 +319,7 @@ func flaggerHandler(src StatusSource, ref refuser, cfg *serverCfg) http.HandlerF
 				writeText(w, http.StatusOK, "canaryd: not applied: "+err.Error())
 				return
 			}
-			code := http.StatusInternalServerError
-			switch {
-			case errors.Is(err, ErrUnknownRollout):
-				code = http.StatusNotFound
-			case errors.Is(err, ErrInvalidAction):
-				code = http.StatusBadRequest
-			case errors.Is(err, ErrConflict):
-				code = http.StatusConflict
-			}
+			code, _ := callRefusal(err)
 			writeText(w, code, "canaryd: "+err.Error())
 			return
 		}
