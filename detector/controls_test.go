@@ -161,3 +161,58 @@ func TestControlsSurviveState(t *testing.T) {
 		t.Errorf("restored: paused %v audit %+v; want paused by alice", st.Paused, st.Audit)
 	}
 }
+
+// A step restricted to a cohort: its set_weight carries the cohort, the
+// promotion does not, and the SRM check is off during it, because the
+// canary's share of all requests is the weight times the cohort's share.
+// The same misrouted-looking split (1% canary at weight 5) holds a rollout
+// without a cohort, which shows the test can fail.
+func TestCohortStep(t *testing.T) {
+	cohort := &schemas.Cohort{Attribute: "user_tier", Values: []string{"internal"}}
+	feed := func(s Spec) (cmds []*schemas.Command) {
+		j := NewJudge(s)
+		rng := rand.New(rand.NewPCG(3, 1))
+		for i := range 400 {
+			k := 2500 * j.Status().Weight / 100
+			if j.Status().Step == 0 {
+				k = 25 // the internal cohort is a fifth of the traffic: 1%, not 5%
+			}
+			c := simWindow(rng, time.Unix(1_700_000_000, 0).Add(time.Duration(i)*10*time.Second), 10*time.Second,
+				arm{version: "v1", perWindow: 2500 - k, errRate: 0.02, latMedian: 100, latSigma: 0.5},
+				arm{version: "v2", perWindow: k, errRate: 0.02, latMedian: 100, latSigma: 0.5})
+			c.Source = "t"
+			j.Observe(c)
+			if _, cmd := j.Decide(c.Watermark); cmd != nil {
+				cmds = append(cmds, cmd)
+				if isFinal(cmd.Action) {
+					return cmds
+				}
+			}
+		}
+		return cmds
+	}
+
+	s := testSpec()
+	s.Steps[0].Cohort = cohort
+	cmds := feed(s)
+	if len(cmds) != 3 || cmds[2].Action != schemas.ActionPromote {
+		for _, c := range cmds {
+			t.Logf("%s step %d weight %d: %s", c.Action, c.Step, c.Weight, c.Reason)
+		}
+		t.Fatalf("%d commands; want set_weight 5, set_weight 50, promote", len(cmds))
+	}
+	if c := cmds[0]; c.Cohort == nil || c.Cohort.Attribute != "user_tier" || c.Weight != 5 {
+		t.Errorf("step 0's set_weight: cohort %v weight %d; want user_tier, 5", c.Cohort, c.Weight)
+	}
+	if cmds[1].Cohort != nil || cmds[2].Cohort != nil {
+		t.Errorf("step 1 and the promotion carry cohorts %v, %v; want none", cmds[1].Cohort, cmds[2].Cohort)
+	}
+	if err := cmds[0].Validate(); err != nil {
+		t.Errorf("command with a cohort: %v", err)
+	}
+
+	ref := feed(testSpec())
+	if last := ref[len(ref)-1]; last.Action != schemas.ActionHold || !strings.Contains(last.Reason, "ratio") {
+		t.Errorf("without the cohort, a 1%% split at weight 5 ended %s (%s); want hold by SRM", last.Action, last.Reason)
+	}
+}

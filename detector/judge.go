@@ -1443,6 +1443,7 @@ func (j *Judge) command(v Verdict) *schemas.Command {
 		DecidedAt:    v.At,
 		DeploymentID: j.spec.DeploymentID,
 		Commit:       j.spec.Commit,
+		Cohort:       j.cohort(v.Action),
 	}
 }
 

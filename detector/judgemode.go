@@ -147,9 +147,24 @@ func (j *Judge) judgeWeight() (int, string) {
 	return int(math.Round(100 * float64(c) / float64(b+c))), WeightObserved
 }
 
-// srmOn reports whether SRM is checked: always in drive mode, in judge mode
-// once a controller declared the weight.
-func (j *Judge) srmOn() bool { return !j.spec.JudgeOnly() || j.declared >= 0 }
+// srmOn reports whether SRM is checked: in drive mode except during a step
+// restricted to a cohort (Step.Cohort), in judge mode once a controller
+// declared the weight.
+func (j *Judge) srmOn() bool {
+	if j.spec.JudgeOnly() {
+		return j.declared >= 0
+	}
+	return j.step < 0 || j.spec.Steps[j.step].Cohort == nil
+}
+
+// cohort returns the cohort of the current step for a command with action
+// a: set_weight and hold carry it; promote and rollback are for everyone.
+func (j *Judge) cohort(a schemas.Action) *schemas.Cohort {
+	if j.step < 0 || j.step >= len(j.spec.Steps) || isFinal(a) && a != schemas.ActionHold {
+		return nil
+	}
+	return j.spec.Steps[j.step].Cohort
+}
 
 // decideJudge is Decide's judge-mode end after the validity and rollback
 // tests found nothing: no set_weight, the step's gate instead.

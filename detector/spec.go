@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/inferensys/canaryd/schemas"
 )
 
 // Spec declares one rollout: which versions to compare, the traffic steps,
@@ -90,6 +92,14 @@ type Step struct {
 	// it, for an operator's approve (HTTP or canaryd approve) before the
 	// next weight or the promotion. Default: no gate.
 	Approval string `yaml:"approval" json:",omitempty"` // omitted when empty: specs without a gate hash as before it existed (specHash)
+	// Cohort, in drive mode, restricts the step's canary share to the
+	// requests whose attribute is one of the values (e.g. {attribute:
+	// user_tier, values: [internal]}): the step's set_weight carries it,
+	// and routers that assign per request (router.Assign) send Weight% of
+	// that cohort, and nobody outside it, to the canary. The SRM check is
+	// off during such a step, because the canary's share of all requests
+	// then depends on the cohort's size, which canaryd does not know.
+	Cohort *schemas.Cohort `yaml:"cohort" json:",omitempty"` // omitted when nil: specs without cohorts hash as before
 }
 
 // CanaryAuto as a spec's canary: each version of the rollout that the events
@@ -500,6 +510,16 @@ func (s *Spec) validate(root *yaml.Node) error {
 		}
 		if st.Approval != "" && st.Approval != ApprovalRequired {
 			return bad(fmt.Sprintf("approval %q: want %q or nothing", st.Approval, ApprovalRequired), f("approval")...)
+		}
+		if c := st.Cohort; c != nil {
+			switch {
+			case s.JudgeOnly():
+				return bad("a cohort in mode: judge: the controller routes the traffic; set the cohort there", f("cohort")...)
+			case c.Attribute == "":
+				return bad("cohort without attribute, e.g. {attribute: user_tier, values: [internal]}", "steps", fmt.Sprint(i), "cohort", "attribute")
+			case len(c.Values) == 0 || slices.Contains(c.Values, ""):
+				return bad(fmt.Sprintf("cohort %q needs non-empty values", c.Attribute), "steps", fmt.Sprint(i), "cohort", "values")
+			}
 		}
 		if st.MaxDuration != 0 && st.MaxDuration < st.MinDuration {
 			return bad(fmt.Sprintf("max_duration %s is shorter than min_duration %s", time.Duration(st.MaxDuration), time.Duration(st.MinDuration)), f("max_duration")...)

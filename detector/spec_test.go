@@ -21,7 +21,7 @@ baseline: v1.4.0
 canary: v1.5.0
 alpha: 0.01
 steps:
-  - {weight: 5, min_duration: 30s, min_canary_events: 500}
+  - {weight: 5, min_duration: 30s, min_canary_events: 500, cohort: {attribute: user_tier, values: [internal]}}
   - {weight: 25, min_duration: 1m}
   - {weight: 100}
 metrics:
@@ -43,6 +43,9 @@ steps: [{weight: 10, min_duration: 20}]
 	s := specs[0]
 	if s.Alpha != 0.01 || s.Metrics.ErrorRate.Margin != 1.3 || s.Metrics.Latency.Margin != DefaultLatencyMargin {
 		t.Fatalf("spec %+v: alpha or margins wrong", s)
+	}
+	if c := s.Steps[0].Cohort; c == nil || c.Attribute != "user_tier" || len(c.Values) != 1 || c.Values[0] != "internal" || s.Steps[1].Cohort != nil {
+		t.Fatalf("cohorts %v, %v; want user_tier [internal] on step 0 only", c, s.Steps[1].Cohort)
 	}
 	if time.Duration(s.Steps[0].MinDuration) != 30*time.Second || s.Steps[0].MinCanaryEvents != 500 {
 		t.Fatalf("step 0 = %+v", s.Steps[0])
@@ -69,6 +72,9 @@ func TestBadSpecs(t *testing.T) {
 		{"alpha", "rollout: r\nbaseline: a\ncanary: b\nalpha: 2\nsteps: [{weight: 5}]\n", "bad.yaml:4: alpha: 2 is outside (0, 0.5)"},
 		{"margin", "rollout: r\nbaseline: a\ncanary: b\nsteps: [{weight: 5}]\nmetrics:\n  error_rate:\n    margin: 0.5\n", "bad.yaml:7: metrics.error_rate.margin"},
 		{"same versions", "rollout: r\nbaseline: a\ncanary: a\nsteps: [{weight: 5}]\n", "canary and baseline are both"},
+		{"cohort without values", "rollout: r\nbaseline: a\ncanary: b\nsteps:\n  - weight: 5\n    cohort:\n      attribute: user_tier\n  - weight: 100\n", "bad.yaml:7: steps.0.cohort.values: cohort \"user_tier\" needs non-empty values"},
+		{"cohort without attribute", "rollout: r\nbaseline: a\ncanary: b\nsteps:\n  - weight: 5\n    cohort: {values: [internal]}\n", "bad.yaml:6: steps.0.cohort.attribute: cohort without attribute"},
+		{"cohort in judge mode", "rollout: r\nbaseline: a\ncanary: b\nmode: judge\nsteps:\n  - weight: 5\n    cohort: {attribute: t, values: [x]}\n", "bad.yaml:7: steps.0.cohort: a cohort in mode: judge"},
 		{"not yaml", "rollout: [\n", "bad.yaml"},
 		{"empty", "", "no rollout spec"},
 	} {

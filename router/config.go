@@ -129,6 +129,9 @@ func RetryInterval(d time.Duration) Opt { return func(c *cfg) { c.retry = d } }
 // error means not applied, and no ack is published (it is logged and counted
 // in AckStats.NotApplied). The Table's state moves on either way: Assign
 // follows the command, and the next command carries the whole state again.
+// Apply may also return ErrAckLater: the command is being put in force
+// asynchronously (the route package's Driver retries with backoff), and
+// whoever took it over calls Subscriber.Ack once it is in force.
 // Default none: every command that passes the rules counts as applied.
 func Apply(f func(Change) error) Opt { return func(c *cfg) { c.apply = f } }
 

@@ -44,6 +44,12 @@ type AckStats struct {
 	NotApplied uint64 // applied commands that Apply said were not put in force: no ack
 }
 
+// ErrAckLater, returned by an Apply function, says that the command was
+// taken over to be put in force asynchronously: the Subscriber neither
+// acknowledges it nor counts it as not applied; the taker calls Ack when it
+// is in force.
+var ErrAckLater = errors.New("router: command taken over; acknowledged later")
+
 // ErrAlreadyRun is returned by a second call of Subscriber.Run.
 var ErrAlreadyRun = errors.New("router: subscriber already run")
 
@@ -190,7 +196,11 @@ func (s *Subscriber) apply(r *kgo.Record, replay bool) {
 		s.cfg.onChange(ch)
 	}
 	if s.cfg.apply != nil {
-		if err := s.cfg.apply(ch); err != nil {
+		err := s.cfg.apply(ch)
+		if errors.Is(err, ErrAckLater) {
+			return
+		}
+		if err != nil {
 			s.notApplied.Add(1)
 			log.Warn("command not applied: not acknowledged", "rollout", st.Rollout, "seq", st.Seq, "command_id", st.CommandID, "err", err)
 			return
@@ -200,6 +210,19 @@ func (s *Subscriber) apply(r *kgo.Record, replay bool) {
 		s.ack(st)
 	}
 }
+
+// Ack publishes the acknowledgement of st, a state that an Apply function
+// took over with ErrAckLater and has now put in force (set st.AppliedAt to
+// when). Without Acks it does nothing. Safe from any goroutine.
+func (s *Subscriber) Ack(st State) {
+	if s.cfg.acksTopic != "" {
+		s.ack(&st)
+	}
+}
+
+// NotApplied counts a command that an Apply function took over with
+// ErrAckLater and then could not put in force (AckStats.NotApplied).
+func (s *Subscriber) NotApplied() { s.notApplied.Add(1) }
 
 // ack publishes the acknowledgement of an applied command without waiting
 // for the broker: franz-go retries it (in order per rollout, which is the
