@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,6 +90,63 @@ type slot struct {
 	wake     chan struct{} // cap 1: a newer want
 	inflight uint64        // seq being applied, 0 when none
 	cancel   context.CancelFunc
+
+	applied  router.State // the last state in force (AppliedAt set); zero before
+	lastErr  string       // of the last failed Apply of want, "" after a success
+	attempts int          // failed Applies of want
+}
+
+// RouteStatus is one rollout's route as a Driver sees it (the route
+// command's /v1/routes).
+type RouteStatus struct {
+	Rollout string `json:"rollout"`
+	// Wanted is the latest command's state; Applied the last one in force.
+	Wanted  StateView  `json:"wanted"`
+	Applied *StateView `json:"applied,omitempty"`
+	// Pending: Wanted is not in force yet (being applied or retried, or
+	// given up on after a permanent error: see Error).
+	Pending  bool   `json:"pending"`
+	Error    string `json:"error,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+}
+
+// StateView is the part of a router.State a status shows.
+type StateView struct {
+	Action    schemas.Action `json:"action"`
+	Weight    int            `json:"weight"`
+	Baseline  string         `json:"baseline"`
+	Canary    string         `json:"canary"`
+	Seq       uint64         `json:"seq"`
+	CommandID string         `json:"command_id"`
+	AppliedAt *time.Time     `json:"applied_at,omitempty"`
+}
+
+func viewOf(st router.State) StateView {
+	v := StateView{Action: st.Action, Weight: st.Weight, Baseline: st.Baseline, Canary: st.Canary, Seq: st.Seq, CommandID: st.CommandID}
+	if !st.AppliedAt.IsZero() {
+		at := st.AppliedAt
+		v.AppliedAt = &at
+	}
+	return v
+}
+
+// Status returns every offered rollout's route, sorted by rollout.
+func (d *Driver) Status() []RouteStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]RouteStatus, 0, len(d.slots))
+	for ro, s := range d.slots {
+		w := s.want
+		w.AppliedAt = time.Time{}
+		rs := RouteStatus{Rollout: ro, Wanted: viewOf(w), Pending: s.applied.Seq != s.want.Seq, Error: s.lastErr, Attempts: s.attempts}
+		if s.applied.Seq != 0 {
+			a := viewOf(s.applied)
+			rs.Applied = &a
+		}
+		out = append(out, rs)
+	}
+	slices.SortFunc(out, func(a, b RouteStatus) int { return strings.Compare(a.Rollout, b.Rollout) })
+	return out
 }
 
 // ApplyBuckets are the upper bounds, in seconds, of the route apply
@@ -207,9 +266,16 @@ func (d *Driver) work(ctx context.Context, rollout string, s *slot) {
 		err := d.r.Apply(actx, targetOf(want))
 		took := d.opts.Clock().Sub(start)
 		cancel()
+		appliedAt := d.opts.Clock()
 		d.mu.Lock()
 		s.inflight, s.cancel = 0, nil
 		newer := s.want.Seq > want.Seq
+		if err == nil {
+			want.AppliedAt = appliedAt
+			s.applied, s.lastErr, s.attempts = want, "", 0
+		} else if ctx.Err() == nil && !newer {
+			s.lastErr, s.attempts = err.Error(), s.attempts+1
+		}
 		d.mu.Unlock()
 		if d.applyDur != nil {
 			d.applyDur.Update(took.Seconds())
@@ -218,7 +284,6 @@ func (d *Driver) work(ctx context.Context, rollout string, s *slot) {
 		switch {
 		case err == nil:
 			done, attempt = want.Seq, 0
-			want.AppliedAt = d.opts.Clock()
 			d.count(rollout, "applied")
 			d.setWeight(rollout, want.Weight)
 			if d.commandToLive != nil && !want.DecidedAt.IsZero() {

@@ -153,7 +153,16 @@ func TestDriverPermanentError(t *testing.T) {
 	a, _, notApplied := drive(t, s, func(d *Driver, _ *acks) {
 		offer(t, d, change(1, schemas.ActionSetWeight, 5))
 		time.Sleep(time.Minute)
+		st := d.Status()
+		if len(st) != 1 || !st[0].Pending || st[0].Applied != nil || !strings.Contains(st[0].Error, "third server") {
+			t.Errorf("status after the permanent error: %+v; want pending, nothing applied, the error", st)
+		}
 		offer(t, d, change(2, schemas.ActionRollback, 0))
+		synctest.Wait()
+		st = d.Status()
+		if len(st) != 1 || st[0].Pending || st[0].Applied == nil || st[0].Applied.Weight != 0 || st[0].Error != "" {
+			t.Errorf("status after the rollback: %+v; want applied weight 0, no error", st)
+		}
 	})
 	if len(s.calls) != 2 || notApplied != 1 {
 		t.Fatalf("%d calls, %d not applied; want 2 (no retry), 1", len(s.calls), notApplied)

@@ -51,6 +51,15 @@ var Families = []Family{
 	{"canaryd_router_weight", "gauge", "rollout,router", "The canary weight (percent) the router last acknowledged applying for the rollout."},
 	{"canaryd_router_ack_missing", "gauge", "rollout,router", "1 while the router, which acknowledged earlier commands of the rollout, has not acknowledged its latest command within --ack-timeout of its publication; else 0."},
 	{"canaryd_acks_invalid_total", "counter", "reason", "Ack records skipped: not_json, invalid (schemas.Ack.Validate), key_mismatch (key is not the rollout), unknown_rollout (no spec), too_many_routers (more than 256 router ids for the rollout)."},
+	// canaryd route (route.Driver and the router library's counters): the
+	// router side, on the route command's own /metrics.
+	{"canaryd_route_applies_total", "counter", "rollout,result", "Attempts to put a rollout's latest command in force on its route: applied, error (retried with backoff), permanent_error (not retried: fix the route), superseded (a newer command came first), unknown_rollout (no route configured), cohort (a cohort step, which route weights cannot express)."},
+	{"canaryd_route_weight", "gauge", "rollout", "The canary weight (percent) last put in force on the rollout's route."},
+	{"canaryd_route_pending", "gauge", "rollout", "1 while the rollout's latest command is not in force on its route (being applied, retried, or refused for good), else 0."},
+	{"canaryd_route_apply_duration_seconds", "histogram", "", "Duration of one attempt to put a command in force on a route (HAProxy runtime API calls, a Kubernetes apply, a git commit and push)."},
+	{"canaryd_route_decision_to_applied_seconds", "histogram", "", "Time from canaryd's decision (the command's decided_at, canaryd's clock) to the command being in force on the route (this router's clock)."},
+	{"canaryd_route_commands_total", "counter", "result,reason", "Control records read: applied (passed the rules), stale (seq not above the last), duplicate (command id seen), tombstone, refused (by reason: not_json, invalid, key_mismatch, unsigned, bad_signature)."},
+	{"canaryd_route_acks_total", "counter", "result", "Acknowledgements: sent (the broker has them), failed (could not be produced), not_applied (commands that could not be put in force, so not acknowledged)."},
 	{"canaryd_operator_actions_total", "counter", "rollout,action", "Operator actions accepted over HTTP (pause, resume, approve, abort, retry, …)."},
 	{"canaryd_specs_valid", "gauge", "", "1 when the spec files last read are valid, else 0 (the last valid specs stay in force)."},
 	{"canaryd_spec_reloads_total", "counter", "result", "Spec file reloads, by result."},
@@ -180,8 +189,8 @@ var droppedFamilies = map[string]bool{
 	"go_gc_forced_count": true,
 }
 
-// fixedTypes are families WriteProcessMetrics writes with the wrong type:
-// counters (they only grow, and end in _total) written as gauges.
+// fixedTypes are families written with the wrong type: counters (they only
+// grow, and end in _total) written as gauges.
 var fixedTypes = map[string]string{
 	"process_io_read_bytes_total":            "counter",
 	"process_io_written_bytes_total":         "counter",
@@ -189,6 +198,10 @@ var fixedTypes = map[string]string{
 	"process_io_write_syscalls_total":        "counter",
 	"process_io_storage_read_bytes_total":    "counter",
 	"process_io_storage_written_bytes_total": "counter",
+	// canaryd route reads these from the router library's counters at
+	// each scrape (metrics.Set.NewGauge with a callback).
+	"canaryd_route_commands_total": "counter",
+	"canaryd_route_acks_total":     "counter",
 }
 
 var familyByName = func() map[string]*Family {

@@ -5,6 +5,7 @@
 //	canaryd validate  check rollout spec files and exit
 //	canaryd status    rollouts as a running canaryd sees them
 //	canaryd wait      wait for a rollout's verdict (exit 0 promoted, 1 rolled back, 2 held or timeout)
+//	canaryd route     put control commands in force on HAProxy, Kubernetes routes or Git
 //	canaryd version   the version and commit canaryd was built from
 package main
 
@@ -35,6 +36,8 @@ Usage:
   canaryd status [ROLLOUT]   rollouts as a running canaryd sees them (its HTTP API)
   canaryd wait ROLLOUT       wait for a rollout's verdict: exit 0 promoted, 1 rolled back,
                              2 held or timeout, 3 error (for pipelines)
+  canaryd route --routes F  follow the control topic and set the weights of HAProxy backends,
+                             Kubernetes routes or Git files; acknowledge what was applied
   canaryd version            the version and commit canaryd was built from (also --version)
   canaryd pause|resume|approve|abort|retry ROLLOUT, canaryd start ROLLOUT --canary V
                              operator actions through the HTTP API (need a token)
@@ -68,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = statusCmd(ctx, args[1:], os.LookupEnv, stdout)
 	case "pause", "resume", "approve", "abort", "retry", "start":
 		err = actCmd(ctx, args[0], args[1:], os.LookupEnv, stdout)
+	case "route":
+		err = routeCmd(ctx, args[1:], stdout)
 	case "wait":
 		return waitCmd(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "version", "--version", "-version":
@@ -173,15 +178,7 @@ func newRunFlags() (*flag.FlagSet, *runFlags) {
 	dur(&c.SpecsPoll, "specs-poll", "how often the spec file or directory is looked at for changes (also read again on SIGHUP)")
 	fs.StringVar(&r.logLevel, "log-level", r.logLevel, "log level: debug, info, warn or error")
 	boolean(&r.verbose, "v", "debug logging (same as --log-level debug)")
-	boolean(&r.sec.TLS, "tls", "connect to Kafka with TLS (implied by any --tls-* flag)")
-	fs.StringVar(&r.sec.CAFile, "tls-ca-file", "", "PEM bundle of the CAs that sign the brokers' certificates (default: the system roots)")
-	fs.StringVar(&r.sec.CertFile, "tls-cert-file", "", "client certificate (PEM) for mTLS; needs --tls-key-file")
-	fs.StringVar(&r.sec.KeyFile, "tls-key-file", "", "private key (PEM) of --tls-cert-file")
-	fs.StringVar(&r.sec.ServerName, "tls-server-name", "", "name the brokers' certificates must carry (default: the host dialled)")
-	fs.StringVar(&r.sec.Mechanism, "sasl-mechanism", "", "SASL mechanism: plain, scram-sha-256, scram-sha-512 or oauthbearer")
-	fs.StringVar(&r.sec.User, "sasl-user", "", "SASL user (plain, scram-*)")
-	fs.StringVar(&r.sec.PasswordFile, "sasl-password-file", "", "file with the SASL password, read at each authentication (or set CANARYD_SASL_PASSWORD)")
-	fs.StringVar(&r.sec.TokenFile, "sasl-oauth-token-file", "", "file with the OAUTHBEARER token (a JWT), read at each authentication")
+	securityFlags(fs, &r.sec)
 	withEnvUsage(fs)
 	return fs, r
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -30,6 +31,20 @@ type security struct {
 	Password     string // CANARYD_SASL_PASSWORD
 	PasswordFile string // --sasl-password-file, read at each authentication
 	TokenFile    string // --sasl-oauth-token-file, read at each authentication
+}
+
+// securityFlags defines the flags of s on fs (CANARYD_SASL_PASSWORD is read
+// by the caller).
+func securityFlags(fs *flag.FlagSet, s *security) {
+	fs.Var((*boolValue)(&s.TLS), "tls", "connect to Kafka with TLS (implied by any --tls-* flag)")
+	fs.StringVar(&s.CAFile, "tls-ca-file", "", "PEM bundle of the CAs that sign the brokers' certificates (default: the system roots)")
+	fs.StringVar(&s.CertFile, "tls-cert-file", "", "client certificate (PEM) for mTLS; needs --tls-key-file")
+	fs.StringVar(&s.KeyFile, "tls-key-file", "", "private key (PEM) of --tls-cert-file")
+	fs.StringVar(&s.ServerName, "tls-server-name", "", "name the brokers' certificates must carry (default: the host dialled)")
+	fs.StringVar(&s.Mechanism, "sasl-mechanism", "", "SASL mechanism: plain, scram-sha-256, scram-sha-512 or oauthbearer")
+	fs.StringVar(&s.User, "sasl-user", "", "SASL user (plain, scram-*)")
+	fs.StringVar(&s.PasswordFile, "sasl-password-file", "", "file with the SASL password, read at each authentication (or set CANARYD_SASL_PASSWORD)")
+	fs.StringVar(&s.TokenFile, "sasl-oauth-token-file", "", "file with the OAUTHBEARER token (a JWT), read at each authentication")
 }
 
 // securityOpts returns the franz-go options of s. Any TLS file or name
