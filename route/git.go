@@ -327,7 +327,14 @@ func (g *Git) sync(ctx context.Context) error {
 	}
 	if !g.remoteChecked {
 		url, err := g.run(ctx, "", "remote", "get-url", "origin")
-		if err != nil {
+		var ge *gitError
+		switch {
+		case errors.As(err, &ge) && ge.exit == 2: // no remote named origin
+			if _, err := g.run(ctx, "", "remote", "add", "origin", g.cfg.Remote); err != nil {
+				return err
+			}
+			url = g.cfg.Remote
+		case err != nil:
 			return err
 		}
 		if url = strings.TrimSpace(url); url != g.cfg.Remote {
@@ -537,8 +544,7 @@ func (g *Git) runIn(ctx context.Context, dir, stdin string, args ...string) (str
 	cmd := exec.CommandContext(ctx, "git", full...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
-		"GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=", "SSH_ASKPASS=", "GCM_INTERACTIVE=never",
-		"GIT_SSH_VARIANT=auto", "LC_ALL=C", "LANGUAGE=C",
+		"GIT_TERMINAL_PROMPT=0", "GCM_INTERACTIVE=never", "LC_ALL=C", "LANGUAGE=C",
 		"GIT_AUTHOR_NAME="+g.cfg.AuthorName, "GIT_AUTHOR_EMAIL="+g.cfg.AuthorEmail,
 		"GIT_COMMITTER_NAME="+g.cfg.AuthorName, "GIT_COMMITTER_EMAIL="+g.cfg.AuthorEmail,
 	)

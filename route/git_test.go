@@ -790,3 +790,97 @@ func FuzzSetWeights(f *testing.F) {
 		}
 	})
 }
+
+// TestGitReuseDir: push: false commits locally only; a later adapter (a
+// restart) on the same directory pushes that commit without making another,
+// puts back a removed origin, and follows a changed remote.
+func TestGitReuseDir(t *testing.T) {
+	gitTestEnv(t)
+	bare := newBareRemote(t, nil)
+	seed := remoteHead(t, bare)
+	dir := filepath.Join(t.TempDir(), "work")
+	ctx := context.Background()
+	noPush := false
+	g1 := newTestGit(t, bare, testRoutes(), func(c *GitConfig) { c.Dir, c.Push = dir, &noPush })
+	if err := g1.Apply(ctx, testTarget("support-agent", 15, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if h := remoteHead(t, bare); h != seed {
+		t.Fatalf("push: false pushed: %s", h)
+	}
+	local := tgit(t, dir, "rev-parse", "main")
+	if local == seed {
+		t.Fatal("push: false made no local commit")
+	}
+
+	g2 := newTestGit(t, bare, testRoutes(), func(c *GitConfig) { c.Dir = dir })
+	if err := g2.Apply(ctx, testTarget("support-agent", 15, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if h := remoteHead(t, bare); h != local {
+		t.Errorf("remote head = %s; want the local commit %s", h, local)
+	}
+
+	tgit(t, dir, "remote", "remove", "origin")
+	g3 := newTestGit(t, bare, testRoutes(), func(c *GitConfig) { c.Dir = dir })
+	if err := g3.Apply(ctx, testTarget("support-agent", 16, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if tr := trailers(t, bare, "main"); tr["Weight"] != "16" {
+		t.Errorf("after origin was removed: remote head trailers %v", tr)
+	}
+
+	moved := filepath.Join(t.TempDir(), "moved.git")
+	tgit(t, "", "clone", "--quiet", "--bare", bare, moved)
+	g4 := newTestGit(t, moved, testRoutes(), func(c *GitConfig) { c.Dir = dir })
+	if err := g4.Apply(ctx, testTarget("support-agent", 17, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if tr := trailers(t, moved, "main"); tr["Weight"] != "17" {
+		t.Errorf("new remote's head trailers %v", tr)
+	}
+	if tr := trailers(t, bare, "main"); tr["Weight"] != "16" {
+		t.Errorf("old remote changed: %v", tr)
+	}
+}
+
+// TestGitUpstreamRace: the remote moves after the push read its refs and
+// before it updated them (here from a pre-push hook of the adapter's
+// clone); git reports "failed to update ref", and the adapter applies again
+// on top, as for a plain rejection.
+func TestGitUpstreamRace(t *testing.T) {
+	gitTestEnv(t)
+	bare := newBareRemote(t, nil)
+	g := newTestGit(t, bare, testRoutes(), nil)
+	ctx := context.Background()
+	if err := g.Apply(ctx, testTarget("support-agent", 5, 1)); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	tgit(t, "", "clone", "--quiet", bare, other)
+	if err := os.WriteFile(filepath.Join(other, "README.md"), []byte("raced\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tgit(t, other, "commit", "--quiet", "-am", "race")
+	raced := tgit(t, other, "rev-parse", "HEAD")
+	marker := filepath.Join(t.TempDir(), "pushed")
+	hook := fmt.Sprintf("#!/bin/sh\n[ -e %[1]q ] && exit 0\ntouch %[1]q\nunset GIT_DIR\ngit -C %[2]q push --quiet origin main\n", marker, other)
+	if err := os.WriteFile(filepath.Join(g.cfg.Dir, ".git", "hooks", "pre-push"), []byte(hook), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	g.log = slog.New(slog.NewTextHandler(&logs, nil))
+	if err := g.Apply(ctx, testTarget("support-agent", 35, 2)); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	head := remoteHead(t, bare)
+	if parent := tgit(t, bare, "rev-parse", head+"^"); parent != raced {
+		t.Errorf("the adapter's commit's parent = %s; want the raced commit %s", parent, raced)
+	}
+	if tr := trailers(t, bare, head); tr["Weight"] != "35" {
+		t.Errorf("trailers %v", tr)
+	}
+	if !strings.Contains(logs.String(), "remote branch moved") {
+		t.Errorf("the race was not seen as the remote moving:\n%s", logs.String())
+	}
+}
