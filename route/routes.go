@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -41,12 +42,63 @@ func (e *RouteFileError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File
 // (nil when the file has none) and its routes (rollout → the route's node).
 type kind struct {
 	name  string
-	build func(settings *yaml.Node, routes map[string]*yaml.Node, log *slog.Logger) (Adapter, error)
+	build func(file string, settings *yaml.Node, routes map[string]*yaml.Node, log *slog.Logger) (Adapter, error)
 }
 
 // kinds are the adapters a routes file may use, in the order they are
 // documented.
-var kinds []kind
+var kinds = []kind{
+	// haproxy, kubernetes: merged next
+
+	kindOf("git", NewGit),
+}
+
+// validator is an adapter's settings or route config.
+type validator interface{ Validate() error }
+
+// kindOf returns the kind name whose settings decode into C and routes into
+// R, built by newA. Each section and route is decoded strictly and
+// validated on its own first, so that an error names its line; newA then
+// checks what needs them together.
+func kindOf[C validator, R validator, A Adapter](name string, newA func(C, map[string]R, *slog.Logger) (A, error)) kind {
+	return kind{name: name, build: func(file string, settings *yaml.Node, routes map[string]*yaml.Node, log *slog.Logger) (Adapter, error) {
+		var cfg C
+		if settings != nil {
+			if err := decodeStrict(file, settings, &cfg); err != nil {
+				return nil, err
+			}
+		}
+		if err := cfg.Validate(); err != nil {
+			line := 1
+			if settings != nil {
+				line = settings.Line
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, name) {
+				msg = name + ": " + msg
+			}
+			return nil, &RouteFileError{file, line, msg}
+		}
+		rs := make(map[string]R, len(routes))
+		for ro, n := range routes {
+			var r R
+			if err := decodeStrict(file, n, &r); err != nil {
+				return nil, err
+			}
+			if err := r.Validate(); err != nil {
+				return nil, &RouteFileError{file, n.Line, fmt.Sprintf("route of %q: %v", ro, err)}
+			}
+			rs[ro] = r
+		}
+		a, err := newA(cfg, rs, log)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", file, name, err)
+		}
+		return a, nil
+	}}
+}
+
+var lineRE = regexp.MustCompile(`^line \d+: `)
 
 // decodeStrict decodes n into v, refusing unknown fields, and returns an
 // error that names n's line.
@@ -59,9 +111,17 @@ func decodeStrict(file string, n *yaml.Node, v any) error {
 	dec := yaml.NewDecoder(&buf)
 	dec.KnownFields(true)
 	if err := dec.Decode(v); err != nil {
-		msg := err.Error()
-		// The re-encoded node starts at line 1: point at the file's line.
-		msg = strings.TrimPrefix(msg, "yaml: ")
+		// The lines of the re-encoded node are not the file's: name the
+		// section's line, and each problem without its line.
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			probs := make([]string, len(te.Errors))
+			for i, e := range te.Errors {
+				probs[i] = lineRE.ReplaceAllString(e, "")
+			}
+			msg = strings.Join(probs, "; ")
+		}
 		return &RouteFileError{file, n.Line, msg}
 	}
 	return nil
@@ -165,7 +225,7 @@ func ParseRoutes(file string, src []byte, log *slog.Logger) (*Mux, error) {
 			}
 			continue
 		}
-		a, err := k.build(settings[k.name], rs, log)
+		a, err := k.build(file, settings[k.name], rs, log)
 		if err != nil {
 			errs = append(errs, err)
 			continue
