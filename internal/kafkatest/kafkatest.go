@@ -155,8 +155,13 @@ func Real(t testing.TB) []string {
 // that Real started, if any, and exits. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { kafkatest.Main(m) }
-func Main(m *testing.M) {
+//
+// cleanups run after the tests, before the broker stops.
+func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
+	for _, f := range cleanups {
+		f()
+	}
 	if err := stopShared(); err != nil {
 		fmt.Fprintf(os.Stderr, "kafkatest: %v\n", err)
 		if code == 0 {
