@@ -432,4 +432,3 @@ func BenchmarkHAProxyApply(b *testing.B) {
 		}
 	}
 }
-
