@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -385,6 +386,7 @@ func TestHAProxyApplyTimeout(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	waitStopped(t, p.cmd.Process.Pid)
 	start := time.Now()
 	err = h.Apply(context.Background(), route.Target{Rollout: "r", CanaryWeight: 10})
 	took := time.Since(start)
@@ -409,6 +411,35 @@ func TestHAProxyApplyTimeout(t *testing.T) {
 	}
 	if gc := p.weight(t, "agent", "v2"); gc != 10 {
 		t.Fatalf("canary weight %d; want 10", gc)
+	}
+}
+
+// waitStopped waits until every thread of the process is stopped (state T
+// in /proc): the signal is delivered asynchronously, and a thread still
+// running would answer the first command.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		if err != nil || len(tasks) == 0 {
+			t.Fatalf("list threads of %d: %v", pid, err)
+		}
+		stopped := 0
+		for _, f := range tasks {
+			b, err := os.ReadFile(f)
+			// The state follows the ")" that ends the command name.
+			if i := strings.LastIndexByte(string(b), ')'); err == nil && i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
+				stopped++
+			}
+		}
+		if stopped == len(tasks) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("haproxy (pid %d): %d of %d threads stopped 10s after SIGSTOP", pid, stopped, len(tasks))
+		}
+		time.Sleep(time.Millisecond) // polling interval, not a decision
 	}
 }
 
