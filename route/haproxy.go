@@ -253,7 +253,7 @@ func (h *HAProxy) write(ctx context.Context, backend string, first, second hapro
 	if uerr := h.setWeight(ctx, backend, first.server, first.from); uerr != nil {
 		return errors.Join(err, fmt.Errorf("undo %s/%s back to weight %d: %w", backend, first.server, first.from, uerr))
 	}
-	return err
+	return fmt.Errorf("%w; %s/%s put back to weight %d", err, backend, first.server, first.from)
 }
 
 func (h *HAProxy) setWeight(ctx context.Context, backend, server string, w int) error {

@@ -315,7 +315,7 @@ func TestHAProxyApplyRefused(t *testing.T) {
 		// The canary's 0 is accepted (a static algorithm allows 0), the
 		// baseline's 100 is not (only 0 and its configured 1): the canary's
 		// write must be undone.
-		{"static algorithm, second write", admin, "static", 0, []string{"set weight static/v1 100", "static LB algorithm"}, true},
+		{"static algorithm, second write", admin, "static", 0, []string{"set weight static/v1 100", "static LB algorithm", "static/v2 put back to weight 1"}, true},
 		{"connection refused", refused, "agent", 50, []string{"runtime API 127.0.0.1:1", "connection refused"}, false},
 		{"no socket file", gone, "agent", 50, []string{"runtime API " + filepath.Dir(p.admin) + "/gone.sock", "no such file"}, false},
 	} {
