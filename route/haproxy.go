@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -186,7 +187,7 @@ func (h *HAProxy) Apply(ctx context.Context, t Target) error {
 	}
 	canary := haproxyWrite{server: r.CanaryServer, from: cur.canary.weight, to: t.CanaryWeight}
 	baseline := haproxyWrite{server: r.BaselineServer, from: cur.baseline.weight, to: 100 - t.CanaryWeight}
-	first, second := writeOrder(canary, baseline)
+	first, second := haproxyWriteOrder(canary, baseline)
 	if err := h.write(ctx, r.Backend, first, second); err != nil {
 		return fmt.Errorf("haproxy: rollout %q: %w", t.Rollout, err)
 	}
@@ -224,14 +225,14 @@ type haproxyWrite struct {
 	from, to int
 }
 
-// writeOrder returns the canary's write first, so that a failure half-way
+// haproxyWriteOrder returns the canary's write first, so that a failure half-way
 // leaves the canary at most the traffic it had before (when its weight goes
 // down) or at most its new share (when it goes up), and the baseline
 // serving. Going to 0 while the baseline is at 0 (a rollback after a
 // promote), canary first would leave both servers at 0 and every request
 // without a server (HAProxy answers 503) until the second write: there the
 // baseline's write goes first, which cuts the canary's share as well.
-func writeOrder(canary, baseline haproxyWrite) (first, second haproxyWrite) {
+func haproxyWriteOrder(canary, baseline haproxyWrite) (first, second haproxyWrite) {
 	if canary.to == 0 && baseline.from == 0 && baseline.to > 0 {
 		return baseline, canary
 	}
@@ -263,7 +264,7 @@ func (h *HAProxy) setWeight(ctx context.Context, backend, server string, w int) 
 		return err
 	}
 	if out != "" {
-		return refusal(cmd, out)
+		return haproxyRefusal(cmd, out)
 	}
 	return nil
 }
@@ -279,16 +280,16 @@ func (h *HAProxy) getWeight(ctx context.Context, backend, server string) (int, e
 	f, _, _ := strings.Cut(out, " ")
 	w, perr := strconv.Atoi(f)
 	if perr != nil || !strings.Contains(out, "(initial ") {
-		return 0, refusal(cmd, out)
+		return 0, haproxyRefusal(cmd, out)
 	}
 	return w, nil
 }
 
-// refusal turns an answer HAProxy gave instead of the expected one into an
+// haproxyRefusal turns an answer HAProxy gave instead of the expected one into an
 // error. HAProxy's refusals (no such backend or server, permission denied,
 // static balancing algorithm, bad weight) come from its configuration, so
 // retrying the same command gets the same answer: they are permanent.
-func refusal(cmd, out string) error {
+func haproxyRefusal(cmd, out string) error {
 	var hint string
 	switch {
 	case strings.HasPrefix(out, "Permission denied"):
@@ -329,7 +330,7 @@ func (h *HAProxy) servers(ctx context.Context, r HAProxyRoute) (haproxyState, er
 	if strings.HasPrefix(out, "Can't find backend") {
 		return haproxyState{}, Permanentf("backend %q does not exist (HAProxy answered %q)", r.Backend, out)
 	}
-	rows, err := parseServersState(out)
+	rows, err := parseHAProxyServersState(out)
 	if err != nil {
 		return haproxyState{}, Permanent(fmt.Errorf("%s: %w", cmd, err))
 	}
@@ -352,7 +353,7 @@ func (h *HAProxy) servers(ctx context.Context, r HAProxyRoute) (haproxyState, er
 		}
 	}
 	for _, want := range []string{r.BaselineServer, r.CanaryServer} {
-		if !contains(found, want) {
+		if !slices.Contains(found, want) {
 			return haproxyState{}, Permanentf("backend %q has no server %q (its servers: %s)", r.Backend, want, strings.Join(names, ", "))
 		}
 	}
@@ -363,22 +364,13 @@ func (h *HAProxy) servers(ctx context.Context, r HAProxyRoute) (haproxyState, er
 	return st, nil
 }
 
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// parseServersState reads the answer to `show servers state <backend>`:
+// parseHAProxyServersState reads the answer to `show servers state <backend>`:
 // a format version line ("1"), a "# " header naming the columns, then one
 // row per server. Columns are found by name so added columns do not matter.
-func parseServersState(out string) ([]haproxyServer, error) {
+func parseHAProxyServersState(out string) ([]haproxyServer, error) {
 	lines := strings.Split(out, "\n")
 	if len(lines) < 2 || strings.TrimSpace(lines[0]) != "1" || !strings.HasPrefix(lines[1], "# ") {
-		return nil, fmt.Errorf("unexpected answer %q (want format version 1 and a header)", firstLine(out))
+		return nil, fmt.Errorf("unexpected answer %q (want format version 1 and a header)", haproxyFirstLine(out))
 	}
 	col := map[string]int{}
 	for i, name := range strings.Fields(strings.TrimPrefix(lines[1], "# ")) {
@@ -409,7 +401,7 @@ func parseServersState(out string) ([]haproxyServer, error) {
 	return rows, nil
 }
 
-func firstLine(s string) string {
+func haproxyFirstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
 }
@@ -440,30 +432,30 @@ func (h *HAProxy) command(ctx context.Context, cmd string) (string, error) {
 	defer conn.Close()
 	// The context (with the command timeout) covers the whole exchange:
 	// once it is done, the connection's deadline ends a write or read that
-	// is waiting, and ctxErr reports the context's error.
+	// is waiting, and haproxyCtxErr reports the context's error.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
 	start := time.Now()
 	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
-		return "", fmt.Errorf("runtime API %s: %s: %w", h.cfg.Address, cmd, ctxErr(ctx, err))
+		return "", fmt.Errorf("runtime API %s: %s: %w", h.cfg.Address, cmd, haproxyCtxErr(ctx, err))
 	}
 	b, err := io.ReadAll(io.LimitReader(bufio.NewReader(conn), maxHAProxyAnswer))
 	if err != nil {
-		return "", fmt.Errorf("runtime API %s: %s: %w", h.cfg.Address, cmd, ctxErr(ctx, err))
+		return "", fmt.Errorf("runtime API %s: %s: %w", h.cfg.Address, cmd, haproxyCtxErr(ctx, err))
 	}
 	// Every answer ends with a newline (a successful set weight is just
 	// "\n"): without it the connection was closed before HAProxy answered.
 	if len(b) == 0 || b[len(b)-1] != '\n' {
-		return "", fmt.Errorf("runtime API %s: %s: connection closed before the answer ended (got %q)", h.cfg.Address, cmd, firstLine(string(b)))
+		return "", fmt.Errorf("runtime API %s: %s: connection closed before the answer ended (got %q)", h.cfg.Address, cmd, haproxyFirstLine(string(b)))
 	}
 	out := strings.TrimRight(string(b), "\n")
-	h.log.Debug("haproxy command", "cmd", cmd, "answer", firstLine(out), "took", time.Since(start))
+	h.log.Debug("haproxy command", "cmd", cmd, "answer", haproxyFirstLine(out), "took", time.Since(start))
 	return out, nil
 }
 
-// ctxErr prefers the context's error (deadline, cancel) to the i/o timeout
+// haproxyCtxErr prefers the context's error (deadline, cancel) to the i/o timeout
 // its deadline caused.
-func ctxErr(ctx context.Context, err error) error {
+func haproxyCtxErr(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return fmt.Errorf("%w (%w)", cerr, err)
 	}

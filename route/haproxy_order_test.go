@@ -17,7 +17,7 @@ func TestHAProxyWriteOrder(t *testing.T) {
 		for to := 0; to <= 100; to++ {
 			canary := haproxyWrite{server: "c", from: from, to: to}
 			baseline := haproxyWrite{server: "b", from: 100 - from, to: 100 - to}
-			first, _ := writeOrder(canary, baseline)
+			first, _ := haproxyWriteOrder(canary, baseline)
 			c, b := canary.from, baseline.from
 			if first.server == "c" {
 				c = canary.to

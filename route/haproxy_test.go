@@ -101,15 +101,15 @@ routes:
 // each connection, so the split of a single connection follows the weights.
 func TestHAProxyApplySplit(t *testing.T) {
 	p := startHAProxy(t, hpBackend{name: "agent", balance: "roundrobin", servers: []hpServer{
-		{name: "v1", addr: versionServer(t, "v1"), weight: 100},
-		{name: "v2", addr: versionServer(t, "v2"), weight: 0},
+		{name: "v1", addr: hpVersionServer(t, "v1"), weight: 100},
+		{name: "v2", addr: hpVersionServer(t, "v2"), weight: 0},
 	}})
 	h, err := route.NewHAProxy(route.HAProxyConfig{Address: p.admin},
 		map[string]route.HAProxyRoute{"support-agent": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc := newFrontClient(p)
+	fc := newHPFrontClient(p)
 	if got := fc.count(t, 200); got["v2"] != 0 {
 		t.Fatalf("before any Apply: %v; want no answer from v2 (declared weight 0)", got)
 	}
@@ -181,15 +181,15 @@ func TestHAProxyApplySplit(t *testing.T) {
 // this test only catches the gap when a request falls into it).
 func TestHAProxyApplyNoGap(t *testing.T) {
 	p := startHAProxy(t, hpBackend{name: "agent", balance: "roundrobin", servers: []hpServer{
-		{name: "v1", addr: versionServer(t, "v1"), weight: 100},
-		{name: "v2", addr: versionServer(t, "v2"), weight: 0},
+		{name: "v1", addr: hpVersionServer(t, "v1"), weight: 100},
+		{name: "v2", addr: hpVersionServer(t, "v2"), weight: 0},
 	}})
 	h, err := route.NewHAProxy(route.HAProxyConfig{Address: p.admin},
 		map[string]route.HAProxyRoute{"r": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc := newFrontClient(p)
+	fc := newHPFrontClient(p)
 	stop := make(chan struct{})
 	type result struct {
 		n, failed int
@@ -386,7 +386,7 @@ func TestHAProxyApplyTimeout(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	waitStopped(t, p.cmd.Process.Pid)
+	hpWaitStopped(t, p.cmd.Process.Pid)
 	start := time.Now()
 	err = h.Apply(context.Background(), route.Target{Rollout: "r", CanaryWeight: 10})
 	took := time.Since(start)
@@ -414,10 +414,10 @@ func TestHAProxyApplyTimeout(t *testing.T) {
 	}
 }
 
-// waitStopped waits until every thread of the process is stopped (state T
+// hpWaitStopped waits until every thread of the process is stopped (state T
 // in /proc): the signal is delivered asynchronously, and a thread still
 // running would answer the first command.
-func waitStopped(t *testing.T, pid int) {
+func hpWaitStopped(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -191,8 +191,8 @@ func (p *haproxyProc) weight(t testing.TB, backend, server string) int {
 	return w
 }
 
-// versionServer answers every request with its name.
-func versionServer(t testing.TB, name string) string {
+// hpVersionServer answers every request with its name.
+func hpVersionServer(t testing.TB, name string) string {
 	t.Helper()
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, name)
@@ -201,17 +201,17 @@ func versionServer(t testing.TB, name string) string {
 	return s.Listener.Addr().String()
 }
 
-// frontClient sends requests through HAProxy's frontend on one keep-alive
+// hpFrontClient sends requests through HAProxy's frontend on one keep-alive
 // connection (MaxConnsPerHost 1, requests one after the other) and counts
 // the connections it opens, so a test can show HAProxy balances each request
 // and not each connection.
-type frontClient struct {
+type hpFrontClient struct {
 	c     *http.Client
 	conns atomic.Int64
 }
 
-func newFrontClient(p *haproxyProc) *frontClient {
-	fc := &frontClient{}
+func newHPFrontClient(p *haproxyProc) *hpFrontClient {
+	fc := &hpFrontClient{}
 	fc.c = &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{
@@ -227,7 +227,7 @@ func newFrontClient(p *haproxyProc) *frontClient {
 }
 
 // get sends one request and returns the name of the version that answered.
-func (fc *frontClient) get(t testing.TB) string {
+func (fc *hpFrontClient) get(t testing.TB) string {
 	t.Helper()
 	code, body, err := fc.do()
 	if err != nil {
@@ -240,7 +240,7 @@ func (fc *frontClient) get(t testing.TB) string {
 }
 
 // do sends one request; it may run on any goroutine.
-func (fc *frontClient) do() (int, string, error) {
+func (fc *hpFrontClient) do() (int, string, error) {
 	req, _ := http.NewRequest("GET", "http://canary.test/", nil)
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 		GotConn: func(i httptrace.GotConnInfo) {
@@ -259,7 +259,7 @@ func (fc *frontClient) do() (int, string, error) {
 }
 
 // count sends n requests and counts the answers by version.
-func (fc *frontClient) count(t testing.TB, n int) map[string]int {
+func (fc *hpFrontClient) count(t testing.TB, n int) map[string]int {
 	t.Helper()
 	got := map[string]int{}
 	for range n {
