@@ -41,7 +41,7 @@ build:
 
 # DEPS_APT: Debian packages make test needs, as "command:package" pairs.
 DEPS_APT := kcat:kcat mvn:maven java:openjdk-17-jre-headless openssl:openssl python3:python3 \
-	python3-venv-check:python3-venv chromium:chromium chromedriver:chromium-driver promtool:prometheus
+	python3-venv-check:python3-venv chromium:chromium chromedriver:chromium-driver promtool:prometheus haproxy:haproxy
 
 ## deps: what make test needs besides Go: kcat, Maven, Java 17, Python 3 with
 ## venv, headless Chromium and chromedriver (the status page's test),

@@ -212,6 +212,7 @@ func TestRouteCommandGit(t *testing.T) {
 			brokers := kafkatest.Brokers(t, kind)
 			control, acks := kafkatest.Topic(t), kafkatest.Topic(t)+".acks"
 			kafkatest.CreateTopics(t, brokers, 1, control, acks)
+			t0 := time.Now()
 			bare := newBareRemote(t, nil)
 			keyFile := filepath.Join(t.TempDir(), "key")
 			if err := os.WriteFile(keyFile, append(commandKey, '\n'), 0o600); err != nil {
@@ -232,8 +233,10 @@ routes:
 			produce(t, brokers, controlRecord(t, control, cmd(1, schemas.ActionSetWeight, 0, 10), commandKey))
 			p := startRoute(t, routes, "--brokers", strings.Join(brokers, ","), "--control-topic", control,
 				"--acks-topic", acks, "--router-id", "router-a", "--sign-key-file", keyFile, "--min-backoff", "50ms")
+			t.Logf("route ready after %v", time.Since(t0))
 			ar := newAckReader(t, brokers, acks)
 			ar.until(t, "set_weight 10", lastAckSeq(1))
+			t.Logf("first ack after %v", time.Since(t0))
 			if w := remoteWeights(t, bare); w != "100/10" && w != "90/10" {
 				t.Fatalf("remote weights after set_weight 10: %s; want 90/10", w)
 			}
@@ -242,6 +245,7 @@ routes:
 			produce(t, brokers, controlRecord(t, control, cmd(2, schemas.ActionSetWeight, 1, 50), nil)) // unsigned
 			produce(t, brokers, controlRecord(t, control, cmd(3, schemas.ActionRollback, 1, 0), commandKey))
 			got := ar.until(t, "rollback", lastAckSeq(3))
+			t.Logf("rollback ack after %v", time.Since(t0))
 			var seqs []string
 			for _, a := range got {
 				seqs = append(seqs, fmt.Sprintf("%d %s %d %s", a.Seq, a.Action, a.Weight, a.Router))

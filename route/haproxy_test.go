@@ -1,4 +1,4 @@
-package route_test
+package route
 
 import (
 	"context"
@@ -14,35 +14,34 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/inferensys/canaryd/route"
 	"github.com/inferensys/canaryd/schemas"
 )
 
 func TestHAProxyConfigValidate(t *testing.T) {
-	good := route.HAProxyRoute{Backend: "be", BaselineServer: "v1", CanaryServer: "v2"}
+	good := HAProxyRoute{Backend: "be", BaselineServer: "v1", CanaryServer: "v2"}
 	for _, tc := range []struct {
 		name string
-		cfg  route.HAProxyConfig
-		r    route.HAProxyRoute
+		cfg  HAProxyConfig
+		r    HAProxyRoute
 		want string // "" = valid
 	}{
-		{"unix", route.HAProxyConfig{Address: "/run/haproxy/admin.sock"}, good, ""},
-		{"tcp", route.HAProxyConfig{Address: "127.0.0.1:9999", Timeout: time.Second}, good, ""},
-		{"names with . - _ :", route.HAProxyConfig{Address: "lb.internal:9999"}, route.HAProxyRoute{Backend: "be_support-agent.v1:x", BaselineServer: "a", CanaryServer: "b"}, ""},
-		{"no address", route.HAProxyConfig{}, good, "address is required"},
-		{"relative path", route.HAProxyConfig{Address: "admin.sock"}, good, "address \"admin.sock\""},
-		{"no host", route.HAProxyConfig{Address: ":9999"}, good, "has no host"},
-		{"bad port", route.HAProxyConfig{Address: "h:http"}, good, "port \"http\""},
-		{"negative timeout", route.HAProxyConfig{Address: "/s", Timeout: -time.Second}, good, "timeout -1s is negative"},
-		{"no backend", route.HAProxyConfig{Address: "/s"}, route.HAProxyRoute{BaselineServer: "a", CanaryServer: "b"}, "backend: is required"},
-		{"no baseline", route.HAProxyConfig{Address: "/s"}, route.HAProxyRoute{Backend: "be", CanaryServer: "b"}, "baseline_server: is required"},
-		{"no canary", route.HAProxyConfig{Address: "/s"}, route.HAProxyRoute{Backend: "be", BaselineServer: "a"}, "canary_server: is required"},
-		{"same server", route.HAProxyConfig{Address: "/s"}, route.HAProxyRoute{Backend: "be", BaselineServer: "a", CanaryServer: "a"}, "both \"a\""},
-		{"command injection", route.HAProxyConfig{Address: "/s"}, route.HAProxyRoute{Backend: "be", BaselineServer: "a", CanaryServer: "b; shutdown frontend fe"}, "canary_server: \"b; shutdown frontend fe\" has ';'"},
-		{"slash", route.HAProxyConfig{Address: "/s"}, route.HAProxyRoute{Backend: "be/x", BaselineServer: "a", CanaryServer: "b"}, "backend: \"be/x\" has '/'"},
+		{"unix", HAProxyConfig{Address: "/run/haproxy/admin.sock"}, good, ""},
+		{"tcp", HAProxyConfig{Address: "127.0.0.1:9999", Timeout: time.Second}, good, ""},
+		{"names with . - _ :", HAProxyConfig{Address: "lb.internal:9999"}, HAProxyRoute{Backend: "be_support-agent.v1:x", BaselineServer: "a", CanaryServer: "b"}, ""},
+		{"no address", HAProxyConfig{}, good, "address is required"},
+		{"relative path", HAProxyConfig{Address: "admin.sock"}, good, "address \"admin.sock\""},
+		{"no host", HAProxyConfig{Address: ":9999"}, good, "has no host"},
+		{"bad port", HAProxyConfig{Address: "h:http"}, good, "port \"http\""},
+		{"negative timeout", HAProxyConfig{Address: "/s", Timeout: -time.Second}, good, "timeout -1s is negative"},
+		{"no backend", HAProxyConfig{Address: "/s"}, HAProxyRoute{BaselineServer: "a", CanaryServer: "b"}, "backend: is required"},
+		{"no baseline", HAProxyConfig{Address: "/s"}, HAProxyRoute{Backend: "be", CanaryServer: "b"}, "baseline_server: is required"},
+		{"no canary", HAProxyConfig{Address: "/s"}, HAProxyRoute{Backend: "be", BaselineServer: "a"}, "canary_server: is required"},
+		{"same server", HAProxyConfig{Address: "/s"}, HAProxyRoute{Backend: "be", BaselineServer: "a", CanaryServer: "a"}, "both \"a\""},
+		{"command injection", HAProxyConfig{Address: "/s"}, HAProxyRoute{Backend: "be", BaselineServer: "a", CanaryServer: "b; shutdown frontend fe"}, "canary_server: \"b; shutdown frontend fe\" has ';'"},
+		{"slash", HAProxyConfig{Address: "/s"}, HAProxyRoute{Backend: "be/x", BaselineServer: "a", CanaryServer: "b"}, "backend: \"be/x\" has '/'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := route.NewHAProxy(tc.cfg, map[string]route.HAProxyRoute{"r": tc.r}, nil)
+			_, err := NewHAProxy(tc.cfg, map[string]HAProxyRoute{"r": tc.r}, nil)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("got %v; want no error", err)
@@ -59,10 +58,10 @@ func TestHAProxyConfigValidate(t *testing.T) {
 // TestHAProxyConfigYAML decodes the shapes the routes file embeds.
 func TestHAProxyConfigYAML(t *testing.T) {
 	var f struct {
-		HAProxy route.HAProxyConfig `yaml:"haproxy"`
+		HAProxy HAProxyConfig `yaml:"haproxy"`
 		Routes  []struct {
-			Rollout string             `yaml:"rollout"`
-			HAProxy route.HAProxyRoute `yaml:"haproxy"`
+			Rollout string       `yaml:"rollout"`
+			HAProxy HAProxyRoute `yaml:"haproxy"`
 		} `yaml:"routes"`
 	}
 	src := `
@@ -74,10 +73,10 @@ routes:
 	if err := yaml.Unmarshal([]byte(src), &f); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := f.HAProxy, (route.HAProxyConfig{Address: "/run/haproxy/admin.sock", Timeout: 1500 * time.Millisecond}); got != want {
+	if got, want := f.HAProxy, (HAProxyConfig{Address: "/run/haproxy/admin.sock", Timeout: 1500 * time.Millisecond}); got != want {
 		t.Fatalf("got %+v; want %+v", got, want)
 	}
-	if got, want := f.Routes[0].HAProxy, (route.HAProxyRoute{Backend: "support_agent", BaselineServer: "v1", CanaryServer: "v2"}); got != want {
+	if got, want := f.Routes[0].HAProxy, (HAProxyRoute{Backend: "support_agent", BaselineServer: "v1", CanaryServer: "v2"}); got != want {
 		t.Fatalf("got %+v; want %+v", got, want)
 	}
 	if err := errors.Join(f.HAProxy.Validate(), f.Routes[0].HAProxy.Validate()); err != nil {
@@ -104,8 +103,8 @@ func TestHAProxyApplySplit(t *testing.T) {
 		{name: "v1", addr: hpVersionServer(t, "v1"), weight: 100},
 		{name: "v2", addr: hpVersionServer(t, "v2"), weight: 0},
 	}})
-	h, err := route.NewHAProxy(route.HAProxyConfig{Address: p.admin},
-		map[string]route.HAProxyRoute{"support-agent": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
+	h, err := NewHAProxy(HAProxyConfig{Address: p.admin},
+		map[string]HAProxyRoute{"support-agent": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +119,7 @@ func TestHAProxyApplySplit(t *testing.T) {
 		w      int
 		action schemas.Action
 	}{{5, schemas.ActionSetWeight}, {25, schemas.ActionSetWeight}, {50, schemas.ActionSetWeight}, {100, schemas.ActionPromote}, {0, schemas.ActionRollback}} {
-		tg := route.Target{Rollout: "support-agent", Baseline: "v1", Canary: "v2", CanaryWeight: step.w, Action: step.action}
+		tg := Target{Rollout: "support-agent", Baseline: "v1", Canary: "v2", CanaryWeight: step.w, Action: step.action}
 		start := time.Now()
 		if err := h.Apply(context.Background(), tg); err != nil {
 			t.Fatalf("Apply(%d): %v", step.w, err)
@@ -184,8 +183,8 @@ func TestHAProxyApplyNoGap(t *testing.T) {
 		{name: "v1", addr: hpVersionServer(t, "v1"), weight: 100},
 		{name: "v2", addr: hpVersionServer(t, "v2"), weight: 0},
 	}})
-	h, err := route.NewHAProxy(route.HAProxyConfig{Address: p.admin},
-		map[string]route.HAProxyRoute{"r": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
+	h, err := NewHAProxy(HAProxyConfig{Address: p.admin},
+		map[string]HAProxyRoute{"r": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +216,7 @@ func TestHAProxyApplyNoGap(t *testing.T) {
 	const flips = 100
 	for i := range flips {
 		for _, w := range []int{100, 0} {
-			if err := h.Apply(context.Background(), route.Target{Rollout: "r", CanaryWeight: w}); err != nil {
+			if err := h.Apply(context.Background(), Target{Rollout: "r", CanaryWeight: w}); err != nil {
 				close(stop)
 				<-done
 				t.Fatalf("flip %d: Apply(%d): %v", i, w, err)
@@ -238,13 +237,13 @@ func TestHAProxyApplyTCP(t *testing.T) {
 		{name: "v1", addr: "127.0.0.1:1", weight: 100},
 		{name: "v2", addr: "127.0.0.1:1", weight: 0},
 	}})
-	h, err := route.NewHAProxy(route.HAProxyConfig{Address: p.tcpAdmin},
-		map[string]route.HAProxyRoute{"r": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
+	h, err := NewHAProxy(HAProxyConfig{Address: p.tcpAdmin},
+		map[string]HAProxyRoute{"r": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range []int{30, 30, 0} { // twice: Apply is idempotent
-		if err := h.Apply(context.Background(), route.Target{Rollout: "r", CanaryWeight: w}); err != nil {
+		if err := h.Apply(context.Background(), Target{Rollout: "r", CanaryWeight: w}); err != nil {
 			t.Fatalf("Apply(%d) over TCP %s: %v", w, p.tcpAdmin, err)
 		}
 		if gc, gb := p.weight(t, "agent", "v2"), p.weight(t, "agent", "v1"); gc != w || gb != 100-w {
@@ -263,26 +262,26 @@ func TestHAProxyApplyRefused(t *testing.T) {
 		hpBackend{name: "three", balance: "roundrobin", servers: []hpServer{{name: "v1", addr: dead, weight: 90}, {name: "v2", addr: dead, weight: 10}, {name: "old", addr: dead, weight: 5}, {name: "spare", addr: dead, weight: 0}, {name: "off", addr: dead, weight: 50, extra: "disabled"}}},
 		hpBackend{name: "static", balance: "static-rr", servers: []hpServer{{name: "v1", addr: dead, weight: 1}, {name: "v2", addr: dead, weight: 1}}},
 	)
-	routes := map[string]route.HAProxyRoute{
+	routes := map[string]HAProxyRoute{
 		"agent":      {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"},
 		"no-backend": {Backend: "nope", BaselineServer: "v1", CanaryServer: "v2"},
 		"no-server":  {Backend: "agent", BaselineServer: "v1", CanaryServer: "v3"},
 		"three":      {Backend: "three", BaselineServer: "v1", CanaryServer: "v2"},
 		"static":     {Backend: "static", BaselineServer: "v1", CanaryServer: "v2"},
 	}
-	admin, err := route.NewHAProxy(route.HAProxyConfig{Address: p.admin}, routes, nil)
+	admin, err := NewHAProxy(HAProxyConfig{Address: p.admin}, routes, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	user, err := route.NewHAProxy(route.HAProxyConfig{Address: p.user}, routes, nil)
+	user, err := NewHAProxy(HAProxyConfig{Address: p.user}, routes, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gone, err := route.NewHAProxy(route.HAProxyConfig{Address: filepath.Join(filepath.Dir(p.admin), "gone.sock")}, routes, nil)
+	gone, err := NewHAProxy(HAProxyConfig{Address: filepath.Join(filepath.Dir(p.admin), "gone.sock")}, routes, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	refused, err := route.NewHAProxy(route.HAProxyConfig{Address: "127.0.0.1:1"}, routes, nil)
+	refused, err := NewHAProxy(HAProxyConfig{Address: "127.0.0.1:1"}, routes, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,13 +298,13 @@ func TestHAProxyApplyRefused(t *testing.T) {
 
 	for _, tc := range []struct {
 		name      string
-		h         *route.HAProxy
+		h         *HAProxy
 		rollout   string
 		w         int
 		want      []string
 		permanent bool
 	}{
-		{"unknown rollout", admin, "checkout", 50, []string{`rollout "checkout"`, route.ErrUnknownRollout.Error()}, true},
+		{"unknown rollout", admin, "checkout", 50, []string{`rollout "checkout"`, ErrUnknownRollout.Error()}, true},
 		{"weight above 100", admin, "agent", 101, []string{"canary weight 101 is outside 0..100"}, true},
 		{"unknown backend", admin, "no-backend", 50, []string{`backend "nope" does not exist`}, true},
 		{"unknown server", admin, "no-server", 50, []string{`backend "agent" has no server "v3"`, "its servers: v1, v2"}, true},
@@ -320,7 +319,7 @@ func TestHAProxyApplyRefused(t *testing.T) {
 		{"no socket file", gone, "agent", 50, []string{"runtime API " + filepath.Dir(p.admin) + "/gone.sock", "no such file"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.h.Apply(context.Background(), route.Target{Rollout: tc.rollout, Baseline: "v1", Canary: "v2", CanaryWeight: tc.w})
+			err := tc.h.Apply(context.Background(), Target{Rollout: tc.rollout, Baseline: "v1", Canary: "v2", CanaryWeight: tc.w})
 			if err == nil {
 				t.Fatalf("got nil; want an error")
 			}
@@ -330,10 +329,10 @@ func TestHAProxyApplyRefused(t *testing.T) {
 					t.Errorf("got %q; want it to contain %q", err, w)
 				}
 			}
-			if got := route.IsPermanent(err); got != tc.permanent {
+			if got := IsPermanent(err); got != tc.permanent {
 				t.Errorf("IsPermanent = %v; want %v", got, tc.permanent)
 			}
-			if tc.rollout == "checkout" && !errors.Is(err, route.ErrUnknownRollout) {
+			if tc.rollout == "checkout" && !errors.Is(err, ErrUnknownRollout) {
 				t.Errorf("got %v; want it to wrap ErrUnknownRollout", err)
 			}
 			after := weights()
@@ -349,7 +348,7 @@ func TestHAProxyApplyRefused(t *testing.T) {
 	// in maintenance (as "off", disabled in the config, and "spare", at
 	// weight 0, already are), the route is accepted.
 	p.cmdOK(t, "set server three/old state maint")
-	if err := admin.Apply(context.Background(), route.Target{Rollout: "three", CanaryWeight: 40}); err != nil {
+	if err := admin.Apply(context.Background(), Target{Rollout: "three", CanaryWeight: 40}); err != nil {
 		t.Fatalf("Apply with the third server in maintenance: %v", err)
 	}
 	if gc, gb := p.weight(t, "three", "v2"), p.weight(t, "three", "v1"); gc != 40 || gb != 60 {
@@ -360,12 +359,12 @@ func TestHAProxyApplyRefused(t *testing.T) {
 	// not served, so Apply reports it and a retry succeeds once the server
 	// is back.
 	p.cmdOK(t, "set server agent/v2 state maint")
-	err = admin.Apply(context.Background(), route.Target{Rollout: "agent", CanaryWeight: 20})
-	if err == nil || route.IsPermanent(err) || !strings.Contains(err.Error(), "agent/v2 is in maintenance") {
+	err = admin.Apply(context.Background(), Target{Rollout: "agent", CanaryWeight: 20})
+	if err == nil || IsPermanent(err) || !strings.Contains(err.Error(), "agent/v2 is in maintenance") {
 		t.Fatalf("Apply with the canary in maintenance: got %v; want a retriable error naming agent/v2", err)
 	}
 	p.cmdOK(t, "set server agent/v2 state ready")
-	if err := admin.Apply(context.Background(), route.Target{Rollout: "agent", CanaryWeight: 20}); err != nil {
+	if err := admin.Apply(context.Background(), Target{Rollout: "agent", CanaryWeight: 20}); err != nil {
 		t.Fatalf("Apply once the canary is ready: %v", err)
 	}
 }
@@ -378,8 +377,8 @@ func TestHAProxyApplyTimeout(t *testing.T) {
 	p := startHAProxy(t, hpBackend{name: "agent", balance: "roundrobin", servers: []hpServer{
 		{name: "v1", addr: "127.0.0.1:1", weight: 100}, {name: "v2", addr: "127.0.0.1:1", weight: 0},
 	}})
-	h, err := route.NewHAProxy(route.HAProxyConfig{Address: p.admin, Timeout: 300 * time.Millisecond},
-		map[string]route.HAProxyRoute{"r": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
+	h, err := NewHAProxy(HAProxyConfig{Address: p.admin, Timeout: 300 * time.Millisecond},
+		map[string]HAProxyRoute{"r": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,10 +387,10 @@ func TestHAProxyApplyTimeout(t *testing.T) {
 	}
 	hpWaitStopped(t, p.cmd.Process.Pid)
 	start := time.Now()
-	err = h.Apply(context.Background(), route.Target{Rollout: "r", CanaryWeight: 10})
+	err = h.Apply(context.Background(), Target{Rollout: "r", CanaryWeight: 10})
 	took := time.Since(start)
 	t.Logf("Apply on a stopped HAProxy: %v after %v", err, took)
-	if err == nil || route.IsPermanent(err) || !errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || IsPermanent(err) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v; want a retriable deadline error", err)
 	}
 	if took > 5*time.Second {
@@ -400,13 +399,13 @@ func TestHAProxyApplyTimeout(t *testing.T) {
 	// A cancelled context ends the wait as well.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := h.Apply(ctx, route.Target{Rollout: "r", CanaryWeight: 10}); !errors.Is(err, context.Canceled) {
+	if err := h.Apply(ctx, Target{Rollout: "r", CanaryWeight: 10}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Apply with a cancelled context: got %v; want context.Canceled", err)
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Apply(context.Background(), route.Target{Rollout: "r", CanaryWeight: 10}); err != nil {
+	if err := h.Apply(context.Background(), Target{Rollout: "r", CanaryWeight: 10}); err != nil {
 		t.Fatalf("Apply after SIGCONT: %v", err)
 	}
 	if gc := p.weight(t, "agent", "v2"); gc != 10 {
@@ -449,8 +448,8 @@ func BenchmarkHAProxyApply(b *testing.B) {
 	p := startHAProxy(b, hpBackend{name: "agent", balance: "roundrobin", servers: []hpServer{
 		{name: "v1", addr: "127.0.0.1:1", weight: 100}, {name: "v2", addr: "127.0.0.1:1", weight: 0},
 	}})
-	h, err := route.NewHAProxy(route.HAProxyConfig{Address: p.admin},
-		map[string]route.HAProxyRoute{"r": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
+	h, err := NewHAProxy(HAProxyConfig{Address: p.admin},
+		map[string]HAProxyRoute{"r": {Backend: "agent", BaselineServer: "v1", CanaryServer: "v2"}}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -458,7 +457,7 @@ func BenchmarkHAProxyApply(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		i++
-		if err := h.Apply(context.Background(), route.Target{Rollout: "r", CanaryWeight: 10 + i%2*10}); err != nil {
+		if err := h.Apply(context.Background(), Target{Rollout: "r", CanaryWeight: 10 + i%2*10}); err != nil {
 			b.Fatal(err)
 		}
 	}

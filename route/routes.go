@@ -48,7 +48,7 @@ type kind struct {
 // kinds are the adapters a routes file may use, in the order they are
 // documented.
 var kinds = []kind{
-	// haproxy, kubernetes: merged next
+	kindOf("haproxy", NewHAProxy),
 
 	kindOf("git", NewGit),
 }
