@@ -36,8 +36,8 @@ Flags (each also from the environment variable in brackets):
 // routeFlags are the flags of `canaryd route`.
 type routeFlags struct {
 	routes, brokers, controlTopic, acksTopic, routerID, signKeyFile, httpAddr, logLevel string
-	applyTimeout, minBackoff, maxBackoff                                              time.Duration
-	sec                                                                               security
+	applyTimeout, minBackoff, maxBackoff                                                time.Duration
+	sec                                                                                 security
 }
 
 func newRouteFlags() (*flag.FlagSet, *routeFlags) {
