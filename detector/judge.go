@@ -848,7 +848,7 @@ func (j *Judge) judgedSteps() int {
 		return max(j.step+1, 1) // the controller's steps so far
 	}
 	n := len(j.spec.Steps)
-	if j.spec.Steps[n-1].Weight == 100 {
+	if last := j.spec.Steps[n-1]; last.Weight == 100 && last.Cohort == nil { // a cohort's 100% is a step, not the promotion
 		n--
 	}
 	return max(n, 1)

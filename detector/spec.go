@@ -102,6 +102,14 @@ type Step struct {
 	Cohort *schemas.Cohort `yaml:"cohort" json:",omitempty"` // omitted when nil: specs without cohorts hash as before
 }
 
+// sameCohort reports whether two steps target the same audience.
+func sameCohort(a, b *schemas.Cohort) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Attribute == b.Attribute && slices.Equal(a.Values, b.Values)
+}
+
 // CanaryAuto as a spec's canary: each version of the rollout that the events
 // show, other than the baseline and versions judged before, starts a
 // release of it (as Argo Rollouts and Flagger react to a new revision).
@@ -500,6 +508,12 @@ func (s *Spec) validate(root *yaml.Node) error {
 		}
 		if st.Weight == 100 && s.JudgeOnly() {
 			return bad("weight 100 in mode: judge: the controller's promotion ends the rollout; a step here sets the requirements of weights below 100", f("weight")...)
+		}
+		// Weights increase within a run of steps with the same cohort; a
+		// step that widens the audience (a cohort's 100%, then 5% of
+		// everyone) starts its own run.
+		if i > 0 && !sameCohort(st.Cohort, s.Steps[i-1].Cohort) {
+			prev = 0
 		}
 		if st.Weight <= prev {
 			return bad(fmt.Sprintf("weight %d does not increase over the previous step's %d", st.Weight, prev), f("weight")...)

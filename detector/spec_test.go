@@ -22,6 +22,7 @@ canary: v1.5.0
 alpha: 0.01
 steps:
   - {weight: 5, min_duration: 30s, min_canary_events: 500, cohort: {attribute: user_tier, values: [internal]}}
+  - {weight: 50, cohort: {attribute: user_tier, values: [internal]}}
   - {weight: 25, min_duration: 1m}
   - {weight: 100}
 metrics:
@@ -44,8 +45,8 @@ steps: [{weight: 10, min_duration: 20}]
 	if s.Alpha != 0.01 || s.Metrics.ErrorRate.Margin != 1.3 || s.Metrics.Latency.Margin != DefaultLatencyMargin {
 		t.Fatalf("spec %+v: alpha or margins wrong", s)
 	}
-	if c := s.Steps[0].Cohort; c == nil || c.Attribute != "user_tier" || len(c.Values) != 1 || c.Values[0] != "internal" || s.Steps[1].Cohort != nil {
-		t.Fatalf("cohorts %v, %v; want user_tier [internal] on step 0 only", c, s.Steps[1].Cohort)
+	if c := s.Steps[0].Cohort; c == nil || c.Attribute != "user_tier" || len(c.Values) != 1 || c.Values[0] != "internal" || s.Steps[1].Cohort == nil || s.Steps[2].Cohort != nil {
+		t.Fatalf("cohorts %v, %v; want user_tier [internal] on steps 0 and 1 only", c, s.Steps[2].Cohort)
 	}
 	if time.Duration(s.Steps[0].MinDuration) != 30*time.Second || s.Steps[0].MinCanaryEvents != 500 {
 		t.Fatalf("step 0 = %+v", s.Steps[0])
@@ -74,6 +75,7 @@ func TestBadSpecs(t *testing.T) {
 		{"same versions", "rollout: r\nbaseline: a\ncanary: a\nsteps: [{weight: 5}]\n", "canary and baseline are both"},
 		{"cohort without values", "rollout: r\nbaseline: a\ncanary: b\nsteps:\n  - weight: 5\n    cohort:\n      attribute: user_tier\n  - weight: 100\n", "bad.yaml:7: steps.0.cohort.values: cohort \"user_tier\" needs non-empty values"},
 		{"cohort without attribute", "rollout: r\nbaseline: a\ncanary: b\nsteps:\n  - weight: 5\n    cohort: {values: [internal]}\n", "bad.yaml:6: steps.0.cohort.attribute: cohort without attribute"},
+		{"weights decrease within a cohort", "rollout: r\nbaseline: a\ncanary: b\nsteps:\n  - {weight: 50, cohort: {attribute: t, values: [x]}}\n  - {weight: 20, cohort: {attribute: t, values: [x]}}\n", "bad.yaml:6: steps.1.weight: weight 20 does not increase"},
 		{"cohort in judge mode", "rollout: r\nbaseline: a\ncanary: b\nmode: judge\nsteps:\n  - weight: 5\n    cohort: {attribute: t, values: [x]}\n", "bad.yaml:7: steps.0.cohort: a cohort in mode: judge"},
 		{"not yaml", "rollout: [\n", "bad.yaml"},
 		{"empty", "", "no rollout spec"},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -379,6 +380,17 @@ type Mux struct {
 
 // NewMux returns a Mux over routes (rollout → adapter).
 func NewMux(routes map[string]Adapter) *Mux { return &Mux{by: routes} }
+
+// String lists the routes by kind, e.g. "2 routes: haproxy support-agent,
+// git triage-agent".
+func (m *Mux) String() string {
+	names := slices.Sorted(maps.Keys(m.by))
+	parts := make([]string, len(names))
+	for i, ro := range names {
+		parts[i] = m.by[ro].Kind() + " " + ro
+	}
+	return fmt.Sprintf("%d routes: %s", len(names), strings.Join(parts, ", "))
+}
 
 // Kind is "mux": a Mux holds adapters of several kinds.
 func (m *Mux) Kind() string { return "mux" }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/inferensys/canaryd/detector"
 	"github.com/inferensys/canaryd/internal/daemon"
+	"github.com/inferensys/canaryd/route"
 	"github.com/inferensys/canaryd/stream"
 )
 
@@ -308,16 +309,16 @@ func runCmd(ctx context.Context, args []string, stdout io.Writer) error {
 
 func validateCmd(args []string, out io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(out, "usage: canaryd validate [--models MODELS_FILE] [--otlp-rules OTLP_RULES_FILE] [SPEC_FILE_OR_DIR...]")
+		fmt.Fprintln(out, "usage: canaryd validate [--models MODELS_FILE] [--otlp-rules OTLP_RULES_FILE] [--routes ROUTES_FILE] [SPEC_FILE_OR_DIR...]")
 		if len(args) == 0 {
 			return errors.New("validate: no spec given")
 		}
 		return nil
 	}
-	// Leading --models and --otlp-rules, in any order, then the specs.
+	// Leading --models, --otlp-rules and --routes, in any order, then the specs.
 	for len(args) > 0 {
 		name, file, ok := "", "", false
-		for _, n := range []string{"--models", "--otlp-rules"} {
+		for _, n := range []string{"--models", "--otlp-rules", "--routes"} {
 			if args[0] == n {
 				if len(args) < 2 {
 					return fmt.Errorf("validate: %s needs a file", n)
@@ -332,6 +333,14 @@ func validateCmd(args []string, out io.Writer) error {
 		}
 		if !ok {
 			break
+		}
+		if name == "--routes" {
+			m, err := route.LoadRoutes(file, nil)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "%s: %s: ok\n", file, m)
+			continue
 		}
 		if name == "--models" {
 			t, err := stream.LoadModelTable(file)
