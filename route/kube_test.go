@@ -651,7 +651,11 @@ func TestKubeConfigValidate(t *testing.T) {
 
 func TestKubeRouteValidate(t *testing.T) {
 	ok := []KubeRoute{httpRoute, virtualService, trafficSplit,
-		func() KubeRoute { r := virtualService; r.Baseline, r.Canary = KubeBackend{Host: "a"}, KubeBackend{Host: "b"}; return r }(),
+		func() KubeRoute {
+			r := virtualService
+			r.Baseline, r.Canary = KubeBackend{Host: "a"}, KubeBackend{Host: "b"}
+			return r
+		}(),
 		func() KubeRoute { r := trafficSplit; r.APIVersion = "split.smi-spec.io/v1alpha4"; return r }(),
 	}
 	for _, r := range ok {
