@@ -124,7 +124,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rv, _ := strconv.Atoi(meta["resourceVersion"].(string))
 		meta["resourceVersion"] = strconv.Itoa(rv + 1)
 	default:
-		http.Error(w, "method", 405)
+		http.Error(w, "method", http.StatusMethodNotAllowed)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
