@@ -512,17 +512,16 @@ func planKube(r KubeRoute, obj map[string]any, t Target) (kubePlan, error) {
 		return p, err
 	}
 	wantBase, wantCanary := int64(100-t.CanaryWeight), int64(t.CanaryWeight)
-	prevBase, err := backendWeight(base, k)
-	if err != nil {
-		return p, fmt.Errorf("%s: baseline %s: %w", p.rule, r.Baseline, err)
-	}
-	p.prevCanary, err = backendWeight(canary, k)
-	if err != nil {
-		return p, fmt.Errorf("%s: canary %s: %w", p.rule, r.Canary, err)
-	}
+	// The two weights are overwritten whatever they were; one that is not a
+	// number (a quantity such as "500m", as SMI v1alpha1 wrote them) is
+	// simply not the value wanted.
+	prevBase, errBase := backendWeight(base, k)
+	prevCanary, errCanary := backendWeight(canary, k)
+	p.prevCanary = prevCanary
 	_, baseSet := base["weight"]
 	_, canarySet := canary["weight"]
-	p.weightsSet = baseSet && canarySet && prevBase == wantBase && p.prevCanary == wantCanary
+	p.weightsSet = baseSet && canarySet && errBase == nil && errCanary == nil &&
+		prevBase == wantBase && prevCanary == wantCanary
 	base["weight"] = json.Number(strconv.FormatInt(wantBase, 10))
 	canary["weight"] = json.Number(strconv.FormatInt(wantCanary, 10))
 

@@ -376,9 +376,9 @@ func TestKubeApplyPermanent(t *testing.T) {
 		{"third backend without weight (1 by default)", mod(func(r []any) {
 			delete(refs(r)[2].(map[string]any), "weight")
 		}), httpRoute, "a third backend agent-shadow has weight 1"},
-		{"weight not a number", mod(func(r []any) {
-			refs(r)[1].(map[string]any)["weight"] = "10"
-		}), httpRoute, "canary agent-v2: weight 10 is not a number"},
+		{"third weight not a number", mod(func(r []any) {
+			refs(r)[2].(map[string]any)["weight"] = "0m"
+		}), httpRoute, "backend agent-shadow: weight 0m is not a number"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, srv := newFakeAPI(t, hrPath, tc.obj)
@@ -734,5 +734,26 @@ routes:
 	hr := got.Routes["other"]
 	if hr.Rule == nil || *hr.Rule != 0 || hr.Baseline.Service != "other-v1" || hr.Validate() != nil {
 		t.Errorf("other %+v", hr)
+	}
+}
+
+// TestKubeApplyQuantityWeights: SMI v1alpha1 wrote weights as quantities
+// ("900m"); the baseline's and canary's are overwritten with numbers.
+func TestKubeApplyQuantityWeights(t *testing.T) {
+	obj := strings.NewReplacer(`"weight": 500}, {`, `"weight": "900m"}, {`, `"weight": 500}]`, `"weight": "100m"}]`).Replace(trafficSplitJSON)
+	f, srv := newFakeAPI(t, "/apis/split.smi-spec.io/v1alpha2/namespaces/prod/trafficsplits/agent", obj)
+	k, _ := newTestKube(t, srv.URL, map[string]KubeRoute{"agent": trafficSplit})
+	before, _, _ := f.state()
+	if w := specList(before, "backends")[0].(map[string]any)["weight"]; w != "900m" {
+		t.Fatalf("fixture: weight %v", w)
+	}
+	if err := k.Apply(context.Background(), target(30)); err != nil {
+		t.Fatal(err)
+	}
+	after, _, _ := f.state()
+	want := []any{map[string]any{"service": "agent-v1", "weight": json.Number("70")},
+		map[string]any{"service": "agent-v2", "weight": json.Number("30")}}
+	if got := specList(after, "backends"); !reflect.DeepEqual(got, want) {
+		t.Errorf("backends %v; want %v", got, want)
 	}
 }
