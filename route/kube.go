@@ -71,8 +71,9 @@ const maxKubeBody = 8 << 20
 // runs in-cluster: the server from KUBERNETES_SERVICE_HOST and
 // KUBERNETES_SERVICE_PORT, the pod's service account token and CA.
 type KubeConfig struct {
-	// Server is the API server's URL (https://host:port). Empty: in-cluster,
-	// and TokenFile and CAFile default to the service account's files.
+	// Server is the API server's URL (https://host:port; http:// only for a
+	// local kubectl proxy). Empty: in-cluster, and TokenFile and CAFile
+	// default to the service account's files.
 	Server string `yaml:"server,omitempty"`
 	// TokenFile holds a bearer token; read before every request, because
 	// bound service account tokens are rotated in place by the kubelet.
@@ -311,9 +312,12 @@ func contains(list []string, s string) bool {
 // keeps force from overwriting anything written since the GET. When the
 // weights already have the values wanted, the list is applied unchanged and
 // canaryd shares its ownership instead of taking it. A tool that re-applies
-// the route from Git will set its own weights again: tell it to ignore
-// them (Argo CD ignoreDifferences, Flux's .spec.patches), or route with
-// canaryd's Git adapter instead.
+// the route from Git with force will set its own weights again: tell it to
+// leave the route's rules alone once created (Argo CD: ignoreDifferences
+// with RespectIgnoreDifferences=true; Flux: the annotation
+// kustomize.toolkit.fluxcd.io/ssa: IfNotPresent), or route with canaryd's
+// Git adapter instead. One applied without force gets a conflict on the
+// rule list (integrations/kube shows both).
 type Kube struct {
 	cfg    KubeConfig // resolved: Server, Timeout set
 	server *url.URL
@@ -382,7 +386,6 @@ func NewKube(cfg KubeConfig, routes map[string]KubeRoute, logger *slog.Logger) (
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = tlsCfg
-	transport.Proxy = nil // the API server is reached directly, as client-go does in-cluster
 	return &Kube{
 		cfg:    cfg,
 		server: server,
