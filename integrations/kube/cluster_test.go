@@ -11,7 +11,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -62,19 +61,26 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// buildServers runs scripts/kube-apiserver.sh build (at once when the
+// binaries are cached) and returns the directory of the binaries.
+func buildServers() (string, error) {
+	cmd := exec.Command("../../scripts/kube-apiserver.sh", "build")
+	cmd.Stderr = os.Stderr // a build from cold takes minutes: show that it is building
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("scripts/kube-apiserver.sh build: %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "bin"), nil
+}
+
 // startCluster builds (or finds cached) kube-apiserver and etcd with
 // scripts/kube-apiserver.sh, starts them and waits until the API server is
 // ready. stop ends both and removes the data.
 func startCluster() (_ *cluster, err error) {
-	out, err := exec.Command("../../scripts/kube-apiserver.sh", "build").Output()
+	bin, err := buildServers()
 	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return nil, fmt.Errorf("scripts/kube-apiserver.sh build: %v\n%s", err, ee.Stderr)
-		}
-		return nil, fmt.Errorf("scripts/kube-apiserver.sh build: %w", err)
+		return nil, err
 	}
-	bin := filepath.Join(strings.TrimSpace(string(out)), "bin")
 	dir, err := os.MkdirTemp("", "canaryd-kube-")
 	if err != nil {
 		return nil, err

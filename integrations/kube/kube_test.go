@@ -46,6 +46,14 @@ func TestMain(m *testing.M) {
 		fmt.Println("integrations/kube: -short and no kube-apiserver built (scripts/kube-apiserver.sh build): skipped")
 		os.Exit(0)
 	}
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() == "^$" {
+		// make prebuild (go test -run '^$'): build the servers, start none.
+		if _, err := buildServers(); err != nil {
+			fmt.Fprintln(os.Stderr, "integrations/kube:", err)
+			os.Exit(1)
+		}
+		os.Exit(m.Run())
+	}
 	c, err := startCluster()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integrations/kube:", err)
