@@ -433,9 +433,16 @@ func (k *Kube) Apply(ctx context.Context, t Target) error {
 		return Permanent(fmt.Errorf("kubernetes: encode apply of %s: %w", path, err))
 	}
 	q := url.Values{"fieldManager": {FieldManager}, "force": {"true"}}
-	got, err := k.do(ctx, r, http.MethodPatch, path+"?"+q.Encode(), "application/apply-patch+yaml", body)
+	got, code, err := k.do(ctx, r, http.MethodPatch, path+"?"+q.Encode(), "application/apply-patch+yaml", body)
 	if err != nil {
 		return err
+	}
+	if code == http.StatusCreated {
+		// The route was deleted between our GET and our apply, and an
+		// apply creates what is missing (resourceVersion is no
+		// precondition on create): a route with our fields only, not the
+		// owner's. Take it back; canaryd does not create routes.
+		return k.undoCreate(ctx, r, path, got)
 	}
 	// A mutating webhook could have changed what we wrote; report it rather
 	// than ack a weight that is not in force.
@@ -720,12 +727,29 @@ func deepCopyJSON(v any) any {
 
 // get reads the object.
 func (k *Kube) get(ctx context.Context, r KubeRoute, path string) (map[string]any, error) {
-	return k.do(ctx, r, http.MethodGet, path, "", nil)
+	obj, _, err := k.do(ctx, r, http.MethodGet, path, "", nil)
+	return obj, err
+}
+
+// undoCreate deletes the object our apply created (only that one: the
+// delete is conditional on its uid) and returns a permanent error either way.
+func (k *Kube) undoCreate(ctx context.Context, r KubeRoute, path string, created map[string]any) error {
+	meta, _ := created["metadata"].(map[string]any)
+	uid, _ := meta["uid"].(string)
+	body, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "DeleteOptions",
+		"preconditions": map[string]any{"uid": uid}})
+	_, _, err := k.do(ctx, r, http.MethodDelete, path, "application/json", body)
+	if err != nil {
+		return Permanentf("kubernetes: %s %s/%s was deleted while canaryd applied its weights, and the apply created it anew with canaryd's fields only; deleting that failed, delete it by hand: %w",
+			r.Kind, r.Namespace, r.Name, err)
+	}
+	return Permanentf("kubernetes: %s %s/%s not found: it was deleted while canaryd applied its weights (the object the apply created was deleted again)",
+		r.Kind, r.Namespace, r.Name)
 }
 
 // do sends one request and decodes the object it returns, or turns the
 // API server's refusal into a KubeStatusError, permanent or not.
-func (k *Kube) do(ctx context.Context, r KubeRoute, method, path, contentType string, body []byte) (map[string]any, error) {
+func (k *Kube) do(ctx context.Context, r KubeRoute, method, path, contentType string, body []byte) (map[string]any, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, k.cfg.Timeout)
 	defer cancel()
 	u := *k.server
@@ -738,7 +762,7 @@ func (k *Kube) do(ctx context.Context, r KubeRoute, method, path, contentType st
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return nil, Permanent(fmt.Errorf("kubernetes: %s %s: %w", method, p, err))
+		return nil, 0, Permanent(fmt.Errorf("kubernetes: %s %s: %w", method, p, err))
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "canaryd")
@@ -750,32 +774,32 @@ func (k *Kube) do(ctx context.Context, r KubeRoute, method, path, contentType st
 		if err != nil {
 			// The kubelet replaces the file atomically; a read that fails
 			// now may not fail on retry.
-			return nil, fmt.Errorf("kubernetes: tokenFile: %w", err)
+			return nil, 0, fmt.Errorf("kubernetes: tokenFile: %w", err)
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes: %s %s: %w", method, p, err)
+		return nil, 0, fmt.Errorf("kubernetes: %s %s: %w", method, p, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxKubeBody))
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes: %s %s: read response: %w", method, p, err)
+		return nil, 0, fmt.Errorf("kubernetes: %s %s: read response: %w", method, p, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, statusError(r, method, p, resp.StatusCode, raw)
+		return nil, resp.StatusCode, statusError(r, method, p, resp.StatusCode, raw)
 	}
 	var obj map[string]any
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber() // weights and everything else written back as read
 	if err := dec.Decode(&obj); err != nil {
-		return nil, fmt.Errorf("kubernetes: %s %s: decode response: %w", method, p, err)
+		return nil, 0, fmt.Errorf("kubernetes: %s %s: decode response: %w", method, p, err)
 	}
-	if kind, _ := obj["kind"].(string); kind != r.Kind {
-		return nil, Permanentf("kubernetes: %s %s: got a %q, want a %s", method, p, kind, r.Kind)
+	if kind, _ := obj["kind"].(string); kind != r.Kind && (method != http.MethodDelete || kind != "Status") {
+		return nil, 0, Permanentf("kubernetes: %s %s: got a %q, want a %s", method, p, kind, r.Kind)
 	}
-	return obj, nil
+	return obj, resp.StatusCode, nil
 }
 
 func readToken(file string) (string, error) {
@@ -836,6 +860,11 @@ func statusError(r KubeRoute, method, path string, code int, body []byte) error 
 		e.Hint = "the API server did not accept canaryd's credentials: check tokenFile or the client certificate"
 	case http.StatusForbidden:
 		e.Hint = fmt.Sprintf("RBAC: canaryd's service account needs get and patch on %s in namespace %s", r.resource(), r.Namespace)
+		if method == http.MethodPatch && strings.Contains(e.Message, "cannot create") {
+			// An apply of an object that is gone is a create, which
+			// canaryd's Role rightly does not allow.
+			e.Hint = fmt.Sprintf("the %s was deleted while canaryd applied its weights; canaryd does not create routes", r.Kind)
+		}
 	case http.StatusNotFound:
 		e.Hint = fmt.Sprintf("no %s %s/%s, or the %s CRD is not installed", r.Kind, r.Namespace, r.Name, r.resource())
 	}

@@ -563,6 +563,38 @@ func TestClientCertificate(t *testing.T) {
 	}
 }
 
+// interloper is a proxy to the API server that runs write before it
+// forwards the first PATCH, and fails the test unless write succeeded and
+// a PATCH came.
+func interloper(t *testing.T, write func() (int, []byte, error)) string {
+	u, _ := url.Parse(kc.server)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy.Transport = kc.http.Transport
+	var (
+		done atomic.Bool
+		res  = make(chan error, 1)
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPatch && !done.Swap(true) {
+			code, body, err := write()
+			if err == nil && code/100 != 2 {
+				err = fmt.Errorf("%d %s", code, body)
+			}
+			res <- err
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		srv.Close()
+		if !done.Load() {
+			t.Error("no apply reached the API server")
+		} else if err := <-res; err != nil {
+			t.Errorf("the interloper's write: %v", err)
+		}
+	})
+	return srv.URL
+}
+
 // TestConflict: someone writes the route between the adapter's GET and its
 // apply. The API server refuses the stale apply (409, retriable), the
 // interloper's change stays, and the retry (a fresh GET) keeps it and sets
@@ -574,37 +606,14 @@ func TestConflict(t *testing.T) {
 	path := fmt.Sprintf(hr.path, ns) + "/agent"
 	kc.apply(t, path, "flux", hr.obj(ns, "agent"), 201)
 
-	target0, _ := url.Parse(kc.server)
-	proxy := httputil.NewSingleHostReverseProxy(target0)
-	proxy.Transport = kc.http.Transport
-	var (
-		interloped atomic.Bool
-		interlope  = make(chan error, 1)
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPatch && !interloped.Swap(true) {
-			// The owner changes the health rule's path, forced.
-			obj := hr.obj(ns, "agent")
-			obj["spec"].(map[string]any)["rules"].([]any)[0].(map[string]any)["matches"] =
-				[]any{map[string]any{"path": map[string]any{"type": "PathPrefix", "value": "/livez"}}}
-			code, body, err := kc.raw("PATCH", path+"?fieldManager=flux&force=true", "application/apply-patch+yaml", mustJSON(obj))
-			if err == nil && code != 200 {
-				err = fmt.Errorf("%d %s", code, body)
-			}
-			interlope <- err
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
-
-	k := newKube(t, route.KubeConfig{Server: srv.URL, TokenFile: kc.tokenFiles["canaryd"]}, hr.route(ns, "agent"))
+	k := newKube(t, route.KubeConfig{Server: interloper(t, func() (int, []byte, error) {
+		// The owner changes the health rule's path, forced.
+		obj := hr.obj(ns, "agent")
+		obj["spec"].(map[string]any)["rules"].([]any)[0].(map[string]any)["matches"] =
+			[]any{map[string]any{"path": map[string]any{"type": "PathPrefix", "value": "/livez"}}}
+		return kc.raw("PATCH", path+"?fieldManager=flux&force=true", "application/apply-patch+yaml", mustJSON(obj))
+	}), TokenFile: kc.tokenFiles["canaryd"]}, hr.route(ns, "agent"))
 	err := k.Apply(context.Background(), target(30, 1))
-	if !interloped.Load() {
-		t.Fatalf("no apply reached the API server: %v", err)
-	}
-	if ierr := <-interlope; ierr != nil {
-		t.Fatalf("the interloper's write: %v", ierr)
-	}
 	var se *route.KubeStatusError
 	if !errors.As(err, &se) || se.Code != 409 || route.IsPermanent(err) {
 		t.Fatalf("got %v; want a retriable 409", err)
@@ -766,4 +775,32 @@ func dig(v any, path ...string) any {
 		v = v.(map[string]any)[p]
 	}
 	return v
+}
+
+// TestDeletedMeanwhile: the route is deleted between the adapter's GET and
+// its apply. An apply of a missing object creates it (resourceVersion is no
+// precondition on create): with the minimal Role, which has no create, the
+// API server refuses that (403); with a Role that allows create and delete
+// (admin here) the adapter sees the 201 and deletes what it created. Either
+// way a permanent error and no route.
+func TestDeletedMeanwhile(t *testing.T) {
+	t.Parallel()
+	hr := kinds[0]
+	ns := namespace(t, false)
+	for _, tc := range []struct{ user, want string }{
+		{"canaryd", "was deleted while canaryd applied its weights; canaryd does not create routes"},
+		{"admin", "was deleted while canaryd applied its weights (the object the apply created was deleted again)"},
+	} {
+		t.Run(tc.user, func(t *testing.T) {
+			path := fmt.Sprintf(hr.path, ns) + "/" + tc.user
+			kc.apply(t, path, "flux", hr.obj(ns, tc.user), 201)
+			k := newKube(t, route.KubeConfig{Server: interloper(t, func() (int, []byte, error) {
+				return kc.raw("DELETE", path, "", nil)
+			}), TokenFile: kc.tokenFiles[tc.user]}, hr.route(ns, tc.user))
+			checkPermanent(t, k.Apply(context.Background(), target(30, 1)), 0, tc.want)
+			if code, body, err := kc.raw("GET", path, "", nil); err != nil || code != 404 {
+				t.Fatalf("GET after: %d %s %v; want 404", code, body, err)
+			}
+		})
+	}
 }
