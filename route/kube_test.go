@@ -757,3 +757,45 @@ func TestKubeApplyQuantityWeights(t *testing.T) {
 		t.Errorf("backends %v; want %v", got, want)
 	}
 }
+
+// TestKubeApplyCreated: an apply answered 201 created a route that had
+// been deleted after the GET; Kube deletes exactly that object (uid
+// precondition) and returns a permanent error.
+func TestKubeApplyCreated(t *testing.T) {
+	const path = "/apis/gateway.networking.k8s.io/v1/namespaces/prod/httproutes/agent"
+	var (
+		mu      sync.Mutex
+		deletes []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.Method {
+		case http.MethodGet:
+			io.WriteString(w, httpRouteJSON)
+		case http.MethodPatch:
+			var obj map[string]any
+			json.NewDecoder(r.Body).Decode(&obj)
+			obj["metadata"].(map[string]any)["uid"] = "new-uid"
+			w.WriteHeader(http.StatusCreated)
+			json.NewEncoder(w).Encode(obj)
+		case http.MethodDelete:
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			deletes = append(deletes, r.URL.Path+" "+string(b))
+			mu.Unlock()
+			io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Success"}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	k, _ := newTestKube(t, srv.URL, map[string]KubeRoute{"agent": httpRoute})
+	err := k.Apply(context.Background(), target(30))
+	if !IsPermanent(err) || !strings.Contains(err.Error(), "was deleted while canaryd applied its weights") {
+		t.Fatalf("got %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{path + ` {"apiVersion":"v1","kind":"DeleteOptions","preconditions":{"uid":"new-uid"}}`}
+	if !reflect.DeepEqual(deletes, want) {
+		t.Errorf("DELETEs %q; want %q", deletes, want)
+	}
+}
