@@ -77,13 +77,13 @@ type KubeConfig struct {
 	Server string `yaml:"server,omitempty"`
 	// TokenFile holds a bearer token; read before every request, because
 	// bound service account tokens are rotated in place by the kubelet.
-	TokenFile string `yaml:"tokenFile,omitempty"`
+	TokenFile string `yaml:"token_file,omitempty"`
 	// CAFile holds the PEM certificates the server's is checked against;
 	// empty with an explicit Server: the system's roots.
-	CAFile string `yaml:"caFile,omitempty"`
+	CAFile string `yaml:"ca_file,omitempty"`
 	// CertFile and KeyFile: a client certificate, both or neither.
-	CertFile string `yaml:"certFile,omitempty"`
-	KeyFile  string `yaml:"keyFile,omitempty"`
+	CertFile string `yaml:"cert_file,omitempty"`
+	KeyFile  string `yaml:"key_file,omitempty"`
 	// Timeout bounds each request; 0 means DefaultKubeTimeout.
 	Timeout time.Duration `yaml:"timeout,omitempty"`
 }
@@ -106,7 +106,7 @@ func (c KubeConfig) Validate() error {
 		}
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
-		return errors.New("certFile and keyFile: set both or neither")
+		return errors.New("cert_file and key_file: set both or neither")
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("timeout: %v is negative", c.Timeout)
@@ -164,14 +164,14 @@ type KubeRoute struct {
 	// APIVersion defaults to gateway.networking.k8s.io/v1,
 	// networking.istio.io/v1 or split.smi-spec.io/v1alpha2 (the version
 	// Linkerd's SMI extension serves; smi-sdk-go's own CRD serves v1alpha4).
-	APIVersion string `yaml:"apiVersion,omitempty"`
+	APIVersion string `yaml:"api_version,omitempty"`
 	Namespace  string `yaml:"namespace"`
 	Name       string `yaml:"name"`
 	// Rule is the index of the rule (HTTPRoute spec.rules, VirtualService
 	// spec.http); RuleName picks it by its name instead. With neither, the
 	// object must have exactly one rule. A TrafficSplit has no rules.
 	Rule     *int        `yaml:"rule,omitempty"`
-	RuleName string      `yaml:"ruleName,omitempty"`
+	RuleName string      `yaml:"rule_name,omitempty"`
 	Baseline KubeBackend `yaml:"baseline"`
 	Canary   KubeBackend `yaml:"canary"`
 }
@@ -222,7 +222,7 @@ func (r KubeRoute) Validate() error {
 		return fmt.Errorf("kind: %q: want %s, %s or %s", r.Kind, KindHTTPRoute, KindVirtualService, KindTrafficSplit)
 	}
 	if r.APIVersion != "" && !contains(k.versions, r.APIVersion) {
-		return fmt.Errorf("apiVersion: %q is not one of %s's: %s", r.APIVersion, r.Kind, strings.Join(k.versions, ", "))
+		return fmt.Errorf("api_version: %q is not one of %s's: %s", r.APIVersion, r.Kind, strings.Join(k.versions, ", "))
 	}
 	if !dnsName.MatchString(r.Namespace) {
 		return fmt.Errorf("namespace: %q is not a Kubernetes namespace name", r.Namespace)
@@ -231,13 +231,13 @@ func (r KubeRoute) Validate() error {
 		return fmt.Errorf("name: %q is not a Kubernetes object name", r.Name)
 	}
 	if r.Rule != nil && r.RuleName != "" {
-		return errors.New("rule and ruleName: set one or neither")
+		return errors.New("rule and rule_name: set one or neither")
 	}
 	if r.Rule != nil && *r.Rule < 0 {
 		return fmt.Errorf("rule: %d is negative", *r.Rule)
 	}
 	if k.rulesPath == nil && (r.Rule != nil || r.RuleName != "") {
-		return fmt.Errorf("rule, ruleName: a %s has no rules; leave them out", r.Kind)
+		return fmt.Errorf("rule, rule_name: a %s has no rules; leave them out", r.Kind)
 	}
 	for _, b := range []struct {
 		field string
@@ -359,18 +359,18 @@ func NewKube(cfg KubeConfig, routes map[string]KubeRoute, logger *slog.Logger) (
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("kubernetes: caFile: %w", err)
+			return nil, fmt.Errorf("kubernetes: ca_file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("kubernetes: caFile: %s holds no PEM certificate", cfg.CAFile)
+			return nil, fmt.Errorf("kubernetes: ca_file: %s holds no PEM certificate", cfg.CAFile)
 		}
 		tlsCfg.RootCAs = pool
 	}
 	if cfg.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("kubernetes: certFile, keyFile: %w", err)
+			return nil, fmt.Errorf("kubernetes: cert_file, key_file: %w", err)
 		}
 		tlsCfg.Certificates = []tls.Certificate{cert}
 	}
@@ -378,7 +378,7 @@ func NewKube(cfg KubeConfig, routes map[string]KubeRoute, logger *slog.Logger) (
 		// Read once here so that a wrong path fails at start, not at the
 		// first command.
 		if _, err := readToken(cfg.TokenFile); err != nil {
-			return nil, fmt.Errorf("kubernetes: tokenFile: %w", err)
+			return nil, fmt.Errorf("kubernetes: token_file: %w", err)
 		}
 	}
 	if logger == nil {
@@ -590,7 +590,7 @@ func pickRule(r KubeRoute, rules []any, listKey string) (int, error) {
 		return *r.Rule, nil
 	}
 	if len(rules) != 1 {
-		return 0, fmt.Errorf("spec.%s has %d rules; say which with rule or ruleName", listKey, len(rules))
+		return 0, fmt.Errorf("spec.%s has %d rules; say which with rule or rule_name", listKey, len(rules))
 	}
 	if _, ok := rules[0].(map[string]any); !ok {
 		return 0, fmt.Errorf("spec.%s[0] is not an object", listKey)
@@ -774,7 +774,7 @@ func (k *Kube) do(ctx context.Context, r KubeRoute, method, path, contentType st
 		if err != nil {
 			// The kubelet replaces the file atomically; a read that fails
 			// now may not fail on retry.
-			return nil, 0, fmt.Errorf("kubernetes: tokenFile: %w", err)
+			return nil, 0, fmt.Errorf("kubernetes: token_file: %w", err)
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
@@ -857,7 +857,7 @@ func statusError(r KubeRoute, method, path string, code int, body []byte) error 
 	}
 	switch code {
 	case http.StatusUnauthorized:
-		e.Hint = "the API server did not accept canaryd's credentials: check tokenFile or the client certificate"
+		e.Hint = "the API server did not accept canaryd's credentials: check token_file or the client certificate"
 	case http.StatusForbidden:
 		e.Hint = fmt.Sprintf("RBAC: canaryd's service account needs get and patch on %s in namespace %s", r.resource(), r.Namespace)
 		if method == http.MethodPatch && strings.Contains(e.Message, "cannot create") {

@@ -223,7 +223,7 @@ func specList(obj map[string]any, key string) []any {
 
 // weightsAt returns the weights at path (indexes into the list) for each
 // backend.
-func setWeights(list []any, kind string, rule int, w map[KubeBackend]int) []any {
+func kubeSetWeights(list []any, kind string, rule int, w map[KubeBackend]int) []any {
 	list = deepCopyJSON(list).([]any)
 	backends := list
 	if kind != KindTrafficSplit {
@@ -272,7 +272,7 @@ func TestKubeApply(t *testing.T) {
 			}
 			// The applied list is the list as read with only the two weights
 			// changed: every other field and rule as it was.
-			want := setWeights(specList(before, tc.key), tc.route.Kind, tc.rule,
+			want := kubeSetWeights(specList(before, tc.key), tc.route.Kind, tc.rule,
 				map[KubeBackend]int{tc.route.Baseline: 75, tc.route.Canary: 25})
 			if got := specList(p.body, tc.key); !reflect.DeepEqual(got, want) {
 				t.Errorf("applied %s:\n got %v\nwant %v", tc.key, got, want)
@@ -310,7 +310,7 @@ func TestKubeApply(t *testing.T) {
 				t.Fatal(err)
 			}
 			after, _, _ = f.state()
-			want = setWeights(specList(before, tc.key), tc.route.Kind, tc.rule,
+			want = kubeSetWeights(specList(before, tc.key), tc.route.Kind, tc.rule,
 				map[KubeBackend]int{tc.route.Baseline: 0, tc.route.Canary: 100})
 			if got := specList(after, tc.key); !reflect.DeepEqual(got, want) {
 				t.Errorf("after promote %s %v; want %v", tc.key, got, want)
@@ -357,7 +357,7 @@ func TestKubeApplyPermanent(t *testing.T) {
 		{"rule index out of range", httpRouteJSON, func() KubeRoute { r := httpRoute; r.RuleName, r.Rule = "", intp(2); return r }(),
 			"rule 2 not found: spec.rules has 2"},
 		{"no rule said, two rules", httpRouteJSON, func() KubeRoute { r := httpRoute; r.RuleName = ""; return r }(),
-			"spec.rules has 2 rules; say which with rule or ruleName"},
+			"spec.rules has 2 rules; say which with rule or rule_name"},
 		{"canary missing", mod(func(r []any) {
 			b := refs(r)
 			r[1].(map[string]any)["backendRefs"] = []any{b[0], b[2]}
@@ -452,7 +452,7 @@ func TestKubeApplyStatus(t *testing.T) {
 		{"forbidden", false, 403, status(403, "Forbidden", "forbidden"), true,
 			"RBAC: canaryd's service account needs get and patch on httproutes.gateway.networking.k8s.io in namespace prod"},
 		{"forbidden patch", true, 403, status(403, "Forbidden", "forbidden"), true, "needs get and patch"},
-		{"unauthorized", false, 401, status(401, "Unauthorized", "Unauthorized"), true, "check tokenFile"},
+		{"unauthorized", false, 401, status(401, "Unauthorized", "Unauthorized"), true, "check token_file"},
 		{"invalid", true, 422, status(422, "Invalid", `HTTPRoute.gateway.networking.k8s.io "agent" is invalid: spec.rules[1].backendRefs[1].weight: Invalid value`), true,
 			"422 Invalid: HTTPRoute.gateway.networking.k8s.io \"agent\" is invalid: spec.rules[1].backendRefs[1].weight"},
 		{"conflict", true, 409, status(409, "Conflict", "the object has been modified"), false, "409 Conflict"},
@@ -618,7 +618,7 @@ func TestKubeConfigValidate(t *testing.T) {
 		{KubeConfig{Server: "ftp://x"}, "server:"},
 		{KubeConfig{Server: "https://"}, "server:"},
 		{KubeConfig{Server: "https://k?x=1"}, "server:"},
-		{KubeConfig{CertFile: "c"}, "certFile and keyFile"},
+		{KubeConfig{CertFile: "c"}, "cert_file and key_file"},
 		{KubeConfig{Timeout: -1}, "timeout:"},
 	} {
 		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -669,13 +669,13 @@ func TestKubeRouteValidate(t *testing.T) {
 		want string
 	}{
 		{edit(httpRoute, func(r *KubeRoute) { r.Kind = "Ingress" }), "kind:"},
-		{edit(httpRoute, func(r *KubeRoute) { r.APIVersion = "networking.istio.io/v1" }), "apiVersion:"},
-		{edit(trafficSplit, func(r *KubeRoute) { r.APIVersion = "split.smi-spec.io/v1alpha1" }), "apiVersion:"},
+		{edit(httpRoute, func(r *KubeRoute) { r.APIVersion = "networking.istio.io/v1" }), "api_version:"},
+		{edit(trafficSplit, func(r *KubeRoute) { r.APIVersion = "split.smi-spec.io/v1alpha1" }), "api_version:"},
 		{edit(httpRoute, func(r *KubeRoute) { r.Namespace = "" }), "namespace:"},
 		{edit(httpRoute, func(r *KubeRoute) { r.Name = "a/b" }), "name:"},
-		{edit(httpRoute, func(r *KubeRoute) { r.Rule = intp(0) }), "rule and ruleName"},
+		{edit(httpRoute, func(r *KubeRoute) { r.Rule = intp(0) }), "rule and rule_name"},
 		{edit(virtualService, func(r *KubeRoute) { r.Rule = intp(-1) }), "rule:"},
-		{edit(trafficSplit, func(r *KubeRoute) { r.Rule = intp(0) }), "rule, ruleName: a TrafficSplit has no rules"},
+		{edit(trafficSplit, func(r *KubeRoute) { r.Rule = intp(0) }), "rule, rule_name: a TrafficSplit has no rules"},
 		{edit(httpRoute, func(r *KubeRoute) { r.Canary = KubeBackend{Host: "x"} }), "canary:"},
 		{edit(virtualService, func(r *KubeRoute) { r.Baseline = KubeBackend{Service: "x"} }), "baseline:"},
 		{edit(trafficSplit, func(r *KubeRoute) { r.Canary = r.Baseline }), "baseline and canary: both are agent-v1"},
@@ -695,16 +695,16 @@ func TestKubeConfigYAML(t *testing.T) {
 	const doc = `
 connection:
   server: https://kube.example.com:6443
-  tokenFile: /var/run/token
-  caFile: /var/run/ca.crt
+  token_file: /var/run/token
+  ca_file: /var/run/ca.crt
   timeout: 5s
 routes:
   support-agent:
     kind: VirtualService
-    apiVersion: networking.istio.io/v1
+    api_version: networking.istio.io/v1
     namespace: prod
     name: support-agent
-    ruleName: primary
+    rule_name: primary
     baseline: {host: support-agent, subset: v1}
     canary: {host: support-agent, subset: v2}
   other:

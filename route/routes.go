@@ -49,6 +49,7 @@ type kind struct {
 // documented.
 var kinds = []kind{
 	kindOf("haproxy", NewHAProxy),
+	kindOf("kubernetes", NewKube),
 
 	kindOf("git", NewGit),
 }

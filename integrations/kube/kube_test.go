@@ -215,7 +215,7 @@ func object(apiVersion, kind, ns, name, spec string) map[string]any {
 func newKube(t *testing.T, cfg route.KubeConfig, r route.KubeRoute) *route.Kube {
 	t.Helper()
 	if cfg.Server == "" {
-		cfg.Server, cfg.CAFile = kc.server, kc.caFile
+		cfg.Server, cfg.CAFile = kc.server, kc.ca_file
 	}
 	if cfg.TokenFile == "" && cfg.CertFile == "" {
 		cfg.TokenFile = kc.tokenFiles["canaryd"]
@@ -531,7 +531,7 @@ func TestRefused(t *testing.T) {
 		tok := t.TempDir() + "/token"
 		os.WriteFile(tok, []byte("not-a-token"), 0o600)
 		checkPermanent(t, newKube(t, route.KubeConfig{TokenFile: tok}, hr.route(ns, "agent")).Apply(context.Background(), target(30, 1)), 401,
-			"check tokenFile")
+			"check token_file")
 	})
 	t.Run("unknown CA", func(t *testing.T) {
 		// The system roots do not know the test CA: a TLS error, retriable
@@ -553,7 +553,7 @@ func TestClientCertificate(t *testing.T) {
 	ns := namespace(t, false)
 	path := fmt.Sprintf(kd.path, ns) + "/agent"
 	kc.apply(t, path, "flux", kd.obj(ns, "agent"), 201)
-	k := newKube(t, route.KubeConfig{CertFile: kc.certFile, KeyFile: kc.keyFile}, kd.route(ns, "agent"))
+	k := newKube(t, route.KubeConfig{CertFile: kc.cert_file, KeyFile: kc.key_file}, kd.route(ns, "agent"))
 	if err := k.Apply(context.Background(), target(25, 1)); err != nil {
 		t.Fatal(err)
 	}
