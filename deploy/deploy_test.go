@@ -217,15 +217,18 @@ func readFile(t *testing.T, path string) string {
 
 // runVariables returns the environment variables of `canaryd run`: the
 // bracketed names in its --help.
-func runVariables(t *testing.T) map[string]bool {
+func runVariables(t *testing.T) map[string]bool { return commandVariables(t, "run") }
+
+// commandVariables returns the CANARYD_ variables `canaryd CMD --help` names.
+func commandVariables(t *testing.T, cmd string) map[string]bool {
 	t.Helper()
-	out, _ := exec.Command(canaryd(t), "run", "--help").CombinedOutput() // exit status 0 or 2, depending on the flag package
+	out, _ := exec.Command(canaryd(t), cmd, "--help").CombinedOutput() // exit status 0 or 2, depending on the flag package
 	vars := map[string]bool{}
 	for _, m := range regexp.MustCompile(`\[(CANARYD_[A-Z0-9_]+)\]`).FindAllStringSubmatch(string(out), -1) {
 		vars[m[1]] = true
 	}
 	if len(vars) < 10 {
-		t.Fatalf("canaryd run --help names %d variables: %v\n%s", len(vars), vars, out)
+		t.Fatalf("canaryd %s --help names %d variables: %v\n%s", cmd, len(vars), vars, out)
 	}
 	return vars
 }
@@ -264,6 +267,27 @@ func TestVariablesAreCanarydRun(t *testing.T) {
 	}
 	if used == 0 {
 		t.Fatal("no CANARYD_ variable found in the deployment files")
+	}
+}
+
+// TestRouterManifests: deploy/router's manifests are valid Kubernetes
+// objects, name only variables `canaryd route` reads, and its example
+// routes file passes `canaryd validate --routes`.
+func TestRouterManifests(t *testing.T) {
+	if err := validateManifests(python(t), "router/rbac.yaml", "router/deployment.yaml"); err != nil {
+		t.Error(err)
+	}
+	vars := commandVariables(t, "route")
+	for _, f := range []string{"router/deployment.yaml", "router/routes.yaml"} {
+		for _, v := range regexp.MustCompile(`CANARYD_[A-Z][A-Z0-9_]*`).FindAllString(readFile(t, f), -1) {
+			if !vars[v] {
+				t.Errorf("%s names %s, which canaryd route does not read", f, v)
+			}
+		}
+	}
+	out, err := exec.Command(canaryd(t), "validate", "--routes", "router/routes.yaml").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "5 routes: kubernetes billing-agent, git research-agent, kubernetes search-agent, haproxy support-agent, kubernetes triage-agent: ok") {
+		t.Errorf("canaryd validate --routes router/routes.yaml: %v\n%s", err, out)
 	}
 }
 

@@ -2,6 +2,7 @@ package route
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,7 +43,17 @@ func (e *RouteFileError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File
 // (nil when the file has none) and its routes (rollout → the route's node).
 type kind struct {
 	name  string
-	build func(file string, settings *yaml.Node, routes map[string]*yaml.Node, log *slog.Logger) (Adapter, error)
+	build func(file string, settings *yaml.Node, routes map[string]*yaml.Node, log *slog.Logger, check bool) (Adapter, error)
+}
+
+// checked stands for an adapter whose config was checked but not built
+// (CheckRoutes): building one may need the environment it runs in (a
+// Kubernetes service account, the git command).
+type checked string
+
+func (c checked) Kind() string { return string(c) }
+func (c checked) Apply(context.Context, Target) error {
+	return Permanentf("BUG: a %s route checked by CheckRoutes was applied", string(c))
 }
 
 // kinds are the adapters a routes file may use, in the order they are
@@ -62,7 +73,7 @@ type validator interface{ Validate() error }
 // validated on its own first, so that an error names its line; newA then
 // checks what needs them together.
 func kindOf[C validator, R validator, A Adapter](name string, newA func(C, map[string]R, *slog.Logger) (A, error)) kind {
-	return kind{name: name, build: func(file string, settings *yaml.Node, routes map[string]*yaml.Node, log *slog.Logger) (Adapter, error) {
+	return kind{name: name, build: func(file string, settings *yaml.Node, routes map[string]*yaml.Node, log *slog.Logger, check bool) (Adapter, error) {
 		var cfg C
 		if settings != nil {
 			if err := decodeStrict(file, settings, &cfg); err != nil {
@@ -90,6 +101,9 @@ func kindOf[C validator, R validator, A Adapter](name string, newA func(C, map[s
 				return nil, &RouteFileError{file, n.Line, fmt.Sprintf("route of %q: %v", ro, err)}
 			}
 			rs[ro] = r
+		}
+		if check {
+			return checked(name), nil
 		}
 		a, err := newA(cfg, rs, log)
 		if err != nil {
@@ -139,8 +153,24 @@ func LoadRoutes(file string, log *slog.Logger) (*Mux, error) {
 	return ParseRoutes(file, src, log)
 }
 
+// CheckRoutes reads a routes file and checks every section and route
+// without building the adapters (canaryd validate --routes): what it finds
+// wrong, LoadRoutes would too; LoadRoutes may also fail on what only the
+// running environment has (the in-cluster service account, git).
+func CheckRoutes(file string) (*Mux, error) {
+	src, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	return parseRoutes(file, src, nil, true)
+}
+
 // ParseRoutes is LoadRoutes on src, read from file.
 func ParseRoutes(file string, src []byte, log *slog.Logger) (*Mux, error) {
+	return parseRoutes(file, src, log, false)
+}
+
+func parseRoutes(file string, src []byte, log *slog.Logger, check bool) (*Mux, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -226,7 +256,7 @@ func ParseRoutes(file string, src []byte, log *slog.Logger) (*Mux, error) {
 			}
 			continue
 		}
-		a, err := k.build(file, settings[k.name], rs, log)
+		a, err := k.build(file, settings[k.name], rs, log, check)
 		if err != nil {
 			errs = append(errs, err)
 			continue

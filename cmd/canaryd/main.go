@@ -335,7 +335,7 @@ func validateCmd(args []string, out io.Writer) error {
 			break
 		}
 		if name == "--routes" {
-			m, err := route.LoadRoutes(file, nil)
+			m, err := route.CheckRoutes(file)
 			if err != nil {
 				return err
 			}

@@ -68,3 +68,20 @@ func TestValidateModels(t *testing.T) {
 		t.Fatalf("validate of a bad model table: %v", err)
 	}
 }
+
+func TestValidateRoutes(t *testing.T) {
+	var out bytes.Buffer
+	if err := validateCmd([]string{"--routes", "../../deploy/router/routes.yaml"}, &out); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	if !strings.Contains(out.String(), "routes.yaml: 5 routes: ") {
+		t.Fatalf("validate output %q", out.String())
+	}
+	f := filepath.Join(t.TempDir(), "routes.yaml")
+	if err := os.WriteFile(f, []byte("haproxy: {address: /run/haproxy.sock}\nroutes:\n  - rollout: r\n    haproxy: {backend: b, baseline_server: s1}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := validateCmd([]string{"--routes=" + f}, &out); err == nil || !strings.Contains(err.Error(), "routes.yaml:4: route of \"r\": ") || !strings.Contains(err.Error(), "canary_server") {
+		t.Fatalf("validate of a bad routes file: %v", err)
+	}
+}
