@@ -11,6 +11,9 @@
 //   - rollouts/ and models.yaml: example rollout specs and model table;
 //   - grafana/: a dashboard and its provisioning files (its queries are
 //     tested on a real Prometheus in internal/daemon: TestGrafanaDashboard);
+//   - router/: an example routes file of `canaryd route`, the RBAC of its
+//     Kubernetes routes and a Deployment (TestRouterManifests validates
+//     them and runs canaryd validate --routes on the routes file);
 //   - argo/, flagger/, spinnaker/ and controllers.md: canaryd as the judge
 //     of Argo Rollouts, Flagger and Spinnaker (mode: judge), which the
 //     modules integrations/argo and integrations/flagger parse with the
