@@ -120,6 +120,11 @@ type riseComp struct {
 	logW  float64 // log of the prior weight
 	scale float64
 	m     [riseN]float64
+	// start is the At of the component's first stratum (0: unknown, a
+	// state from before onsets were kept); base the totals NB, XB, NC, XC
+	// before it, so that the data since the start can be described.
+	start int64
+	base  [4]uint64
 }
 
 // logValue returns log(w · mean_j LR_j) of the component.
@@ -155,6 +160,10 @@ type Conditional struct {
 	// before the first stratum; zero is no discount.
 	Discount float64
 
+	// at is the time of the stratum being observed (ObserveAt), recorded
+	// as the start of a change-point component that starts with it.
+	at int64
+
 	// Change-point components of ERise (see riseInfo), unless noRise:
 	// tests that never read ERise (promotion, categories) skip them.
 	noRise    bool
@@ -165,9 +174,18 @@ type Conditional struct {
 	rise      []riseComp // those not dropped
 }
 
+// ObserveAt is Observe of a stratum of time at (a window's start, Unix
+// ns): a change-point component that starts with it records at as its
+// onset (Onset).
+func (c *Conditional) ObserveAt(at int64, nb, xb, nc, xc uint64) {
+	c.at = at
+	c.Observe(nb, xb, nc, xc)
+}
+
 // Observe adds one stratum. Strata where the outcome cannot be compared (no
 // units in one arm, or no events at all) carry no information and are skipped.
 func (c *Conditional) Observe(nb, xb, nc, xc uint64) {
+	base := [4]uint64{c.NB, c.XB, c.NC, c.XC}
 	c.NB += nb
 	c.XB += xb
 	c.NC += nc
@@ -194,7 +212,7 @@ func (c *Conditional) Observe(nb, xb, nc, xc uint64) {
 		c.logL[i] += fx*gridLT[i] - lz[i]
 	}
 	if !c.noRise {
-		c.observeRise(fx, &lz)
+		c.observeRise(fx, &lz, base)
 	}
 	n := float64(nb + nc)
 	fk := float64(k)
@@ -203,7 +221,7 @@ func (c *Conditional) Observe(nb, xb, nc, xc uint64) {
 
 // observeRise starts a component when its turn has come, then multiplies
 // every component by the stratum's likelihood ratios.
-func (c *Conditional) observeRise(fx float64, lz *[gridLen]float64) {
+func (c *Conditional) observeRise(fx float64, lz *[gridLen]float64, base [4]uint64) {
 	if c.info >= c.nextStart {
 		w := riseWeight(c.started)
 		c.started++
@@ -220,7 +238,7 @@ func (c *Conditional) observeRise(fx float64, lz *[gridLen]float64) {
 			}
 			c.rise = append(c.rise[:low], c.rise[low+1:]...)
 		}
-		r := riseComp{logW: math.Log(w)}
+		r := riseComp{logW: math.Log(w), start: c.at, base: base}
 		for j := range r.m {
 			r.m[j] = 1
 		}
@@ -297,6 +315,8 @@ type riseState struct {
 	Started                   int
 	LogW, Scale               []float64 // per component
 	M                         []float64 // riseN per component
+	Starts                    []int64   // per component; absent in states from before onsets were kept
+	Bases                     []uint64  // 4 per component (NB, XB, NC, XC before its start); likewise
 }
 
 func (c *Conditional) riseState() riseState {
@@ -305,6 +325,8 @@ func (c *Conditional) riseState() riseState {
 		s.LogW = append(s.LogW, r.logW)
 		s.Scale = append(s.Scale, r.scale)
 		s.M = append(s.M, r.m[:]...)
+		s.Starts = append(s.Starts, r.start)
+		s.Bases = append(s.Bases, r.base[:]...)
 	}
 	return s
 }
@@ -316,11 +338,96 @@ func (c *Conditional) setRiseState(s riseState) error {
 	}
 	c.noRise, c.info, c.nextStart, c.wStarted, c.started = s.Off, s.Info, s.NextStart, s.WStarted, s.Started
 	c.rise = make([]riseComp, n)
+	onsets := len(s.Starts) == n && len(s.Bases) == 4*n // else unknown (0)
 	for i := range c.rise {
 		c.rise[i].logW, c.rise[i].scale = s.LogW[i], s.Scale[i]
 		copy(c.rise[i].m[:], s.M[i*riseN:])
+		if onsets {
+			c.rise[i].start = s.Starts[i]
+			copy(c.rise[i].base[:], s.Bases[4*i:])
+		}
 	}
 	return nil
+}
+
+// Onset describes the change-point component that weighs most in ERise:
+// where the evidence of a rise begins, and the data since then.
+type Onset struct {
+	At int64 // the At of the component's first stratum (Unix ns)
+	// Units and events of each arm since At.
+	NB, XB, NC, XC uint64
+	// Odds is the odds ratio among the component's alternatives {1} ∪
+	// [1.22, 6.05] (≈22% apart) that fits the data since At best; Lower and
+	// Upper bound it at alpha on that grid (0 when even θ ≤ 1 is not
+	// rejected, +Inf when no alternative above is rejected). The onset is
+	// chosen by the data (the component with the most evidence), so these
+	// bounds describe that stretch; they are not a confidence interval for a
+	// fixed stretch with the nominal coverage, unlike Bounds.
+	Odds, Lower, Upper float64
+}
+
+// Onset returns the Onset of the component with the largest weighted
+// value, and false when there is none (no component started, or one
+// restored from a state that did not keep its start).
+func (c *Conditional) Onset(alpha float64) (Onset, bool) {
+	best := -1
+	for i := range c.rise {
+		if best < 0 || c.rise[i].logValue() > c.rise[best].logValue() {
+			best = i
+		}
+	}
+	if best < 0 || c.rise[best].start == 0 {
+		return Onset{}, false
+	}
+	r := &c.rise[best]
+	o := Onset{At: r.start, NB: c.NB - r.base[0], XB: c.XB - r.base[1], NC: c.NC - r.base[2], XC: c.XC - r.base[3]}
+	// Likelihoods relative to θ = 1 on {1, θ_0..θ_{riseN-1}}: r.m is
+	// L(θ_j)/L(1) up to the common factor e^scale.
+	var l [riseN + 1]float64
+	theta := func(i int) float64 {
+		if i == 0 {
+			return 1
+		}
+		return gridTheta(riseLo + (i-1)*riseStride)
+	}
+	l[0] = math.Exp(-r.scale) // L(1)/L(1) in r.m's units
+	copy(l[1:], r.m[:])
+	if math.IsInf(l[0], 1) || l[0] == 0 {
+		// L(1) is astronomically far from the alternatives': keep the
+		// ratio in logs by capping it (the comparisons below only need
+		// which side of 1/alpha each mean falls).
+		l[0] = math.Min(math.Max(l[0], 1e-300), 1e300)
+	}
+	top := 0
+	for i := range l {
+		if l[i] > l[top] {
+			top = i
+		}
+	}
+	o.Odds = theta(top)
+	thr := 1 / alpha
+	o.Lower, o.Upper = 0, math.Inf(1)
+	for i := range l { // H0: θ ≤ θ_i rejected by the alternatives above it
+		n, s := 0, 0.0
+		for j := i + 1; j < len(l); j++ {
+			n++
+			s += l[j]
+		}
+		if n > 0 && s >= thr*float64(n)*l[i] {
+			o.Lower = theta(i)
+		}
+	}
+	for i := len(l) - 1; i >= 0; i-- { // H0: θ ≥ θ_i rejected by those below it
+		n, s := 0, 0.0
+		for j := 0; j < i; j++ {
+			n++
+			s += l[j]
+		}
+		if n > 0 && s >= thr*float64(n)*l[i] {
+			o.Upper = theta(i)
+		}
+	}
+	return o, true
 }
 
 // logZGrid sets lz[i] to log Σ_y C(nc, y) C(nb, k−y) θ_i^y over the support

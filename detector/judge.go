@@ -154,7 +154,8 @@ type Judge struct {
 	bigrams         Categorical
 	incidents       Conditional // incident counts against request counts
 	srm             SRM
-	srmSessions     bool // the SRM check counted sessions (for its evidence)
+	srmSessions     bool  // the SRM check counted sessions (for its evidence)
+	at              int64 // Start of the window being observed (not state: set by each Observe)
 	sloErr, sloLat  Bernoulli
 
 	baseLat map[window.Segment]*window.Agg // baseline latency per segment, for thresholds
@@ -261,6 +262,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 		return false
 	}
 	j.seen[k] = c.End
+	j.at = c.Start
 	j.windows++
 	j.now = max(j.now, c.Watermark)
 	j.wall = max(j.wall, c.Wall)
@@ -375,7 +377,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 	for _, rt := range j.rates {
 		nb, xb := rt.counts(sessB, evalB)
 		nc, xc := rt.counts(sessC, evalC)
-		rt.rb.Observe(nb, xb, nc, xc)
+		rt.rb.ObserveAt(j.at, nb, xb, nc, xc)
 		if inStep {
 			rt.ni.Observe(nb, xb, nc, xc)
 		}
@@ -502,8 +504,8 @@ func (j *Judge) observeSessionUnits(c window.Closed, inStep bool) {
 // earlier latencies in the stratum's segment).
 func (j *Judge) observeUnits(seg window.Segment, nb, xb, nc, xc uint64, bLat, cLat, ref *window.Agg, inStep bool) {
 	if !j.spec.Metrics.ErrorRate.Disabled {
-		j.rbErr.Observe(nb, xb, nc, xc)
-		j.segErr.observe(seg, nb, xb, nc, xc)
+		j.rbErr.ObserveAt(j.at, nb, xb, nc, xc)
+		j.segErr.observe(j.at, seg, nb, xb, nc, xc)
 		if inStep {
 			j.stepErr.Observe(nb, xb, nc, xc)
 		}
@@ -517,8 +519,8 @@ func (j *Judge) observeUnits(seg window.Segment, nb, xb, nc, xc uint64, bLat, cL
 		k := window.Mapping.Index(thr)
 		above := bLat.CountAbove(k)
 		ac := cLat.CountAbove(k)
-		lt.rb.Observe(lb, above, lc, ac)
-		lt.seg.observe(seg, lb, above, lc, ac)
+		lt.rb.ObserveAt(j.at, lb, above, lc, ac)
+		lt.seg.observe(j.at, seg, lb, above, lc, ac)
 		if inStep {
 			// The margin is built into the canary's threshold: under
 			// "canary = baseline × (1+margin)" both exceed with the same odds.
@@ -698,6 +700,12 @@ type TestEvidence struct {
 	// ("tool search_docs", "llm gpt-4o") whose own e-value weighs most in
 	// the rollback test's mixture (segments.go).
 	Segment string `json:"segment,omitempty"`
+	// Onset, for a rollback test that fired on a rise that began after
+	// the start (its change-point mixture's strongest component began
+	// later): the start of the first window of that evidence. The counts,
+	// estimates, odds ratio and bounds then describe the data since Onset
+	// (Conditional.Onset), the data the e-value fired on.
+	Onset *time.Time `json:"onset,omitempty"`
 }
 
 // ArmSummary summarises one version's requests.
@@ -1171,10 +1179,16 @@ func (j *Judge) tests() []TestEvidence {
 		t.Segment = "all"
 		if top.t != nil && top.v > pooled && top.v > 1 { // else the pooled half carries the evidence
 			// Bounds at the segment's share of alpha in the mixture.
-			st := cond(name, "rollback", top.t, alpha*top.w/2, 0)
+			a := alpha * top.w / 2
+			st := cond(name, "rollback", top.t, a, 0)
 			t.NBaseline, t.NCanary, t.Baseline, t.Canary = st.NBaseline, st.NCanary, st.Baseline, st.Canary
 			t.OddsRatio, t.Lower, t.Upper = st.OddsRatio, st.Lower, st.Upper
 			t.Segment = segText(top.seg)
+			if t.Passed {
+				sinceOnset(&t, top.t, a)
+			}
+		} else if t.Passed {
+			sinceOnset(&t, c, alpha/2)
 		}
 		return t
 	}
@@ -1198,7 +1212,11 @@ func (j *Judge) tests() []TestEvidence {
 		}
 	}
 	for _, rt := range j.rates {
-		out = append(out, cond(rt.name, "rollback", &rt.rb, j.alphaFor(rt.name), 0))
+		t := cond(rt.name, "rollback", &rt.rb, j.alphaFor(rt.name), 0)
+		if t.Passed {
+			sinceOnset(&t, &rt.rb, t.Alpha)
+		}
+		out = append(out, t)
 		if rt.spec.Guard {
 			out = append(out, cond(rt.name, "promote", &rt.ni, alphaP, rt.spec.Margin))
 		}
@@ -1277,6 +1295,23 @@ func (j *Judge) tests() []TestEvidence {
 	return out
 }
 
+// sinceOnset makes a fired rollback test's evidence describe the data its
+// e-value fired on, when that is a rise that began after the release's
+// first stratum: the data since the onset of c's strongest change-point
+// component, with bounds on the component's grid at alpha. A rise from the
+// start keeps the whole release's figures (the same data).
+func sinceOnset(t *TestEvidence, c *Conditional, alpha float64) {
+	o, ok := c.Onset(alpha)
+	if !ok || o.NB == c.NB && o.NC == c.NC {
+		return
+	}
+	at := time.Unix(0, o.At).UTC()
+	t.Onset = &at
+	t.NBaseline, t.NCanary = o.NB, o.NC
+	t.Baseline, t.Canary = Num(ratio(o.XB, o.NB)), Num(ratio(o.XC, o.NC))
+	t.OddsRatio, t.Lower, t.Upper = Num(o.Odds), Num(o.Lower), Num(o.Upper)
+}
+
 // boundsText renders a conditional rollback test's bounds on the odds
 // ratio. They cover the whole release (or, for a segment, the whole
 // release's strata of that segment), while the e-value mixes over when the
@@ -1285,6 +1320,9 @@ func (j *Judge) tests() []TestEvidence {
 // contradict the decision silently.
 func boundsText(t TestEvidence) string {
 	s := fmt.Sprintf("bounds ×%.2f–%s", float64(t.Lower), fmtUpper(t.Upper))
+	if t.Onset != nil {
+		return fmt.Sprintf("%s, since the rise began at %s", s, t.Onset.Format(time.TimeOnly))
+	}
 	if t.Role == "rollback" && t.Passed && float64(t.Lower) <= 1 {
 		s += " over the whole release, which includes ×1: the evidence is in the data since the rise began"
 	}

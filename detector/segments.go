@@ -46,7 +46,7 @@ type segMix struct {
 
 // observe adds a stratum of seg. A segment gets its test (and its weight)
 // at its first stratum with units in both arms.
-func (m *segMix) observe(seg window.Segment, nb, xb, nc, xc uint64) {
+func (m *segMix) observe(at int64, seg window.Segment, nb, xb, nc, xc uint64) {
 	t := m.tests[seg]
 	if t == nil {
 		if nb == 0 || nc == 0 || len(m.order) >= maxSegTests {
@@ -59,7 +59,7 @@ func (m *segMix) observe(seg window.Segment, nb, xb, nc, xc uint64) {
 		m.tests[seg] = t
 		m.order = append(m.order, seg)
 	}
-	t.Observe(nb, xb, nc, xc)
+	t.ObserveAt(at, nb, xb, nc, xc)
 }
 
 // segTop is the segment whose weighted e-value w·E is the largest.

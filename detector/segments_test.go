@@ -109,7 +109,7 @@ func TestSegmentMixtureAA(t *testing.T) {
 					continue
 				}
 				pooled.Observe(b.Count, b.Errors, s.Agg.Count, s.Agg.Errors)
-				seg.observe(s.Segment, b.Count, b.Errors, s.Agg.Count, s.Agg.Errors)
+				seg.observe(c.Start, s.Segment, b.Count, b.Errors, s.Agg.Count, s.Agg.Errors)
 			}
 			es, _ := seg.e()
 			if pooled.ERise()/2+es/2 >= 1/0.05 {
