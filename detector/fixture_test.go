@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -93,7 +94,13 @@ func TestJudgeStateFixtures(t *testing.T) {
 				got = nil
 			}
 			for i, g := range got {
-				if g != want[fixtureCut+i] {
+				w := want[fixtureCut+i]
+				if v < 4 {
+					// States before version 4 hold no per-segment totals:
+					// the status's segments count from the restore.
+					g, w = withoutSegments(t, g), withoutSegments(t, w)
+				}
+				if g != w {
 					t.Fatalf("window %d after restoring a version %d state:\n got %s\nwant %s", fixtureCut+i, v, g, want[fixtureCut+i])
 				}
 			}
@@ -102,4 +109,29 @@ func TestJudgeStateFixtures(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withoutSegments returns a decision of decisions() without its status's
+// segments.
+func withoutSegments(t *testing.T, d string) string {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(d), &m); err != nil {
+		return d // "replayed"
+	}
+	var st map[string]json.RawMessage
+	if err := json.Unmarshal(m["S"], &st); err != nil {
+		t.Fatal(err)
+	}
+	delete(st, "segments")
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m["S"] = b
+	out, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }

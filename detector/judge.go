@@ -33,10 +33,12 @@
 package detector
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -161,6 +163,7 @@ type Judge struct {
 	baseLat map[window.Segment]*window.Agg // baseline latency per segment, for thresholds
 
 	total       map[string]*window.Agg // per version, request segments, whole rollout
+	segTotal    map[string]*window.Agg // per version and request segment (segTotalKey), whole rollout; at most maxStatusSegments segments
 	phase       map[string]*window.Agg // per version, request segments, current step
 	sessions    map[string]*window.Agg // per version, agent/task segments, whole rollout
 	phaseSess   map[string]*window.Agg // per version, agent/task segments, current step
@@ -183,6 +186,7 @@ func NewJudge(spec Spec) *Judge {
 		step:        -1,
 		baseLat:     map[window.Segment]*window.Agg{},
 		total:       map[string]*window.Agg{},
+		segTotal:    map[string]*window.Agg{},
 		phase:       map[string]*window.Agg{},
 		phaseSess:   map[string]*window.Agg{},
 		sessions:    map[string]*window.Agg{},
@@ -327,6 +331,7 @@ func (j *Judge) Observe(c window.Closed) bool {
 		if s.Version != bv && s.Version != cv {
 			continue
 		}
+		j.addSegTotal(s, errMap, bigMap)
 		// Pools across segments for the means, error types and tool mix.
 		isB := s.Version == bv
 		if s.Segment.Kind == schemas.KindLLM {
@@ -708,6 +713,80 @@ type TestEvidence struct {
 	Onset *time.Time `json:"onset,omitempty"`
 }
 
+// SegmentSummary is one request segment (a tool, a model, a route) of the
+// baseline and the canary, whole rollout.
+type SegmentSummary struct {
+	Segment  string     `json:"segment"` // as tests name it: "tool search_docs", "llm gpt-4o"
+	Kind     string     `json:"kind"`
+	Name     string     `json:"name"`
+	Baseline ArmSummary `json:"baseline"`
+	Canary   ArmSummary `json:"canary"`
+}
+
+// maxStatusSegments bounds the segments a judge keeps totals of for its
+// status; later segments are left out (the pooled totals still count them).
+const maxStatusSegments = 48
+
+func segTotalKey(version string, seg window.Segment) string {
+	return version + "\x00" + strconv.Itoa(int(seg.Kind)) + "\x00" + seg.Name
+}
+
+// addSegTotal adds a series of the baseline or the canary to segTotal.
+func (j *Judge) addSegTotal(s window.Series, errMap, bigMap []int) {
+	k := segTotalKey(s.Version, s.Segment)
+	if _, ok := j.segTotal[k]; !ok {
+		other := segTotalKey(j.spec.Baseline, s.Segment)
+		if s.Version == j.spec.Baseline {
+			other = segTotalKey(j.spec.Canary, s.Segment)
+		}
+		if _, seen := j.segTotal[other]; !seen && len(j.segTotal) >= 2*maxStatusSegments {
+			return
+		}
+	}
+	mergeMapped(j.segTotal, k, s.Agg, errMap, bigMap)
+}
+
+// segments returns the per-segment summaries, the busiest first (at most
+// 20, as a status shows them).
+func (j *Judge) segments() []SegmentSummary {
+	by := map[string]*SegmentSummary{}
+	var out []*SegmentSummary
+	for k, a := range j.segTotal {
+		parts := strings.SplitN(k, "\x00", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		kind, _ := strconv.Atoi(parts[1])
+		seg := window.Segment{Kind: schemas.Kind(kind), Name: parts[2]}
+		sk := segText(seg)
+		ss := by[sk]
+		if ss == nil {
+			ss = &SegmentSummary{Segment: sk, Kind: seg.Kind.String(), Name: seg.Name,
+				Baseline: j.summary(j.spec.Baseline, nil, nil), Canary: j.summary(j.spec.Canary, nil, nil)}
+			by[sk] = ss
+			out = append(out, ss)
+		}
+		switch parts[0] {
+		case j.spec.Baseline:
+			ss.Baseline = j.summary(parts[0], a, nil)
+		case j.spec.Canary:
+			ss.Canary = j.summary(parts[0], a, nil)
+		}
+	}
+	slices.SortFunc(out, func(a, b *SegmentSummary) int {
+		na, nb := a.Baseline.Requests+a.Canary.Requests, b.Baseline.Requests+b.Canary.Requests
+		if na != nb {
+			return cmp.Compare(nb, na)
+		}
+		return strings.Compare(a.Segment, b.Segment)
+	})
+	res := make([]SegmentSummary, 0, min(len(out), 20))
+	for _, ss := range out[:min(len(out), 20)] {
+		res = append(res, *ss)
+	}
+	return res
+}
+
 // ArmSummary summarises one version's requests.
 type ArmSummary struct {
 	Version      string  `json:"version"`
@@ -769,6 +848,9 @@ type Status struct {
 	Watermark    time.Time    `json:"watermark"`
 	Verdict      Verdict      `json:"verdict"`
 	Totals       []ArmSummary `json:"totals"` // every version seen, whole rollout
+	// Segments compares the baseline and the canary per tool, model and
+	// route (request segments), whole rollout, the busiest first.
+	Segments []SegmentSummary `json:"segments,omitempty"`
 	// DeploymentID and Commit of the release (from its spec or its start),
 	// as its commands carry them.
 	DeploymentID string `json:"deployment_id,omitempty"`
@@ -824,6 +906,7 @@ func (j *Judge) Status() Status {
 	st.DeploymentID, st.Commit = j.spec.DeploymentID, j.spec.Commit
 	st.AwaitingApproval = j.awaitingApproval()
 	st.Next = j.nextActions()
+	st.Segments = j.segments()
 	for _, v := range sortedKeys(j.total, j.sessions) {
 		st.Totals = append(st.Totals, j.summary(v, j.total[v], j.sessions[v]))
 	}
@@ -1296,35 +1379,37 @@ func (j *Judge) tests() []TestEvidence {
 }
 
 // sinceOnset makes a fired rollback test's evidence describe the data its
-// e-value fired on, when that is a rise that began after the release's
-// first stratum: the data since the onset of c's strongest change-point
-// component, with bounds on the component's grid at alpha. A rise from the
-// start keeps the whole release's figures (the same data).
+// e-value fired on: the data since the onset of c's strongest change-point
+// component, with bounds on that component's grid at alpha (the same
+// alternatives the e-value mixes), and Onset set when that component began
+// after the release's first stratum.
 func sinceOnset(t *TestEvidence, c *Conditional, alpha float64) {
 	o, ok := c.Onset(alpha)
-	if !ok || o.NB == c.NB && o.NC == c.NC {
+	if !ok {
 		return
 	}
-	at := time.Unix(0, o.At).UTC()
-	t.Onset = &at
+	if o.NB != c.NB || o.NC != c.NC { // a later start: say since when
+		at := time.Unix(0, o.At).UTC()
+		t.Onset = &at
+	}
 	t.NBaseline, t.NCanary = o.NB, o.NC
 	t.Baseline, t.Canary = Num(ratio(o.XB, o.NB)), Num(ratio(o.XC, o.NC))
 	t.OddsRatio, t.Lower, t.Upper = Num(o.Odds), Num(o.Lower), Num(o.Upper)
 }
 
 // boundsText renders a conditional rollback test's bounds on the odds
-// ratio. They cover the whole release (or, for a segment, the whole
-// release's strata of that segment), while the e-value mixes over when the
-// regression began: when it fires on a regression that began late, the
-// bounds can still include ×1, and the text then says so rather than
-// contradict the decision silently.
+// ratio. For a test that fired they are those of the data since its onset
+// (sinceOnset), on the alternatives its e-value mixes, and name the onset
+// when the rise began later; should they still include ×1 (the mixture
+// fired on several stretches together, none enough alone), the text says
+// so rather than contradict the decision silently.
 func boundsText(t TestEvidence) string {
 	s := fmt.Sprintf("bounds ×%.2f–%s", float64(t.Lower), fmtUpper(t.Upper))
 	if t.Onset != nil {
 		return fmt.Sprintf("%s, since the rise began at %s", s, t.Onset.Format(time.TimeOnly))
 	}
 	if t.Role == "rollback" && t.Passed && float64(t.Lower) <= 1 {
-		s += " over the whole release, which includes ×1: the evidence is in the data since the rise began"
+		s += ", which includes ×1: the e-value mixes over when the rise began, and no single stretch shows it alone"
 	}
 	return s
 }

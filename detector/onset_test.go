@@ -107,3 +107,55 @@ func TestOnsetInReason(t *testing.T) {
 		t.Errorf("reason %q; want the onset named and no interval that includes ×1", v.Reason)
 	}
 }
+
+// TestSegmentSummaries: the status compares the two versions per request
+// segment, the busiest first, with each segment's own counts, and keeps
+// them across a checkpoint.
+func TestSegmentSummaries(t *testing.T) {
+	j := NewJudge(testSpec())
+	rng := rand.New(rand.NewPCG(8, 1))
+	start := time.Unix(1_700_000_000, 0)
+	var wantB, wantC [2]uint64 // search, fetch requests
+	for i := range 20 {
+		c := simWindow(rng, start.Add(time.Duration(i)*10*time.Second), 10*time.Second,
+			arm{version: "v1", perWindow: 900, errRate: 0.01, latMedian: 100, latSigma: 0.5, fetch: 0.2},
+			arm{version: "v2", perWindow: 100, errRate: 0.01, latMedian: 100, latSigma: 0.5, fetch: 0.2})
+		for _, s := range c.Series {
+			i := 0
+			if s.Segment.Name == "fetch" {
+				i = 1
+			}
+			if s.Version == "v1" {
+				wantB[i] += s.Agg.Count
+			} else {
+				wantC[i] += s.Agg.Count
+			}
+		}
+		j.Observe(c)
+		j.Decide(c.Watermark)
+	}
+	check := func(j *Judge, when string) {
+		segs := j.Status().Segments
+		if len(segs) != 2 || segs[0].Segment != "tool search" || segs[1].Segment != "tool fetch" {
+			t.Fatalf("%s: segments %+v; want tool search, then tool fetch", when, segs)
+		}
+		for i, s := range segs {
+			if s.Baseline.Requests != wantB[i] || s.Canary.Requests != wantC[i] || s.Baseline.Version != "v1" || s.Canary.Version != "v2" {
+				t.Errorf("%s: %s: baseline %d canary %d requests; want %d, %d", when, s.Segment, s.Baseline.Requests, s.Canary.Requests, wantB[i], wantC[i])
+			}
+			if !(float64(s.Canary.P95MS) > 0) {
+				t.Errorf("%s: %s: canary p95 %v", when, s.Segment, s.Canary.P95MS)
+			}
+		}
+	}
+	check(j, "live")
+	b, err := j.MarshalState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := NewJudge(testSpec())
+	if err := n.UnmarshalState(b); err != nil {
+		t.Fatal(err)
+	}
+	check(n, "restored")
+}

@@ -31,7 +31,13 @@ import (
 // Version 3: the per-segment halves of the rollback tests (SegErr,
 // SegLat; segments.go). A version 1 or 2 state restores with them empty:
 // they start at the restore.
-const StateVersion = 3
+//
+// Version 4: SegTotal, the per-segment totals of the status (Segments), and
+// the change-point components' starts and the totals before them (Onset).
+// A version 3 state restores with per-segment totals that count from the
+// restore, and components whose onset is unknown (evidence from them keeps
+// the whole release's bounds).
+const StateVersion = 4
 
 // oldestStateVersion is the oldest state version UnmarshalState reads.
 const oldestStateVersion = 1
@@ -68,6 +74,7 @@ type judgeState struct {
 	BaseLat                []segAgg
 	Total, Phase, Sessions map[string]*window.Agg
 	PhaseSess              map[string]*window.Agg // absent in older states: the step's sessions count from the restore
+	SegTotal               map[string]*window.Agg // absent in older states: the per-segment status counts from the restore
 	ErrorTypes             []string
 	BigramNames            []string
 	Last                   []byte // JSON of the last Verdict (NaN-safe)
@@ -191,7 +198,7 @@ func (j *Judge) MarshalState() ([]byte, error) {
 		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(), SegErr: j.segErr.state(),
 		ToolMix: j.toolMix.state(), ErrMix: j.errMix.state(), Bigrams: j.bigrams.state(),
 		SRM: j.srm, SRMSessions: j.srmSessions, SloErr: j.sloErr, SloLat: j.sloLat,
-		Total: j.total, Phase: j.phase, Sessions: j.sessions, PhaseSess: j.phaseSess, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
+		Total: j.total, Phase: j.phase, Sessions: j.sessions, PhaseSess: j.phaseSess, SegTotal: j.segTotal, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
 		Last: last, Seen: j.seen,
 		Paused: j.paused, Approved: j.approved + 1, Attempt: j.attempt, Audit: j.audit,
 		Declared: j.declared + 1, WSource: j.wsource, Passed: j.passed + 1, PassedWhy: j.passedWhy,
@@ -266,6 +273,9 @@ func (j *Judge) UnmarshalState(b []byte) error {
 	// gob decodes an empty map as nil; NewJudge's empty maps stay then.
 	if st.Total != nil {
 		n.total = st.Total
+	}
+	if st.SegTotal != nil {
+		n.segTotal = st.SegTotal
 	}
 	if st.Phase != nil {
 		n.phase = st.Phase

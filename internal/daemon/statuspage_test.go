@@ -57,6 +57,8 @@ type pageState struct {
 	ArmPoints int      `json:"arm_points"` // points in the canary-vs-baseline plots
 	ArmRows   int      `json:"arm_rows"`
 	TestRows  int      `json:"test_rows"`
+	Segments  []string `json:"segments"` // rows of the per-segment table
+	Flagged   []string `json:"flagged"`  // those marked as named by a fired rollback test
 }
 
 const statusPageScript = `
@@ -81,6 +83,8 @@ return {
   arm_points: q('#arm-plots svg.armplot').reduce((n, p) => n + +p.dataset.points, 0),
   arm_rows: q('#arms tbody tr').length,
   test_rows: q('#tests tbody tr[data-test]').length,
+  segments: q('#segments tbody tr[data-segment]').map((e) => e.dataset.segment),
+  flagged: q('#segments tbody tr.regressed').map((e) => e.dataset.segment),
 };`
 
 // layoutScript finds what overflows the viewport: the document wider than
@@ -201,6 +205,22 @@ func TestStatusPageInChromium(t *testing.T) {
 	if got.EPlots < len(st.Verdict.Tests) || got.Circles == 0 || got.ArmPoints < 2 || got.ArmRows < 10 || got.TestRows != len(st.Verdict.Tests) {
 		t.Errorf("e-value plots %d (tests %d), circles %d, arm plot points %d, arm rows %d, test rows %d",
 			got.EPlots, len(st.Verdict.Tests), got.Circles, got.ArmPoints, got.ArmRows, got.TestRows)
+	}
+	// The per-segment table: the API's segments in its order, and the
+	// segment a fired test names (if the evidence is a segment's) marked.
+	var apiSegs, named []string
+	for _, sg := range st.Segments {
+		apiSegs = append(apiSegs, sg.Segment)
+	}
+	for _, tc := range st.Verdict.Tests {
+		if tc.Role == "rollback" && tc.Passed && tc.Segment != "" && tc.Segment != "all" && !slices.Contains(named, tc.Segment) {
+			named = append(named, tc.Segment)
+		}
+	}
+	slices.Sort(named)
+	slices.Sort(got.Flagged)
+	if len(apiSegs) < 2 || !slices.Equal(got.Segments, apiSegs) || !slices.Equal(got.Flagged, named) {
+		t.Errorf("the page's segments %q (marked %q); the API's %q (named by fired tests %q)", got.Segments, got.Flagged, apiSegs, named)
 	}
 	waitPage(t, s, 10*time.Second, "bad's row to show its final badge", statusPageScript, func(p *pageState) bool { return p.BadFinal == "rollback" })
 	t.Logf("page: %d e-value plots (fired %q, up to %d points), timeline markers %q", got.EPlots, got.Fired, got.MaxPoints, got.Markers)

@@ -212,6 +212,7 @@
     renderTimeline(st, points);
     renderEValues(points, v.tests || []);
     renderArms(st);
+    renderSegments(st);
     renderArmPlots(st, points);
     renderToolMix(v.tests || []);
     renderSRM(v.tests || []);
@@ -434,6 +435,32 @@
         return el("div", { class: "row" }, el("span", { class: "ver", text: i ? "" : k }),
           el("div", { class: "bar" }, el("span", { class: i ? "canary" : "baseline", style: `width:${(100 * n) / mx}%` })), el("span", { class: "num", text: int(n) }));
       }))));
+  }
+
+  // renderSegments: the two versions per request segment, with the
+  // segment a fired (or strongest) rollback test names marked.
+  function renderSegments(st) {
+    const segs = st.segments || [];
+    const named = new Set(((st.verdict || {}).tests || []).filter((t) => t.role === "rollback" && t.passed && t.segment && t.segment !== "all").map((t) => t.segment));
+    if (!segs.length) { fill($("segments"), el("tbody", {}, el("tr", {}, el("td", { class: "muted", text: "no request segments yet" })))); return; }
+    const per = (a, k) => (a && a.requests ? a[k] / a.requests : NaN);
+    const pair = (f) => [el("td", { class: "num", text: f(0) }), el("td", { class: "num canary-col", text: f(1) })];
+    const head = el("thead", {},
+      el("tr", {}, el("th", { text: "segment" }),
+        ...["requests", "error rate", "p95 latency", "tokens / req", "cost / req"].map((h) => el("th", { class: "num", colspan: 2, text: h }))),
+      el("tr", {}, el("th", { text: "" }), ...[1, 2, 3, 4, 5].flatMap(() => [el("th", { class: "num muted", text: "base" }), el("th", { class: "num muted", text: "canary" })])));
+    const body = el("tbody", {}, segs.map((s) => {
+      const arms = [s.baseline, s.canary];
+      const flagged = named.has(s.segment);
+      return el("tr", { "data-segment": s.segment, class: flagged ? "regressed" : null },
+        el("th", { text: s.segment + (flagged ? " ⚠" : "") }),
+        ...pair((i) => int(arms[i] && arms[i].requests)),
+        ...pair((i) => pct(arms[i] && arms[i].error_rate)),
+        ...pair((i) => ms(arms[i] && arms[i].p95_ms)),
+        ...pair((i) => num(per(arms[i], "input_tokens") + per(arms[i], "output_tokens"))),
+        ...pair((i) => usd(per(arms[i], "cost_usd"))));
+    }));
+    fill($("segments"), head, body);
   }
 
   function renderArmPlots(st, points) {
