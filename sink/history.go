@@ -30,6 +30,26 @@ type History struct {
 	Capacity int            `json:"capacity"`
 	Stride   int            `json:"stride"`
 	Points   []HistoryPoint `json:"points"`
+	// Events are what people and controllers did to the release, oldest
+	// first (the last HistoryEvents): operator actions and controllers'
+	// judge calls that changed its weight or ended it.
+	Events []HistoryEvent `json:"events"`
+}
+
+// HistoryEvents bounds the events a history keeps per release.
+const HistoryEvents = 64
+
+// HistoryEvent is one operator action or controller call on a release.
+type HistoryEvent struct {
+	At time.Time `json:"at"` // canaryd's clock when it was accepted
+	// Kind is "operator" (pause, resume, approve, abort, retry, start) or
+	// "controller" (a judge call that declared a weight or ended the
+	// release).
+	Kind   string `json:"kind"`
+	Action string `json:"action"` // the operator action, or declare / promote / rollback / abort
+	By     string `json:"by"`     // who: the operator (or token name), or the controller (argo, flagger, …)
+	Reason string `json:"reason,omitempty"`
+	Weight *int   `json:"weight,omitempty"` // the weight a controller declared
 }
 
 // HistoryPoint is one verdict: its tests' e-values and the step's two arms.

@@ -293,6 +293,12 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 				notFound(w, r.PathValue("id"))
 				return
 			}
+			if h.Points == nil {
+				h.Points = []HistoryPoint{}
+			}
+			if h.Events == nil {
+				h.Events = []HistoryEvent{}
+			}
 			writeJSON(w, http.StatusOK, h)
 		},
 		"GET /":                           pageHandler(src),

@@ -69,6 +69,7 @@ func (d *Daemon) Act(_ context.Context, rollout, action string, req sink.ActionR
 		return detector.Status{}, err
 	}
 	delete(d.saved, rollout) // the next checkpoint holds the change
+	d.verdicts.event(d.judges[rollout].Spec(), sink.HistoryEvent{At: op.At, Kind: "operator", Action: action, By: op.By, Reason: op.Reason})
 	d.cfg.Metrics.GetOrCreateCounter(fmt.Sprintf(`canaryd_operator_actions_total{rollout=%q,action=%q}`, rollout, action)).Inc()
 	d.cfg.Logger.Info("operator action", "rollout", rollout, "action", action, "by", op.By, "token", req.Token, "reason", op.Reason)
 	st := d.judges[rollout].Status()

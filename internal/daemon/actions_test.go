@@ -16,6 +16,7 @@ import (
 
 	"github.com/inferensys/canaryd/internal/kafkatest"
 	"github.com/inferensys/canaryd/schemas"
+	"github.com/inferensys/canaryd/sink"
 )
 
 // post sends an operator action and returns the status code and the reply.
@@ -106,6 +107,12 @@ func TestOperatorActions(t *testing.T) {
 			}
 			act("pause", "", http.StatusConflict)
 			act("resume", "", http.StatusOK)
+			// The history shows who did what (the status page marks it).
+			var h sink.History
+			getJSON(t, "http://"+addr+"/v1/rollouts/rel/history", &h)
+			if n := len(h.Events); n != 2 || h.Events[0].Action != "pause" || h.Events[0].By != "alice" || h.Events[0].Reason != "checking the dashboards" || h.Events[1].Action != "resume" {
+				t.Errorf("history events %+v; want alice's pause (with its reason), then resume", h.Events)
+			}
 			act("abort", `{"reason":"pager went off"}`, http.StatusOK)
 			cmds := until(2)
 			if c := cmds[1]; c.Action != schemas.ActionRollback || !strings.Contains(c.Reason, "aborted by alice: pager went off") {

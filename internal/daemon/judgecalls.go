@@ -117,6 +117,8 @@ func (d *Daemon) Judge(_ context.Context, rollout string, call sink.JudgeCall) (
 			}
 			if c {
 				changed = true
+				w := *call.Weight
+				d.verdicts.event(j.Spec(), sink.HistoryEvent{At: time.Now().UTC(), Kind: "controller", Action: "declare", By: by, Weight: &w})
 				d.cfg.Logger.Info("controller: weight", "rollout", rollout, "controller", by, "weight", *call.Weight, "step", j.Status().Step)
 			}
 		}
@@ -126,6 +128,7 @@ func (d *Daemon) Judge(_ context.Context, rollout string, call sink.JudgeCall) (
 			return detector.Status{}, err
 		}
 		changed = true
+		d.verdicts.event(j.Spec(), sink.HistoryEvent{At: time.Now().UTC(), Kind: "controller", Action: call.Ended, By: by, Reason: call.Why})
 		d.cfg.Logger.Info("controller: release ended", "rollout", rollout, "controller", by, "final", call.Ended, "why", call.Why)
 	}
 	if changed {

@@ -39,6 +39,7 @@ type rolloutVerdicts struct {
 	tentative        bool // the last point is the latest verdict, not a kept one: the next verdict replaces it
 	used             uint64
 	points           []sink.HistoryPoint
+	events           []sink.HistoryEvent // the last sink.HistoryEvents
 }
 
 // record adds the verdict v of a judge with spec s.
@@ -48,6 +49,13 @@ func (l *verdictLog) record(s detector.Spec, v detector.Verdict) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.logOf(s).add(point(v))
+}
+
+// logOf returns the log of s's release, a new one when the release is new
+// (evicting the least recently updated log when full), marked as just
+// used. l.mu is held.
+func (l *verdictLog) logOf(s detector.Spec) *rolloutVerdicts {
 	if l.logs == nil {
 		l.logs = map[string]*rolloutVerdicts{}
 	}
@@ -61,7 +69,7 @@ func (l *verdictLog) record(s detector.Spec, v detector.Verdict) {
 		l.logs[s.Rollout] = r
 	}
 	r.used = l.clock
-	r.add(point(v))
+	return r
 }
 
 // evict drops the log updated least recently.
@@ -143,6 +151,17 @@ func point(v detector.Verdict) sink.HistoryPoint {
 	return p
 }
 
+// event adds an operator action or controller call on the release of s.
+func (l *verdictLog) event(s detector.Spec, e sink.HistoryEvent) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.logOf(s)
+	if len(r.events) >= sink.HistoryEvents {
+		r.events = slices.Delete(r.events, 0, len(r.events)-sink.HistoryEvents+1)
+	}
+	r.events = append(r.events, e)
+}
+
 // history returns a copy of the rollout's log.
 func (l *verdictLog) history(rollout string) (sink.History, bool) {
 	l.mu.Lock()
@@ -152,7 +171,7 @@ func (l *verdictLog) history(rollout string) (sink.History, bool) {
 		return sink.History{}, false
 	}
 	return sink.History{Rollout: rollout, Baseline: r.baseline, Canary: r.canary, Capacity: verdictPoints, Stride: r.stride,
-		Points: slices.Clone(r.points)}, true
+		Points: slices.Clone(r.points), Events: append([]sink.HistoryEvent{}, r.events...)}, true
 }
 
 var _ sink.HistorySource = (*Daemon)(nil)
@@ -168,5 +187,5 @@ func (d *Daemon) History(rollout string) (sink.History, bool) {
 		return sink.History{}, false
 	}
 	return sink.History{Rollout: rollout, Baseline: st.Baseline, Canary: st.Canary, Capacity: verdictPoints, Stride: 1,
-		Points: []sink.HistoryPoint{}}, true
+		Points: []sink.HistoryPoint{}, Events: []sink.HistoryEvent{}}, true
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/inferensys/canaryd/detector"
 	"github.com/inferensys/canaryd/schemas"
+	"github.com/inferensys/canaryd/sink"
 )
 
 // TestVerdictLog: the history stays within its bounds however long the
@@ -97,5 +98,32 @@ func TestVerdictLog(t *testing.T) {
 	}
 	if _, ok := l.history("r"); ok || len(l.logs) != verdictRollouts {
 		t.Errorf("after %d more rollouts: r kept %v, %d logs; want r evicted, %d", verdictRollouts, ok, len(l.logs), verdictRollouts)
+	}
+}
+
+// TestVerdictLogEvents: operator actions and controller calls are kept per
+// release, the last sink.HistoryEvents of them, oldest first, and a new
+// release starts without them.
+func TestVerdictLogEvents(t *testing.T) {
+	var l verdictLog
+	spec := detector.Spec{Rollout: "r", Baseline: "v1", Canary: "v2"}
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for i := range sink.HistoryEvents + 6 {
+		w := i % 100
+		l.event(spec, sink.HistoryEvent{At: t0.Add(time.Duration(i) * time.Second), Kind: "controller", Action: "declare", By: "argo", Weight: &w})
+	}
+	l.event(spec, sink.HistoryEvent{At: t0.Add(time.Hour), Kind: "operator", Action: "pause", By: "alice", Reason: "dashboards"})
+	h, ok := l.history("r")
+	if !ok || len(h.Events) != sink.HistoryEvents {
+		t.Fatalf("%d events; want %d", len(h.Events), sink.HistoryEvents)
+	}
+	if first, last := h.Events[0], h.Events[len(h.Events)-1]; *first.Weight != 7 || last.Action != "pause" || last.By != "alice" {
+		t.Errorf("events from weight %d to %s by %s; want the oldest dropped (first weight 7) and alice's pause last", *first.Weight, last.Action, last.By)
+	}
+	next := spec
+	next.Canary = "v3"
+	l.event(next, sink.HistoryEvent{At: t0.Add(2 * time.Hour), Kind: "operator", Action: "start", By: "bob"})
+	if h, _ := l.history("r"); len(h.Events) != 1 || h.Canary != "v3" {
+		t.Errorf("after a new release: %d events of canary %s; want 1 of v3", len(h.Events), h.Canary)
 	}
 }

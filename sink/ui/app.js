@@ -209,7 +209,8 @@
     let points = hist && hist.points && hist.baseline === st.baseline && hist.canary === st.canary ? hist.points : ring.get(st.rollout) || [];
     box.dataset.historySource = hist ? "server" : "page";
     box.dataset.points = String(points.length);
-    renderTimeline(st, points);
+    const events = hist && hist.events && hist.baseline === st.baseline && hist.canary === st.canary ? hist.events : [];
+    renderTimeline(st, points, events);
     renderEValues(points, v.tests || []);
     renderArms(st);
     renderSegments(st);
@@ -260,7 +261,13 @@
     return d;
   }
 
-  function renderTimeline(st, points) {
+  // what an operator or controller event says, for the timeline and the list
+  function eventText(e) {
+    const what = e.kind === "controller" && e.action === "declare" ? `${e.by} set the weight to ${e.weight}%` : `${e.action} by ${e.by}`;
+    return what + (e.reason ? ": " + e.reason : "");
+  }
+
+  function renderTimeline(st, points, events = []) {
     const box = $("timeline");
     const f = frame(box, 170, { l: 36, r: 10, t: 18, b: 18 });
     const svg = sv("svg", { class: "plot", id: "timeline-svg", viewBox: `0 0 ${f.w} ${f.h}`, width: f.w, height: f.h,
@@ -299,11 +306,24 @@
       svg.append(sv("circle", { class: "marker " + p.action, cx: x(p.at), cy: y(p.weight), r: 5, "data-action": p.action },
         sv("title", { text: `${clock(p.at)} ${p.action}: ${p.reason || ""}` })));
     }
+    // operator actions and controller calls: triangles along the top
+    for (const e of events) {
+      const t = Math.min(Math.max(Date.parse(e.at), x.t0), x.t1);
+      const cx = f.l + ((t - x.t0) / (x.t1 - x.t0)) * (f.r - f.l);
+      svg.append(sv("path", { class: "event-marker " + e.kind, d: `M${cx.toFixed(1)},${f.t + 9}l-5,-9h10z`, "data-event": e.action },
+        sv("title", { text: `${clock(e.at)} ${eventText(e)}` })));
+    }
     fill(box, svg);
-    // the list: canaryd's decisions with their reasons, newest first
-    const items = decisions.slice().reverse().map((p) => el("li", { class: p.action, "data-action": p.action, "data-reason": p.reason || "" },
+    // the list: canaryd's decisions with their reasons, and what people and
+    // controllers did, newest first
+    const dated = decisions.map((p) => [Date.parse(p.at), el("li", { class: p.action, "data-action": p.action, "data-reason": p.reason || "" },
       el("span", { class: "when", text: clock(p.at) }), el("b", { text: p.action.replace("_", " ") + (p.action === "set_weight" ? " " + p.weight + "%" : "") }),
-      ": " + unprefix(p.reason || "", p.action)));
+      ": " + unprefix(p.reason || "", p.action))]);
+    for (const e of events) {
+      dated.push([Date.parse(e.at), el("li", { class: "event " + e.kind, "data-event": e.action },
+        el("span", { class: "when", text: clock(e.at) }), el("b", { text: e.kind }), ": " + eventText(e))]);
+    }
+    const items = dated.sort((a, b) => b[0] - a[0]).map((d) => d[1]);
     const v = st.verdict;
     if (v && v.action && v.action !== "continue" && !decisions.some((p) => p.at === v.at && p.action === v.action)) {
       items.unshift(el("li", { class: v.action, "data-action": v.action, "data-reason": v.reason }, el("span", { class: "when", text: clock(v.at) }),
