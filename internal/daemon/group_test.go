@@ -528,8 +528,11 @@ func committedOffsets(t *testing.T, brokers []string, group, topic string) map[i
 	}
 	defer cl.Close()
 	// A coordinator that moves or is loading answers with a retriable
-	// error (COORDINATOR_NOT_AVAILABLE seen on a loaded machine): ask again
-	// until the deadline.
+	// error (COORDINATOR_NOT_AVAILABLE seen on a loaded machine), and a
+	// client whose metadata does not list the coordinator yet says so
+	// ("has broker coordinator 1, but did not reply with that broker in the
+	// broker list", seen after a broker restart): ask again until the
+	// deadline.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var offs kadm.OffsetResponses
@@ -538,7 +541,7 @@ func committedOffsets(t *testing.T, brokers []string, group, topic string) map[i
 		if err == nil {
 			err = offs.Error()
 		}
-		if err == nil || !kerr.IsRetriable(err) || ctx.Err() != nil {
+		if err == nil || !kerr.IsRetriable(err) && !strings.Contains(err.Error(), "coordinator") || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond) // between retries of a retriable error, not deciding anything

@@ -192,19 +192,33 @@ func (s *browserSession) run(script string, out any) error {
 }
 
 // click clicks the element the CSS selector finds first.
+//
+// The page re-renders its lists at each poll: an element found just before
+// a poll is stale by the click, so a stale element is found again (a few
+// times at most).
 func (s *browserSession) click(t *testing.T, css string) {
 	t.Helper()
-	var el map[string]string // {"element-6066-11e4-a52e-4f735466cecf": id}
-	if err := s.wd.do("POST", "/session/"+s.id+"/element", map[string]string{"using": "css selector", "value": css}, &el); err != nil {
-		t.Fatalf("find %s: %v", css, err)
-	}
-	for _, id := range el {
-		if err := s.wd.do("POST", "/session/"+s.id+"/element/"+id+"/click", map[string]any{}, nil); err != nil {
+	for attempt := 1; ; attempt++ {
+		var el map[string]string // {"element-6066-11e4-a52e-4f735466cecf": id}
+		if err := s.wd.do("POST", "/session/"+s.id+"/element", map[string]string{"using": "css selector", "value": css}, &el); err != nil {
+			t.Fatalf("find %s: %v", css, err)
+		}
+		if len(el) == 0 {
+			t.Fatalf("find %s: no element id in %v", css, el)
+		}
+		var err error
+		for _, id := range el {
+			err = s.wd.do("POST", "/session/"+s.id+"/element/"+id+"/click", map[string]any{}, nil)
+		}
+		switch {
+		case err == nil:
+			return
+		case strings.Contains(err.Error(), "stale element") && attempt < 5:
+			continue
+		default:
 			t.Fatalf("click %s: %v", css, err)
 		}
-		return
 	}
-	t.Fatalf("find %s: no element id in %v", css, el)
 }
 
 // cdp sends a Chrome DevTools Protocol command.
