@@ -206,6 +206,9 @@ func lastAckSeq(seq uint64) func([]schemas.Ack) bool {
 // counted, and changes nothing; a rollback pushes weight 0; /v1/routes and
 // /metrics say so.
 func TestRouteCommandGit(t *testing.T) {
+	// Built before gitTestEnv moves HOME, which holds go's build and
+	// module caches.
+	canarydtest.Binary(t)
 	gitTestEnv(t)
 	for _, kind := range kafkatest.Kinds() {
 		t.Run(kind, func(t *testing.T) {
