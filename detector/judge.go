@@ -441,7 +441,11 @@ func (j *Judge) Observe(c window.Closed) bool {
 		}
 	}
 	// SRM: sessions are what the router assigns; requests only in a
-	// rollout where no session was ever seen.
+	// rollout where no session was ever seen. The units follow what the
+	// stream carries in every window, checked or not: a window of the
+	// settle time holds the first sessions of a step, and the windows after
+	// it may hold none new yet — only those sessions' requests.
+	j.noteSRMUnits(newB+newC, sessB.Count+sessC.Count, unitsB+unitsC)
 	if settled && !j.spec.Metrics.SRM.Disabled && j.srmOn() {
 		xb, xc := j.srmCounts(newB, newC, sessB.Count, sessC.Count, unitsB, unitsC)
 		j.srm.Observe(float64(xb), float64(xc))
@@ -479,11 +483,11 @@ const (
 	srmUnitsRequests  = "requests"          // no session seen in the rollout yet
 )
 
-// srmCounts returns a window's baseline and canary units for the SRM check,
-// and settles which units those are: sessions first seen in the window
-// (newB, newC) once any was, else session summaries (sumB, sumC) once any
-// was, else requests (reqB, reqC). The choice is sticky: a window of a
-// session stream with no new session counts zero sessions, never its
+// srmCounts returns a window's baseline and canary units for the SRM check:
+// sessions first seen in the window (newB, newC) once any window of the
+// rollout had one, else session summaries (sumB, sumC) once any had one,
+// else requests (reqB, reqC) (noteSRMUnits). The choice is sticky: a window
+// of a session stream with no new session counts zero sessions, never its
 // requests.
 //
 // Why this keeps the Lindon–Malek e-value valid: its null is that the
@@ -508,17 +512,27 @@ const (
 // from before a change stay in the test, whose later increments are
 // binomial again.
 func (j *Judge) srmCounts(newB, newC, sumB, sumC, reqB, reqC uint64) (uint64, uint64) {
-	switch {
-	case newB+newC > 0 || j.srmUnits == srmUnitsSessions:
-		j.srmUnits = srmUnitsSessions
+	j.noteSRMUnits(newB+newC, sumB+sumC, reqB+reqC)
+	switch j.srmUnits {
+	case srmUnitsSessions:
 		return newB, newC
-	case sumB+sumC > 0 || j.srmUnits == srmUnitsSummaries:
-		j.srmUnits = srmUnitsSummaries
+	case srmUnitsSummaries:
 		return sumB, sumC
-	case reqB+reqC > 0:
-		j.srmUnits = srmUnitsRequests
 	}
 	return reqB, reqC
+}
+
+// noteSRMUnits moves the SRM check's units, one way, to the best a window
+// holds: sessions first seen, else session summaries, else requests.
+func (j *Judge) noteSRMUnits(newSess, summaries, requests uint64) {
+	switch {
+	case newSess > 0 || j.srmUnits == srmUnitsSessions:
+		j.srmUnits = srmUnitsSessions
+	case summaries > 0 || j.srmUnits == srmUnitsSummaries:
+		j.srmUnits = srmUnitsSummaries
+	case requests > 0:
+		j.srmUnits = srmUnitsRequests
+	}
 }
 
 // bySession reports whether the error_rate and latency tests count sessions

@@ -34,8 +34,9 @@
 // without session summaries (NoSummaries: requests only), through a
 // 5→25→50% ramp that the benchmark declares as a controller would (Ramp:
 // canaryd in mode: judge), and a 6%-routed-vs-5%-configured split; they
-// run canaryd alone (CanarydOnly) and have hold targets (TargetMaxHold,
-// TargetHeld).
+// run canaryd alone (CanarydOnly) with its rollback tests disabled
+// (SRMOnly: a false rollback would end a run before the SRM check could
+// hold it) and have hold targets (TargetMaxHold, TargetHeld).
 //
 // Every event goes through window.Agg.Add, and tool-call bigrams through
 // Agg.AddBigram with ids assigned the way window.Partition assigns them, so

@@ -80,9 +80,21 @@ func specYAML(sc *Scenario) string {
 			steps += fmt.Sprintf("  - {weight: %d, min_duration: 1000h}\n", w)
 		}
 	}
-	return fmt.Sprintf("rollout: %s\nbaseline: %s\ncanary: %s\nalpha: 0.05\n%ssteps:\n%smetrics:\n  incidents: {names: [%s]}\n%s",
-		rolloutName, baseName, canaryName, mode, steps, complaintName, SpecExtra)
+	metrics := fmt.Sprintf("  incidents: {names: [%s]}\n", complaintName)
+	if sc.SRMOnly {
+		metrics = ""
+		for _, m := range srmOnlyDisabled {
+			metrics += fmt.Sprintf("  %s: {disabled: true}\n", m)
+		}
+	}
+	return fmt.Sprintf("rollout: %s\nbaseline: %s\ncanary: %s\nalpha: 0.05\n%ssteps:\n%smetrics:\n%s%s",
+		rolloutName, baseName, canaryName, mode, steps, metrics, SpecExtra)
 }
+
+// srmOnlyDisabled are the spec's rollback metrics, all disabled in
+// Scenario.SRMOnly scenarios.
+var srmOnlyDisabled = []string{"error_rate", "latency_p95", "latency_p50", "latency_p99", "session_failure", "tokens", "cost",
+	"context_use", "tool_mix", "error_types", "tool_sequence", "tool_calls", "loops", "eval_score", "hallucination", "incidents"}
 
 // SpecExtra is appended to canaryd's spec (top-level YAML lines, e.g.
 // "alpha_weights: {error_rate: 40}\n"), to measure a spec's options.

@@ -98,6 +98,8 @@ func (r *Report) targets(w io.Writer) {
 		sc := &res.Scenario
 		cd := &res.Judges[jCanaryd]
 		switch {
+		case sc.Kind == KindAA && sc.SRMOnly:
+			// Nothing can roll back: the SRM rows below.
 		case sc.Kind == KindAA:
 			lo, hi := Wilson(cd.Rollbacks, cd.Runs)
 			ok := hi <= 0.05
@@ -144,6 +146,17 @@ func (r *Report) targets(w io.Writer) {
 		by := ""
 		if cd.Holds > 0 {
 			by = "; " + byText(cd.HoldBy)
+		}
+		if sc.TargetMaxHold > 0 && len(cd.HoldS) > 0 {
+			at := slices.Sorted(slices.Values(cd.HoldS))
+			if len(at) > 12 {
+				at = at[:12]
+			}
+			var t []string
+			for _, v := range at {
+				t = append(t, fmtNum(v))
+			}
+			by += "; at " + strings.Join(t, ", ") + " s"
 		}
 		if sc.TargetMaxHold > 0 {
 			// The rate against the target, with its interval: the runs
