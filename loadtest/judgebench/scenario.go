@@ -323,7 +323,7 @@ func Scenarios() []Scenario {
 	// still hold a misrouted split.
 	low := func(name string, f func(*Scenario)) {
 		add(base(name, KindAA, 5), func(s *Scenario) {
-			s.Rate, s.Horizon, s.Runs, s.QuickRuns = 2, 6*3600, 1000, 60
+			s.Rate, s.Horizon, s.Runs, s.QuickRuns = 2, 6*3600, 800, 60
 			s.CanarydOnly, s.SRMOnly = true, true
 			s.Needs, s.NeedsTests = "sample ratio mismatch on independent units (sessions)", []string{"srm"}
 			f(s)
@@ -340,6 +340,12 @@ func Scenarios() []Scenario {
 		s.TargetMaxHold = 0.02
 		s.Note = "Sessions of 17 requests on average, and no session summary events: only requests carrying their session_id. " +
 			"Counting requests, the SRM check sees clumps of 17 as if independent. Target: held in ≤ 2% of runs."
+	})
+	low("A/A, 2 requests/s, ramp 5→25→50%, 2 h each", func(s *Scenario) {
+		s.Ramp, s.RampStepS = []int{5, 25, 50}, 2*3600
+		s.TargetMaxHold = 0.02
+		s.Note = "The default stream at 2 requests/s through three steps declared by a controller (mode: judge): one SRM alpha " +
+			"budget over the steps (step i gets alpha/2^(i+1)). Target: held in ≤ 2% of runs."
 	})
 	low("A/A, 2 requests/s, ramp 5→25→50%, 2 h each, long sessions without summaries", func(s *Scenario) {
 		s.NoSummaries, s.Clustering.MeanSteps = true, 8
