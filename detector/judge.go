@@ -156,8 +156,8 @@ type Judge struct {
 	bigrams         Categorical
 	incidents       Conditional // incident counts against request counts
 	srm             SRM
-	srmSessions     bool  // the SRM check counted sessions (for its evidence)
-	at              int64 // Start of the window being observed (not state: set by each Observe)
+	srmUnits        string // what the SRM check counts (srmUnits*); sticky once set
+	at              int64  // Start of the window being observed (not state: set by each Observe)
 	sloErr, sloLat  Bernoulli
 
 	baseLat map[window.Segment]*window.Agg // baseline latency per segment, for thresholds
@@ -293,7 +293,15 @@ func (j *Judge) Observe(c window.Closed) bool {
 		unitsB     uint64
 		unitsC     uint64
 		incB, incC uint64
+		newB, newC uint64 // sessions first seen in this window (window.Agg.NewSessions)
 	)
+	for _, s := range c.Series {
+		if s.Version == bv {
+			newB += s.Agg.NewSessions
+		} else if s.Version == cv {
+			newC += s.Agg.NewSessions
+		}
+	}
 	for _, s := range c.Series {
 		switch {
 		case IsSession(s.Segment.Kind):
@@ -439,14 +447,15 @@ func (j *Judge) Observe(c window.Closed) bool {
 			}
 		}
 	}
-	// SRM: sessions are what the router assigns; requests when there are none.
+	// SRM: sessions are what the router assigns; requests only in a
+	// rollout where no session was ever seen. The units follow what the
+	// stream carries in every window, checked or not: a window of the
+	// settle time holds the first sessions of a step, and the windows after
+	// it may hold none new yet — only those sessions' requests.
+	j.noteSRMUnits(newB+newC, sessB.Count+sessC.Count, unitsB+unitsC)
 	if settled && !j.spec.Metrics.SRM.Disabled && j.srmOn() {
-		if sessB.Count+sessC.Count > 0 {
-			j.srm.Observe(float64(sessB.Count), float64(sessC.Count))
-			j.srmSessions = true
-		} else {
-			j.srm.Observe(float64(unitsB), float64(unitsC))
-		}
+		xb, xc := j.srmCounts(newB, newC, sessB.Count, sessC.Count, unitsB, unitsC)
+		j.srm.Observe(float64(xb), float64(xc))
 	}
 	// Thresholds for later windows learn from this one only now, so that
 	// each window's threshold was fixed before its data (predictable).
@@ -472,6 +481,65 @@ func (j *Judge) Observe(c window.Closed) bool {
 		}
 	}
 	return true
+}
+
+// What the SRM check counts (Judge.srmUnits).
+const (
+	srmUnitsSessions  = "sessions"          // sessions first seen (window.Agg.NewSessions)
+	srmUnitsSummaries = "session summaries" // agent/task events, one per session
+	srmUnitsRequests  = "requests"          // no session seen in the rollout yet
+)
+
+// srmCounts returns a window's baseline and canary units for the SRM check:
+// sessions first seen in the window (newB, newC) once any window of the
+// rollout had one, else session summaries (sumB, sumC) once any had one,
+// else requests (reqB, reqC) (noteSRMUnits). The choice is sticky: a window
+// of a session stream with no new session counts zero sessions, never its
+// requests.
+//
+// Why this keeps the Lindon–Malek e-value valid: its null is that the
+// units are independent Bernoulli(w) draws, each canary with probability
+// w, independent of everything before them. A router assigns sessions
+// (sticky) to the canary with probability w, independently of one another,
+// and whether and when a session is first seen does not depend on which
+// version serves it when the versions are the same — so, given the number
+// of sessions first seen in a window, the canary's count is
+// Binomial(n, w), independent of earlier windows: the mixture over the
+// canary's share is a test martingale, as for any Bernoulli sequence. Each
+// session counts once (the window partition remembers its id for
+// SessionTimeout; a summary is emitted once), so no draw is repeated.
+// Requests are not such draws: a session's requests all share its one draw,
+// so their counts vary with the session sizes (a session of 17 requests
+// moves the canary's count by 17 at once) and the binomial e-value, blind
+// to that, grows under the null. A step starts the test afresh (startStep)
+// at its weight; sessions that began before it were first seen before it
+// (and the settle time skips those whose first windows straddle it).
+// Unit changes are one-way (requests → summaries → sessions) and depend
+// only on which events carry session ids, never on the versions: counts
+// from before a change stay in the test, whose later increments are
+// binomial again.
+func (j *Judge) srmCounts(newB, newC, sumB, sumC, reqB, reqC uint64) (uint64, uint64) {
+	j.noteSRMUnits(newB+newC, sumB+sumC, reqB+reqC)
+	switch j.srmUnits {
+	case srmUnitsSessions:
+		return newB, newC
+	case srmUnitsSummaries:
+		return sumB, sumC
+	}
+	return reqB, reqC
+}
+
+// noteSRMUnits moves the SRM check's units, one way, to the best a window
+// holds: sessions first seen, else session summaries, else requests.
+func (j *Judge) noteSRMUnits(newSess, summaries, requests uint64) {
+	switch {
+	case newSess > 0 || j.srmUnits == srmUnitsSessions:
+		j.srmUnits = srmUnitsSessions
+	case summaries > 0 || j.srmUnits == srmUnitsSummaries:
+		j.srmUnits = srmUnitsSummaries
+	case requests > 0:
+		j.srmUnits = srmUnitsRequests
+	}
 }
 
 // bySession reports whether the error_rate and latency tests count sessions
@@ -1366,9 +1434,9 @@ func (j *Judge) tests() []TestEvidence {
 		// a ramp of healthy steps is held by chance at most alpha in all.
 		a := j.spec.Alpha * math.Exp2(-float64(j.step+1))
 		e := j.srm.E()
-		units := "requests"
-		if j.srmSessions {
-			units = "sessions"
+		units := j.srmUnits
+		if units == "" {
+			units = "nothing yet"
 		}
 		out = append(out, TestEvidence{Name: "srm", Role: "validity", NBaseline: uint64(j.srm.XB), NCanary: uint64(j.srm.XC),
 			Baseline: Num(1 - j.srm.W), Canary: Num(j.srm.Share()), OddsRatio: Num(math.NaN()), Lower: Num(math.NaN()), Upper: Num(math.NaN()),

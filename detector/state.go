@@ -32,11 +32,15 @@ import (
 // SegLat; segments.go). A version 1 or 2 state restores with them empty:
 // they start at the restore.
 //
-// Version 4: SegTotal, the per-segment totals of the status (Segments), and
-// the change-point components' starts and the totals before them (Onset).
-// A version 3 state restores with per-segment totals that count from the
-// restore, and components whose onset is unknown (evidence from them keeps
-// the whole release's bounds).
+// Version 4: SRMUnits, what the SRM check counts (sessions first seen,
+// session summaries or requests; sticky), and aggregates in window.Agg's
+// encoding version 3 (NewSessions). A version 1 to 3 state restores its
+// units as session summaries when SRMSessions is set, else requests when
+// the check counted any. Also SegTotal, the per-segment totals of the
+// status (Segments), and the change-point components' starts and the totals
+// before them (Onset): a version 1 to 3 state restores with per-segment
+// totals that count from the restore, and components whose onset is unknown
+// (evidence from them keeps the whole release's bounds).
 const StateVersion = 4
 
 // oldestStateVersion is the oldest state version UnmarshalState reads.
@@ -68,7 +72,8 @@ type judgeState struct {
 	Means                     [][2]meanState
 	ToolMix, ErrMix, Bigrams  catState
 	SRM                       SRM
-	SRMSessions               bool
+	SRMSessions               bool   // up to version 3: the SRM check counted session summaries
+	SRMUnits                  string // from version 4: what the SRM check counts (srmUnits*)
 	SloErr, SloLat            Bernoulli
 
 	BaseLat                []segAgg
@@ -197,7 +202,7 @@ func (j *Judge) MarshalState() ([]byte, error) {
 		Now: j.now, Wall: j.wall, Windows: j.windows,
 		RbErr: j.rbErr.state(), StepErr: j.stepErr.state(), Incidents: j.incidents.state(), SegErr: j.segErr.state(),
 		ToolMix: j.toolMix.state(), ErrMix: j.errMix.state(), Bigrams: j.bigrams.state(),
-		SRM: j.srm, SRMSessions: j.srmSessions, SloErr: j.sloErr, SloLat: j.sloLat,
+		SRM: j.srm, SRMSessions: j.srmUnits == srmUnitsSummaries, SRMUnits: j.srmUnits, SloErr: j.sloErr, SloLat: j.sloLat,
 		Total: j.total, Phase: j.phase, Sessions: j.sessions, PhaseSess: j.phaseSess, SegTotal: j.segTotal, ErrorTypes: j.errorTypes, BigramNames: j.bigramNames,
 		Last: last, Seen: j.seen,
 		Paused: j.paused, Approved: j.approved + 1, Attempt: j.attempt, Audit: j.audit,
@@ -266,7 +271,17 @@ func (j *Judge) UnmarshalState(b []byte) error {
 		m.rb.setState(st.Means[i][0])
 		m.ni.setState(st.Means[i][1])
 	}
-	n.srm, n.srmSessions, n.sloErr, n.sloLat = st.SRM, st.SRMSessions, st.SloErr, st.SloLat
+	n.srm, n.srmUnits, n.sloErr, n.sloLat = st.SRM, st.SRMUnits, st.SloErr, st.SloLat
+	if st.Version < 4 {
+		// Before version 4 the check counted session summaries in windows
+		// that had one, requests in the others.
+		switch {
+		case st.SRMSessions:
+			n.srmUnits = srmUnitsSummaries
+		case st.SRM.XB+st.SRM.XC > 0:
+			n.srmUnits = srmUnitsRequests
+		}
+	}
 	for _, s := range st.BaseLat {
 		n.baseLat[window.Segment{Kind: schemas.Kind(s.Kind), Name: s.Name}] = s.Agg
 	}

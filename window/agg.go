@@ -95,6 +95,16 @@ type Agg struct {
 	// Mapping; nil until the first. nil and empty mean the same: the
 	// encodings write both as absent and decode that as nil.
 	SessMedian *ddsketch.DDSketch
+
+	// NewSessions counts the sessions first seen in this window: events
+	// whose session_id the rollout had not seen in the partition within
+	// Options.SessionTimeout, each counted on the series (version, segment)
+	// of its first event. A session is counted once, in the window of its
+	// first event, so a window's NewSessions per version are the sessions
+	// the router assigned — the units of the SRM check (detector). Set by
+	// Partition.Add, not by Agg.Add (it needs the partition's memory of
+	// session ids).
+	NewSessions uint64
 }
 
 // NewAgg returns an empty aggregate.
@@ -237,6 +247,7 @@ func (a *Agg) Merge(b *Agg) {
 	a.ErrSessions += b.ErrSessions
 	a.SessRequests += b.SessRequests
 	a.SessReqErrors += b.SessReqErrors
+	a.NewSessions += b.NewSessions
 	if b.SessMedian != nil && !b.SessMedian.IsEmpty() {
 		// A sketch of a's own, never b's: the caller may go on adding to b.
 		if a.SessMedian == nil {

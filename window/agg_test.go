@@ -154,6 +154,7 @@ func richAgg() *Agg {
 	}
 	e := &schemas.Event{HasOutcome: true, HasHallucination: true, OutcomeHallucinated: true, HasOutcomeScore: true, OutcomeScore: 0.75}
 	a.Add(e, 0)
+	a.NewSessions = 17
 	return a
 }
 
@@ -235,6 +236,28 @@ func TestAggDecodeV1(t *testing.T) {
 	}
 }
 
+// TestAggDecodeV2: an aggregate in encoding version 2 (testdata/agg.v2.bin,
+// richAgg as a version 2 canaryd encoded it; before NewSessions) decodes
+// to richAgg without its NewSessions.
+func TestAggDecodeV2(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "agg.v2.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw[0] != 2 {
+		t.Fatalf("fixture of encoding version %d; want 2", raw[0])
+	}
+	var a Agg
+	if err := a.UnmarshalBinary(raw); err != nil {
+		t.Fatal(err)
+	}
+	want := richAgg()
+	want.NewSessions = 0
+	if !bytes.Equal(a.AppendBinary(nil), want.AppendBinary(nil)) {
+		t.Fatal("version 2 fixture decodes differently from richAgg without NewSessions")
+	}
+}
+
 func FuzzAggDecode(f *testing.F) {
 	if raw, err := os.ReadFile(filepath.Join("testdata", "agg.v1.bin")); err == nil {
 		f.Add(raw)
@@ -307,7 +330,7 @@ func TestReadIPCRefusesOtherVersions(t *testing.T) {
 	tb.Append(Row{Rollout: "r", Version: "v", Segment: Segment{Kind: schemas.KindLLM, Name: "m"}, Start: 0, End: 1, Agg: richAgg()})
 	rec := tb.b.NewRecordBatch()
 	defer rec.Release()
-	for _, v := range []string{"1", "3", "0", ""} {
+	for _, v := range []string{"1", "2", "4", "0", ""} {
 		md := arrow.NewMetadata([]string{MetaFormat, MetaVersion}, []string{formatName, v})
 		schema := arrow.NewSchema(Schema.Fields(), &md)
 		var buf bytes.Buffer

@@ -28,7 +28,9 @@ import (
 // Version 2: session units in the snapshot table and in Agg's encoding.
 // Version 3: the partition's watermark quorum and recent arrival lags in the
 // snapshot's partition metadata.
-const CheckpointVersion = 3
+// Version 4: sessions first seen (new_sessions, Agg encoding version 3) and
+// the partition's session memory in the snapshot's partition metadata.
+const CheckpointVersion = 4
 
 // oldestCheckpointVersion is the oldest version open reads.
 const oldestCheckpointVersion = 1

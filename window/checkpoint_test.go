@@ -186,6 +186,8 @@ func loadFixture(t *testing.T, version uint16) []Closed {
 		p := NewPartition(0, Options{})
 		p.SetNow(t0)
 		for i, e := range randomEvents(11, 200, t0) {
+			// From version 4 the partition remembers session ids.
+			e.SessionID = fixtureSessionID(i)
 			_ = p.Add(e, int64(100+i))
 			if i == 99 {
 				// From version 3 the batches' arrival lags are kept: one.
@@ -343,6 +345,87 @@ func TestCheckpointFixtureV3(t *testing.T) {
 	}
 	if p.nLags != 1 || p.lags[0] <= 0 {
 		t.Fatalf("lags %v (%d); want the one batch's", p.lags, p.nLags)
+	}
+}
+
+// fixtureSessionID is the session id of event i of the fixtures from
+// version 4 on.
+func fixtureSessionID(i int) []byte { return fmt.Appendf(nil, "s%d", i%23) }
+
+// TestCheckpointFixtureV4 loads the checkpoint of format version 4 (the
+// session memory and the new_sessions column) kept under testdata: each
+// (rollout, session id) is counted once, and restored, the partition still
+// knows them all — an event of one of them counts no new session.
+func TestCheckpointFixtureV4(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	want := map[string]bool{}
+	evs := randomEvents(11, 200, t0)
+	for i, e := range evs {
+		want[string(e.Rollout)+"/"+string(fixtureSessionID(i))] = true
+	}
+	var n uint64
+	for _, c := range loadFixture(t, 4) {
+		for _, s := range c.Series {
+			n += s.Agg.NewSessions
+		}
+	}
+	// The flushed windows hold every event but one window's worth closed
+	// before the snapshot: count the sessions of the whole fixture from
+	// the partition's memory instead, and those still in open windows.
+	p := fixturePartition(t, 4)
+	if p.nSessions != len(want) || p.blindBefore != 0 {
+		t.Fatalf("restored %d session ids (blind before %d); want %d (and not blind)", p.nSessions, p.blindBefore, len(want))
+	}
+	if n == 0 || n > uint64(len(want)) {
+		t.Fatalf("%d new sessions in the fixture's open windows; want 1..%d", n, len(want))
+	}
+	var got []Closed
+	p.opts.Emit = func(c Closed) { got = append(got, c) }
+	e := evs[len(evs)-1]
+	e.SessionID = fixtureSessionID(len(evs) - 1)
+	if err := p.Add(e, 400); err != nil {
+		t.Fatal(err)
+	}
+	p.Flush()
+	var again uint64
+	for _, c := range got {
+		for _, s := range c.Series {
+			again += s.Agg.NewSessions
+		}
+	}
+	if again != n {
+		t.Fatalf("an event of a known session made %d new sessions of %d; want none", again-n, n)
+	}
+}
+
+// TestOldCheckpointIsBlindToSessions: a checkpoint without session memory
+// (version 3) restores blind for SessionTimeout past its watermark: the
+// sessions in flight were counted before it, so a session first seen then is
+// remembered but not counted; after it, sessions count again.
+func TestOldCheckpointIsBlindToSessions(t *testing.T) {
+	p := fixturePartition(t, 3)
+	if want := p.watermark + int64(10*time.Minute); p.blindBefore != want {
+		t.Fatalf("blind before %d; want the watermark + 10m, %d", p.blindBefore, want)
+	}
+	var got []Closed
+	p.opts.Emit = func(c Closed) { got = append(got, c) }
+	at := time.Unix(0, p.maxTS)
+	for i, d := range []time.Duration{time.Second, 11 * time.Minute, 11*time.Minute + time.Second} {
+		e := ev("r0", "v0", schemas.KindTool, "x", at.Add(d), 1, false)
+		e.SessionID = []byte([]string{"old", "new", "old"}[i])
+		if err := p.Add(e, int64(400+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Flush()
+	var n uint64
+	for _, c := range got {
+		for _, s := range c.Series {
+			n += s.Agg.NewSessions
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d new sessions; want 1 (the session first seen after the blind period)", n)
 	}
 }
 

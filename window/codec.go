@@ -10,9 +10,10 @@ import (
 )
 
 // aggCodecVersion is the version of Agg's binary encoding (see AppendBinary).
-// Version 2 added the session-unit counters and SessMedian; decode still
-// reads version 1 (those fields zero, SessMedian nil).
-const aggCodecVersion = 2
+// Version 2 added the session-unit counters and SessMedian, version 3
+// NewSessions; decode still reads versions 1 and 2 (the fields they lack
+// zero, SessMedian nil).
+const aggCodecVersion = 3
 
 // ErrCorrupt reports state bytes that do not decode.
 var ErrCorrupt = errors.New("corrupt state")
@@ -33,18 +34,23 @@ var (
 		"context_tokens", "context_use", "context_use_sq", "score_sum", "score_sq", "tool_calls", "tool_calls_sq"}
 	uintNames = [...]string{"count", "errors", "failed", "cost_n", "context_n", "successes", "failures",
 		"hallucinations", "halluc_n", "score_n", "loops",
-		"unit_sessions", "error_sessions", "session_requests", "session_request_errors"}
+		"unit_sessions", "error_sessions", "session_requests", "session_request_errors",
+		"new_sessions"}
 )
 
-func aggUints(a *Agg) [15]*uint64 {
+func aggUints(a *Agg) [16]*uint64 {
 	return [...]*uint64{&a.Count, &a.Errors, &a.Failed, &a.CostN, &a.ContextN, &a.Successes, &a.Failures,
 		&a.Hallucination, &a.HallucN, &a.ScoreN, &a.Loops,
-		&a.UnitSessions, &a.ErrSessions, &a.SessRequests, &a.SessReqErrors}
+		&a.UnitSessions, &a.ErrSessions, &a.SessRequests, &a.SessReqErrors,
+		&a.NewSessions}
 }
 
-// aggUintsV1 is how many of aggUints version 1 of the encoding and of the
-// table hold.
-const aggUintsV1 = 11
+// aggUintsV1 and aggUintsV2 are how many of aggUints versions 1 and 2 of
+// the encoding and of the table hold.
+const (
+	aggUintsV1 = 11
+	aggUintsV2 = 15
+)
 
 // AppendBinary appends a's encoding to dst: a version byte, the counters as
 // uvarints, the sums as IEEE-754 bits (exact), the error-type and bigram
@@ -96,7 +102,7 @@ func (a *Agg) UnmarshalBinary(b []byte) error {
 	return err
 }
 
-// decode reads one aggregate, of version 1 or 2, from b and returns the
+// decode reads one aggregate, of version 1, 2 or 3, from b and returns the
 // bytes after it.
 func (a *Agg) decode(b []byte) ([]byte, error) {
 	*a = Agg{Latency: NewSketch()}
@@ -107,8 +113,11 @@ func (a *Agg) decode(b []byte) ([]byte, error) {
 	b = b[1:]
 	uints := aggUints(a)
 	n := len(uints)
-	if v == 1 {
+	switch v {
+	case 1:
 		n = aggUintsV1
+	case 2:
+		n = aggUintsV2
 	}
 	var ok bool
 	for _, p := range uints[:n] {

@@ -2,6 +2,7 @@ package window
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,9 +23,10 @@ import (
 // checkpoint's payload (Partition.Snapshot), the HTTP export
 // (application/vnd.apache.arrow.stream) and what a reader that is not ours
 // sees. columnar.md documents it; ColumnarVersion changes with it. Version
-// 2 added the session-unit columns; ReadIPC still reads version 1.
+// 2 added the session-unit columns, version 3 new_sessions; ReadIPC still
+// reads versions 1 and 2.
 const (
-	ColumnarVersion = 2
+	ColumnarVersion = 3
 	// MetaFormat, MetaVersion and MetaPartition are schema metadata keys.
 	MetaFormat    = "canaryd.format"
 	MetaVersion   = "canaryd.version"
@@ -86,7 +88,8 @@ var Schema = func() *arrow.Schema {
 }()
 
 // schemaV1 is Schema as version 1 wrote it: without the session-unit
-// columns (the last four uint64 columns and session_median_sketch).
+// columns (unit_sessions … session_request_errors, new_sessions and
+// session_median_sketch).
 var schemaV1 = func() *arrow.Schema {
 	var f []arrow.Field
 	for i, fd := range Schema.Fields() {
@@ -98,8 +101,21 @@ var schemaV1 = func() *arrow.Schema {
 	return arrow.NewSchema(f, nil)
 }()
 
+// schemaV2 is Schema as version 2 wrote it: without new_sessions (the last
+// uint64 column).
+var schemaV2 = func() *arrow.Schema {
+	var f []arrow.Field
+	for i, fd := range Schema.Fields() {
+		if i >= colFirstUint+aggUintsV2 && i < colFirstFloat {
+			continue
+		}
+		f = append(f, fd)
+	}
+	return arrow.NewSchema(f, nil)
+}()
+
 // tableSchemas holds the schema of each version ReadIPC reads.
-var tableSchemas = [...]*arrow.Schema{1: schemaV1, 2: Schema}
+var tableSchemas = [...]*arrow.Schema{1: schemaV1, 2: schemaV2, 3: Schema}
 
 // Row is one series-window.
 type Row struct {
@@ -323,6 +339,13 @@ type partitionMeta struct {
 	Quorum   []int64        `json:"quorum,omitempty"`
 	Lags     []int64        `json:"lags,omitempty"`
 	Rollouts []rolloutDicts `json:"rollouts"`
+	// From checkpoint version 4: the rollouts' session memory is in their
+	// Sessions (SessionMemory true), and sessions first seen at an event
+	// time before BlindBefore are not counted. A checkpoint without session
+	// memory restores blind for SessionTimeout past its watermark: the
+	// sessions in flight then were counted already.
+	SessionMemory bool  `json:"session_memory,omitempty"`
+	BlindBefore   int64 `json:"sessions_blind_before,omitempty"`
 }
 
 // rolloutDicts are a rollout's interned names, in id order, so that ids and
@@ -336,6 +359,10 @@ type rolloutDicts struct {
 	Bigrams    []string    `json:"bigrams"`
 	BigramKeys []uint32    `json:"bigram_keys"` // tool id pair of Bigrams[i]; 0 for "_other"
 	LastTS     int64       `json:"last_ts"`     // newest event time (eviction)
+	// Sessions (checkpoint version 4): the session ids remembered, as
+	// 16-byte little-endian pairs (id hash, newest event time) in ascending
+	// hash order.
+	Sessions []byte `json:"sessions,omitempty"`
 }
 
 // Snapshot writes the partition's open windows and its watermark state as
@@ -343,7 +370,7 @@ type rolloutDicts struct {
 func (p *Partition) Snapshot(w io.Writer) error {
 	t := NewTable()
 	defer t.Release()
-	meta := partitionMeta{MaxTS: p.maxTS, Watermark: p.watermark, Quorum: p.quorum}
+	meta := partitionMeta{MaxTS: p.maxTS, Watermark: p.watermark, Quorum: p.quorum, SessionMemory: true, BlindBefore: p.blindBefore}
 	for i := range p.nLags {
 		meta.Lags = append(meta.Lags, p.lags[(p.lagNext-p.nLags+i+lagBatches)%lagBatches])
 	}
@@ -358,6 +385,10 @@ func (p *Partition) Snapshot(w io.Writer) error {
 		}
 		for k, id := range r.bigIDs {
 			d.BigramKeys[id] = k
+		}
+		for _, h := range slices.Sorted(maps.Keys(r.sessions)) {
+			d.Sessions = binary.LittleEndian.AppendUint64(d.Sessions, h)
+			d.Sessions = binary.LittleEndian.AppendUint64(d.Sessions, uint64(r.sessions[h]))
 		}
 		meta.Rollouts = append(meta.Rollouts, d)
 		for _, ow := range r.open {
@@ -398,6 +429,10 @@ func RestorePartition(id int32, opts Options, snap []byte) (*Partition, error) {
 	// Idleness restarts: the wall clock says nothing about a backlog that
 	// accumulated while canaryd was down.
 	p.idleBase = p.quorum[0]
+	p.blindBefore = pm.BlindBefore
+	if !pm.SessionMemory {
+		p.blindBefore = pm.Watermark + int64(p.opts.SessionTimeout)
+	}
 	for _, d := range pm.Rollouts {
 		r := &rollout{name: d.Name, versions: d.Versions, errIDs: map[string]int{}, errNames: d.ErrorTypes,
 			toolIDs: map[string]uint16{}, bigIDs: map[uint32]int{}, bigNames: d.Bigrams, lastTS: d.LastTS}
@@ -423,6 +458,16 @@ func RestorePartition(id int32, opts Options, snap []byte) (*Partition, error) {
 		}
 		for i, k := range d.BigramKeys[1:] {
 			r.bigIDs[k] = i + 1
+		}
+		if len(d.Sessions)%16 != 0 {
+			return nil, fmt.Errorf("%w: rollout %q: session memory of %d bytes", ErrCorrupt, d.Name, len(d.Sessions))
+		}
+		if len(d.Sessions) > 0 {
+			r.sessions = make(map[uint64]int64, len(d.Sessions)/16)
+			for b := d.Sessions; len(b) > 0; b = b[16:] {
+				r.sessions[binary.LittleEndian.Uint64(b)] = int64(binary.LittleEndian.Uint64(b[8:]))
+			}
+			p.nSessions += len(r.sessions)
 		}
 		p.rollouts[r.name] = r
 		p.order = append(p.order, r)

@@ -60,6 +60,15 @@ type Options struct {
 	MaxTools int
 	// MaxBigrams per rollout; further bigrams count as "_other". Default 64.
 	MaxBigrams int
+	// SessionTimeout: a session id (schemas.Event.SessionID) with no event
+	// for this long in event time (behind the watermark) is forgotten, and
+	// counted again (Agg.NewSessions) if it comes back. Default 10m.
+	SessionTimeout time.Duration
+	// MaxSessions bounds the session ids the partition remembers over all
+	// its rollouts; while it is full, sessions not yet seen are neither
+	// counted nor remembered (SessionsUntracked counts them). Default
+	// 200 000.
+	MaxSessions int
 	// Source names the partition's stream (its topic) in Closed.Source.
 	Source string
 	// Emit receives every closed window, in window order per rollout, on the
@@ -108,6 +117,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxBigrams <= 0 {
 		o.MaxBigrams = 64
+	}
+	if o.SessionTimeout <= 0 {
+		o.SessionTimeout = 10 * time.Minute
+	}
+	if o.MaxSessions <= 0 {
+		o.MaxSessions = 200_000
 	}
 }
 
@@ -210,6 +225,15 @@ type Partition struct {
 	order    []*rollout // in creation order, for deterministic emission
 	last     *rollout   // cache: consecutive events mostly share a rollout
 	evicted  int
+
+	// Session ids (see countSession): how many the rollouts remember, the
+	// watermark of the last sweep of forgotten ones, sessions not tracked
+	// because the memory was full, and the event time before which no
+	// session is counted (a checkpoint restored without session memory).
+	nSessions   int
+	sweptAt     int64
+	untracked   int
+	blindBefore int64
 }
 
 type rollout struct {
@@ -224,6 +248,9 @@ type rollout struct {
 	bigNames []string
 	open     []*openWin // ascending start
 	lastTS   int64      // newest event time counted
+	// sessions maps a session id's hash (sessionHash) to the newest event
+	// time seen with it.
+	sessions map[uint64]int64
 }
 
 type openWin struct {
@@ -314,6 +341,9 @@ func (p *Partition) Add(ev *schemas.Event, off int64) error {
 		et = p.errType(r, ev.ErrorType)
 	}
 	a.Add(ev, et)
+	if len(ev.SessionID) > 0 && ev.Kind != schemas.KindEval {
+		p.countSession(r, ev, a)
+	}
 	r.lastTS = max(r.lastTS, ev.TS)
 	for i := 1; i < len(ev.ToolCalls); i++ {
 		a.AddBigram(p.bigram(r, ev.ToolCalls[i-1], ev.ToolCalls[i]))
@@ -328,6 +358,78 @@ func (p *Partition) Add(ev *schemas.Event, off int64) error {
 		p.pushQuorum(ev.TS)
 	}
 	return nil
+}
+
+// countSession counts ev's session in a (Agg.NewSessions) when the rollout
+// has not seen its id within SessionTimeout, and remembers the id's newest
+// event time. Evaluations do not count: they can come long after their
+// session. Whether an id is remembered depends on the watermark at the
+// event (not on when sweeps ran), so a replay from a checkpoint counts the
+// same sessions.
+//
+// Why sessions, first seen: a router assigns sessions, not requests, to the
+// canary (sticky), each with probability the weight, independently of
+// every other session. A session counted once, in the window of its first
+// event, is one such draw; requests are clumps of the same draw, whose
+// counts vary far more than binomially (detector's SRM check).
+func (p *Partition) countSession(r *rollout, ev *schemas.Event, a *Agg) {
+	h := sessionHash(ev.SessionID)
+	if r.sessions == nil {
+		r.sessions = map[uint64]int64{}
+	}
+	last, ok := r.sessions[h]
+	if ok && last >= p.watermark-int64(p.opts.SessionTimeout) {
+		r.sessions[h] = max(last, ev.TS)
+		return
+	}
+	if !ok && p.nSessions >= p.opts.MaxSessions {
+		p.sweepSessions(true)
+		if p.nSessions >= p.opts.MaxSessions {
+			p.untracked++
+			return
+		}
+	}
+	if !ok {
+		p.nSessions++
+	}
+	r.sessions[h] = ev.TS
+	if ev.TS >= p.blindBefore {
+		a.NewSessions++
+	}
+}
+
+// sweepSessions forgets the session ids with no event within
+// SessionTimeout behind the watermark, at most once a minute of event time
+// unless forced.
+func (p *Partition) sweepSessions(force bool) {
+	if !force && p.watermark-p.sweptAt < int64(time.Minute) {
+		return
+	}
+	p.sweptAt = p.watermark
+	limit := p.watermark - int64(p.opts.SessionTimeout)
+	for _, r := range p.order {
+		for h, last := range r.sessions {
+			if last < limit {
+				delete(r.sessions, h)
+				p.nSessions--
+			}
+		}
+	}
+}
+
+// SessionsUntracked returns how many sessions were neither counted nor
+// remembered because MaxSessions ids were remembered already.
+func (p *Partition) SessionsUntracked() int { return p.untracked }
+
+// sessionHash is FNV-1a (64 bits) of a session id: stable across processes,
+// so that a checkpoint's session memory means the same after a restart.
+func sessionHash(id []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range id {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
 }
 
 // pushQuorum puts ts, larger than quorum[0], among the Quorum largest event
@@ -498,6 +600,7 @@ func (p *Partition) Advance() {
 		}
 	}
 	p.evict()
+	p.sweepSessions(false)
 }
 
 // ObservedLag returns how far behind the wall clock the partition's events
@@ -519,6 +622,7 @@ func (p *Partition) evict() {
 	n := 0
 	for _, r := range p.order {
 		if len(r.open) == 0 && r.lastTS < limit {
+			p.nSessions -= len(r.sessions)
 			delete(p.rollouts, r.name)
 			if p.last == r {
 				p.last = nil

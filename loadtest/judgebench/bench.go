@@ -58,6 +58,8 @@ type JudgeResult struct {
 	Detections int
 	Promotes   int
 	Holds      int // runs that ended in a hold
+	// HoldS: per hold, the seconds from the start to it.
+	HoldS []float64
 	// DelayReq and DelayS are, per detection, the canary requests served and
 	// the seconds elapsed from the onset to the rollback (for promotion
 	// scenarios: from the start to the promote).
@@ -227,6 +229,7 @@ func summarise(sc *Scenario, nom Nominal, outs []runOut) Result {
 			switch r.action {
 			case schemas.ActionHold:
 				jr.Holds++
+				jr.HoldS = append(jr.HoldS, float64(r.at))
 				for _, b := range strings.Split(r.by, "+") {
 					jr.HoldBy[b]++
 				}
@@ -357,6 +360,9 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 	s := newSim(sc, rng)
 
 	cd := newCanarydJudge(spec)
+	if len(sc.Ramp) > 0 {
+		cd.declare(sc.Ramp[0], 0)
+	}
 	var cd1, cdS *canarydJudge
 	if oneSec {
 		cd1 = newCanarydJudge(spec)
@@ -369,13 +375,18 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 		r == (Regression{OnsetMin: r.OnsetMin, OnsetMax: r.OnsetMax, ErrMult: r.ErrMult}) {
 		or = newOracleJudge(s.onset, r.ErrMult, reqProfiles[segLLM].errP, 0.05)
 	}
-	ky := newKayentaJudge()
-	th := newThresholdJudges(nom)
+	var ky *kayentaJudge
+	var th []*thresholdJudge
+	if !sc.CanarydOnly {
+		ky = newKayentaJudge()
+		t3 := newThresholdJudges(nom)
+		th = t3[:]
+	}
 	allDecided := func() bool {
 		if !cd.out.decided() || (cd1 != nil && !cd1.out.decided()) || (cdS != nil && !cdS.out.decided()) || (or != nil && !or.out.decided()) {
 			return false
 		}
-		for i := range ky.vars {
+		for i := range ky.variants() {
 			if !ky.vars[i].out.decided() {
 				return false
 			}
@@ -415,6 +426,7 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 		for v := range 2 {
 			d := s.batchDelay()
 			keep10[v] = float64(t+1)+d <= float64(ws+windowS+latenessS)
+			s.lost[v] = !keep10[v]
 			switch {
 			case oneSec:
 				sink[v] = sb.aggs[v]
@@ -444,6 +456,11 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 		}
 
 		now := t + 1
+		if len(sc.Ramp) > 0 && now%sc.RampStepS == 0 && now/sc.RampStepS < len(sc.Ramp) {
+			// The router sends the next step's weight from the next
+			// second on.
+			s.share = sc.ActualShare / float64(sc.Share) * float64(sc.Ramp[now/sc.RampStepS])
+		}
 		if cd1 != nil {
 			if st := now - 1 - latenessS; st >= 0 {
 				b := secQ[st%len(secQ)]
@@ -455,6 +472,11 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 			if !cd.out.decided() || (cdS != nil && !cdS.out.decided()) || (or != nil && !or.out.decided()) {
 				cl := closedOf(w.start, windowS, now, &w.aggs, [2]bool{true, true}, s.bigrams)
 				cd.look(cl, now)
+				if k := e / max(sc.RampStepS, 1); len(sc.Ramp) > 0 && e%sc.RampStepS == 0 && k < len(sc.Ramp) && !cd.out.decided() {
+					// The controller declares the weight the router sends
+					// from e on, once the windows before e are in.
+					cd.declare(sc.Ramp[k], e)
+				}
 				if cdS != nil {
 					cdS.look(cl, now)
 				}
@@ -465,7 +487,9 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 			acc.add(&w.aggs)
 			if e%minuteS == 0 {
 				ms := acc.stats()
-				ky.minute(e/minuteS-1, ms, now)
+				if ky != nil {
+					ky.minute(e/minuteS-1, ms, now)
+				}
 				for _, tj := range th {
 					tj.minute(ms, now)
 				}
@@ -489,7 +513,7 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 	if or != nil {
 		outs[jOracle] = &or.out
 	}
-	for i := range ky.vars {
+	for i := range ky.variants() {
 		outs[ky.vars[i].judge] = &ky.vars[i].out
 	}
 	for _, t := range th {

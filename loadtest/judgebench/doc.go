@@ -27,6 +27,17 @@
 // typed error_types; latencies are lognormal per segment; LLM calls carry
 // input/output tokens, cost and context use.
 //
+// Every request carries its session's id, and a session counts once in
+// Agg.NewSessions — on the series of its first event that reaches a window,
+// as window.Partition counts sessions first seen (the SRM check's units).
+// Low-traffic scenarios (issue 16): 2 requests/s over 6 hours, with and
+// without session summaries (NoSummaries: requests only), through a
+// 5→25→50% ramp that the benchmark declares as a controller would (Ramp:
+// canaryd in mode: judge), and a 6%-routed-vs-5%-configured split; they
+// run canaryd alone (CanarydOnly) with its rollback tests disabled
+// (SRMOnly: a false rollback would end a run before the SRM check could
+// hold it) and have hold targets (TargetMaxHold, TargetHeld).
+//
 // Every event goes through window.Agg.Add, and tool-call bigrams through
 // Agg.AddBigram with ids assigned the way window.Partition assigns them, so
 // whatever the window package aggregates — and whatever test the detector

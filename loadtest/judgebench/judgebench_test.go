@@ -72,13 +72,21 @@ func TestStream(t *testing.T) {
 		s.second(t2, &aggs)
 	}
 	var n [2]uint64
-	var errs, lat uint64
+	var errs, lat, newSess uint64
 	for v := range 2 {
 		for g := range numReqSegs {
 			n[v] += aggs[v][g].Count
 			errs += aggs[v][g].Errors
 			lat += aggs[v][g].LatencyCount()
 		}
+		for g := range numSegs {
+			newSess += aggs[v][g].NewSessions
+		}
+	}
+	// Every session counts once, at its first request (none is lost here).
+	if newSess != s.nextSID || aggs[vBase][segAgent].NewSessions != 0 {
+		t.Errorf("%d new sessions (%d on session summaries); want the %d sessions started, each at its first request",
+			newSess, aggs[vBase][segAgent].NewSessions, s.nextSID)
 	}
 	total := n[0] + n[1]
 	if rate := float64(total) / float64(sc.Horizon); math.Abs(rate-sc.Rate)/sc.Rate > 0.4 {

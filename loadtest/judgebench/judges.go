@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/inferensys/canaryd/detector"
 	"github.com/inferensys/canaryd/schemas"
@@ -71,9 +72,29 @@ func specYAML(sc *Scenario) string {
 	if sc.Kind == KindMargin || sc.Kind == KindPromote {
 		steps = fmt.Sprintf("  - {weight: %d, min_duration: 10m, min_canary_events: 2000}\n  - {weight: 100}\n", sc.Share)
 	}
-	return fmt.Sprintf("rollout: %s\nbaseline: %s\ncanary: %s\nalpha: 0.05\nsteps:\n%smetrics:\n  incidents: {names: [%s]}\n%s",
-		rolloutName, baseName, canaryName, steps, complaintName, SpecExtra)
+	mode := ""
+	if len(sc.Ramp) > 0 {
+		// A controller moves the weights (the benchmark, at RampStepS).
+		mode, steps = "mode: judge\n", ""
+		for _, w := range sc.Ramp {
+			steps += fmt.Sprintf("  - {weight: %d, min_duration: 1000h}\n", w)
+		}
+	}
+	metrics := fmt.Sprintf("  incidents: {names: [%s]}\n", complaintName)
+	if sc.SRMOnly {
+		metrics = ""
+		for _, m := range srmOnlyDisabled {
+			metrics += fmt.Sprintf("  %s: {disabled: true}\n", m)
+		}
+	}
+	return fmt.Sprintf("rollout: %s\nbaseline: %s\ncanary: %s\nalpha: 0.05\n%ssteps:\n%smetrics:\n%s%s",
+		rolloutName, baseName, canaryName, mode, steps, metrics, SpecExtra)
 }
+
+// srmOnlyDisabled are the spec's rollback metrics, all disabled in
+// Scenario.SRMOnly scenarios.
+var srmOnlyDisabled = []string{"error_rate", "latency_p95", "latency_p50", "latency_p99", "session_failure", "tokens", "cost",
+	"context_use", "tool_mix", "error_types", "tool_sequence", "tool_calls", "loops", "eval_score", "hallucination", "incidents"}
 
 // SpecExtra is appended to canaryd's spec (top-level YAML lines, e.g.
 // "alpha_weights: {error_rate: 40}\n"), to measure a spec's options.
@@ -81,6 +102,14 @@ var SpecExtra string
 
 func newCanarydJudge(spec detector.Spec) *canarydJudge {
 	return &canarydJudge{j: detector.NewJudge(spec), out: newOutcome()}
+}
+
+// declare tells a mode: judge judge the weight its controller set at event
+// time t (seconds).
+func (c *canarydJudge) declare(weight, t int) {
+	if _, err := c.j.Declare(weight, "bench", time.Unix(0, epochNS+int64(t)*1e9)); err != nil {
+		panic("judgebench: " + err.Error())
+	}
 }
 
 // look folds a closed window in and decides at its watermark.
@@ -201,6 +230,15 @@ func newKayentaJudge() *kayentaJudge {
 		k.vars[i].out = newOutcome()
 	}
 	return k
+}
+
+// variants returns k's variants' count (0 for a nil k: a scenario without
+// the interval judges).
+func (k *kayentaJudge) variants() int {
+	if k == nil {
+		return 0
+	}
+	return len(k.vars)
 }
 
 // minute takes minute m's values and judges, at event time now, the

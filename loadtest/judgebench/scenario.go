@@ -119,6 +119,29 @@ type Scenario struct {
 	// SessionUnits also runs canaryd with the spec's "units: sessions"
 	// (error_rate and latency tests on sessions, not requests) in every run.
 	SessionUnits bool
+	// NoSummaries: sessions send no agent summary event, only their
+	// requests (which carry the session_id): the stream of an agent whose
+	// sessions canaryd does not see summarised (issue 16, item 2).
+	NoSummaries bool
+	// Ramp, when set, replaces the single step: the weights (percent) of
+	// consecutive steps of RampStepS seconds each. canaryd runs in mode:
+	// judge and the benchmark declares each weight as a controller would,
+	// when the router starts sending it (ActualShare scales with it:
+	// ActualShare/Share × weight).
+	Ramp      []int
+	RampStepS int
+	// TargetMaxHold, when > 0, is a target on the hold rate of canaryd (10 s
+	// windows) in an A/A scenario: its Wilson upper 95% bound at most this.
+	// TargetHeld, when > 0, a target on the share of runs held (a misrouted
+	// split that must be held).
+	TargetMaxHold, TargetHeld float64
+	// CanarydOnly runs canaryd's judge alone: the interval judges have no
+	// split check to compare, and at long horizons they cost most of a run.
+	CanarydOnly bool
+	// SRMOnly disables canaryd's rollback tests, so that the SRM check is
+	// measured over the whole horizon: a false rollback would end a run
+	// before the check could hold it (and hide its holds).
+	SRMOnly bool
 
 	Clustering Clustering
 	Delivery   Delivery
@@ -293,6 +316,51 @@ func Scenarios() []Scenario {
 		s.Horizon = 2700
 		s.Note = "Target: detected in ≥ 90% of runs within 45 minutes (the horizon), from the start."
 		s.TargetDetected = 0.9
+	})
+
+	// Low traffic (issue 16, item 2): the SRM check must not hold healthy
+	// rollouts whose few sessions come in clumps of requests, and must
+	// still hold a misrouted split.
+	low := func(name string, f func(*Scenario)) {
+		add(base(name, KindAA, 5), func(s *Scenario) {
+			s.Rate, s.Horizon, s.Runs, s.QuickRuns = 2, 6*3600, 800, 60
+			s.CanarydOnly, s.SRMOnly = true, true
+			s.Needs, s.NeedsTests = "sample ratio mismatch on independent units (sessions)", []string{"srm"}
+			f(s)
+			s.Note += " canaryd runs with its rollback tests disabled (SRMOnly): the row measures the SRM check alone, over the whole horizon."
+		})
+	}
+	low("A/A, 2 requests/s, 5%, 6 h", func(s *Scenario) {
+		s.TargetMaxHold = 0.02
+		s.Note = "Identical versions at 2 requests/s (a session of 6 requests every 3 s): ~360 canary requests an hour. " +
+			"Target: held (SRM) in ≤ 2% of runs. Every hold is false."
+	})
+	low("A/A, 2 requests/s, 5%, 6 h, long sessions without summaries", func(s *Scenario) {
+		s.NoSummaries, s.Clustering.MeanSteps = true, 8
+		s.TargetMaxHold = 0.02
+		s.Note = "Sessions of 17 requests on average, and no session summary events: only requests carrying their session_id. " +
+			"Counting requests, the SRM check sees clumps of 17 as if independent. Target: held in ≤ 2% of runs."
+	})
+	low("A/A, 2 requests/s, ramp 5→25→50%, 2 h each", func(s *Scenario) {
+		s.Ramp, s.RampStepS = []int{5, 25, 50}, 2*3600
+		s.TargetMaxHold = 0.02
+		s.Note = "The default stream at 2 requests/s through three steps declared by a controller (mode: judge): one SRM alpha " +
+			"budget over the steps (step i gets alpha/2^(i+1)). Target: held in ≤ 2% of runs."
+	})
+	low("A/A, 2 requests/s, ramp 5→25→50%, 2 h each, long sessions without summaries", func(s *Scenario) {
+		s.NoSummaries, s.Clustering.MeanSteps = true, 8
+		s.Ramp, s.RampStepS = []int{5, 25, 50}, 2*3600
+		s.TargetMaxHold = 0.02
+		s.Note = "The same stream through three steps declared by a controller (mode: judge): one SRM alpha budget over the steps. " +
+			"Target: held in ≤ 2% of runs."
+	})
+	low("A/A, 2 requests/s, 5% configured, 6% routed, 6 h", func(s *Scenario) {
+		s.ActualShare = 0.06
+		s.Runs, s.QuickRuns = 400, 40
+		s.TargetHeld = 0.5
+		s.Note = "The router sends 6% of sessions when 5% is configured: the split must still be held (share of runs held " +
+			"within 6 h, and when). About 7,200 sessions in 6 h: a fixed-horizon z-test with all of alpha 0.05 would reach " +
+			"z ≈ 3.9 at the end, so no valid sequential test holds every run early."
 	})
 
 	// At the margin: false promotes.

@@ -150,6 +150,9 @@ type session struct {
 	last   bool    // the last request failed
 	lastMS float64 // its latency
 	sid    []byte  // session_id
+	// counted: the session is in a window's NewSessions (its first event
+	// that reached a 10 s window), as window.Partition counts it.
+	counted bool
 
 	toolSegs []uint8   // segments of the tools called, for bigrams
 	lat      []float64 // its requests' latencies, for the summary's median
@@ -206,6 +209,11 @@ type sim struct {
 	sc    *Scenario
 	rng   *rand.Rand
 	phase float64 // of the daily swing, in days
+	share float64 // the router's share of new sessions (Scenario.ActualShare; a ramp moves it)
+	// lost[v]: version v's batch of the current second reaches no 10 s
+	// window (it arrives after its window closed); set by the caller of
+	// second.
+	lost [2]bool
 
 	onset    int // second the regression starts (Scenario.Regression)
 	incident int // second the shared incident starts, or -1
@@ -234,6 +242,10 @@ type sim struct {
 func newSim(sc *Scenario, rng *rand.Rand) *sim {
 	s := &sim{sc: sc, rng: rng, served: make([]int64, 1, sc.Horizon+1), incident: -1, bigrams: []string{window.OtherName}}
 	s.phase = rng.Float64()
+	s.share = sc.ActualShare
+	if len(sc.Ramp) > 0 {
+		s.share = sc.ActualShare / float64(sc.Share) * float64(sc.Ramp[0])
+	}
 	if r := sc.Regression; r.active() {
 		s.onset = r.OnsetMin + rng.IntN(r.OnsetMax-r.OnsetMin+1)
 	}
@@ -339,7 +351,7 @@ func (s *sim) second(t int, sink *[2][numSegs]*window.Agg) {
 	for range n {
 		id := s.alloc()
 		ss := &s.sessions[id]
-		ss.canary = rng.Float64() < s.sc.ActualShare
+		ss.canary = rng.Float64() < s.share
 		ss.uErr = math.Exp(cl.ErrSigma*rng.NormFloat64() - cl.ErrSigma*cl.ErrSigma/2)
 		ss.latMul = math.Exp(cl.LatSigma * rng.NormFloat64())
 		ss.steps = 1 + s.steps.draw(rng)
@@ -439,6 +451,17 @@ func (s *sim) request(ss *session, e *effects, sink [numSegs]*window.Agg) {
 		}
 	}
 	sink[seg].Add(ev, et)
+	s.countSession(ss, sink[seg])
+}
+
+// countSession counts ss in a's NewSessions at its first event that
+// reaches a window, as window.Partition does (a late event is refused
+// before the partition sees its session id).
+func (s *sim) countSession(ss *session, a *window.Agg) {
+	if !ss.counted && !s.lost[b2i(ss.canary)] {
+		ss.counted = true
+		a.NewSessions++
+	}
 }
 
 // finish emits the session's agent event and, sometimes, a complaint.
@@ -464,10 +487,13 @@ func (s *sim) finish(ss *session, e *effects, sink [numSegs]*window.Agg, t int) 
 	ev.Requests, ev.RequestErrors = uint32(len(ss.lat)), uint32(ss.errs)
 	slices.Sort(ss.lat)
 	ev.RequestMedianMS, ev.HasRequestMedian = ss.lat[(len(ss.lat)-1)/2], true
-	agg := sink[segAgent]
-	agg.Add(ev, etOther)
-	for i := 1; i < len(ss.toolSegs); i++ {
-		agg.AddBigram(s.bigram(ss.toolSegs[i-1], ss.toolSegs[i]))
+	if !s.sc.NoSummaries {
+		agg := sink[segAgent]
+		agg.Add(ev, etOther)
+		s.countSession(ss, agg)
+		for i := 1; i < len(ss.toolSegs); i++ {
+			agg.AddBigram(s.bigram(ss.toolSegs[i-1], ss.toolSegs[i]))
+		}
 	}
 	if rng.Float64() < e.complaintP {
 		s.ev[segComplaint].SessionID, s.ev[segComplaint].Version = ss.sid, ev.Version

@@ -1,0 +1,59 @@
+package window
+
+import (
+	"testing"
+	"time"
+
+	"github.com/inferensys/canaryd/schemas"
+)
+
+// TestNewSessions: a session id is counted once per rollout, in the window
+// and on the series of its first event, whatever segments its later events
+// are in; again only after SessionTimeout without events; never for an
+// evaluation; and not at all while MaxSessions ids are remembered.
+func TestNewSessions(t *testing.T) {
+	var got []Closed
+	p := NewPartition(0, Options{Quorum: 1, SessionTimeout: time.Minute, MaxSessions: 4, Emit: func(c Closed) { got = append(got, c) }})
+	t0 := time.Unix(1_700_000_000, 0)
+	add := func(rollout, version string, kind schemas.Kind, sid string, at time.Duration) {
+		t.Helper()
+		e := ev(rollout, version, kind, "x", t0.Add(at), 1, false)
+		e.SessionID = []byte(sid)
+		if err := p.Add(e, 0); err != nil {
+			t.Fatal(err)
+		}
+		p.Advance()
+	}
+	add("r", "v1", schemas.KindLLM, "a", 0)              // new, window 0
+	add("r", "v1", schemas.KindTool, "a", 3*time.Second) // seen
+	add("r", "v2", schemas.KindLLM, "b", 12*time.Second) // new, window 10 s
+	add("r", "v1", schemas.KindAgent, "a", 14*time.Second)
+	add("r", "v1", schemas.KindEval, "c", 15*time.Second) // evaluations do not count
+	add("q", "v1", schemas.KindLLM, "a", 16*time.Second)  // another rollout's "a": new
+	add("r", "v1", schemas.KindLLM, "d", 17*time.Second)  // new: 4 ids remembered now
+	add("r", "v1", schemas.KindLLM, "e", 18*time.Second)  // memory full: not counted
+	add("r", "v1", schemas.KindLLM, "a", 85*time.Second)  // seen (at 14 s, within a minute of the watermark, 13 s)
+	// The watermark is 80 s now: b, last seen at 12 s, is forgotten.
+	add("r", "v2", schemas.KindLLM, "b", 90*time.Second) // new again
+	p.Flush()
+	count := map[string]uint64{}
+	for _, c := range got {
+		for _, s := range c.Series {
+			if s.Agg.NewSessions > 0 {
+				count[c.Rollout+" "+time.Duration(c.Start-t0.UnixNano()).String()+" "+s.Version+" "+s.Segment.String()] += s.Agg.NewSessions
+			}
+		}
+	}
+	want := map[string]uint64{"r 0s v1 llm/x": 1, "r 10s v2 llm/x": 1, "q 10s v1 llm/x": 1, "r 10s v1 llm/x": 1, "r 1m30s v2 llm/x": 1}
+	if len(count) != len(want) {
+		t.Fatalf("new sessions %v; want %v", count, want)
+	}
+	for k, v := range want {
+		if count[k] != v {
+			t.Fatalf("new sessions %v; want %v", count, want)
+		}
+	}
+	if p.SessionsUntracked() != 1 {
+		t.Fatalf("%d sessions untracked; want 1 (e, while the memory was full)", p.SessionsUntracked())
+	}
+}
