@@ -75,9 +75,10 @@ type Driver struct {
 	opts DriverOptions
 	log  *slog.Logger
 
-	mu      sync.Mutex // guards slots and ctx
+	mu      sync.Mutex // guards slots, ctx and stopped
 	slots   map[string]*slot
 	ctx     context.Context // Run's; nil before Run
+	stopped bool            // Run's ctx ended: no worker starts any more
 	workers sync.WaitGroup
 
 	applyDur      *metrics.PrometheusHistogram
@@ -191,6 +192,9 @@ func (d *Driver) Run(ctx context.Context) {
 	}
 	d.mu.Unlock()
 	<-ctx.Done()
+	d.mu.Lock()
+	d.stopped = true // an Offer from now on starts no worker (no Add during Wait)
+	d.mu.Unlock()
 	d.workers.Wait()
 }
 
@@ -232,6 +236,9 @@ func (d *Driver) Offer(ch router.Change) error {
 
 // start runs a worker for s; d.mu is held.
 func (d *Driver) start(ctx context.Context, rollout string, s *slot) {
+	if d.stopped {
+		return
+	}
 	d.workers.Add(1)
 	go func() {
 		defer d.workers.Done()

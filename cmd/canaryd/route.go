@@ -136,7 +136,13 @@ func routeCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		ApplyTimeout: r.applyTimeout, MinBackoff: r.minBackoff, MaxBackoff: r.maxBackoff,
 		Logger: log, Metrics: ms,
 	})
-	opts := []router.Opt{router.Brokers(strings.Split(r.brokers, ",")...), router.Topic(r.controlTopic),
+	var brokers []string
+	for _, b := range strings.Split(r.brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			brokers = append(brokers, b)
+		}
+	}
+	opts := []router.Opt{router.Brokers(brokers...), router.Topic(r.controlTopic),
 		router.ClientOpts(kopts...), router.Logger(log), router.Apply(d.Offer)}
 	if key != nil {
 		opts = append(opts, router.SigningKey(key))
