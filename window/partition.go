@@ -232,6 +232,7 @@ type Partition struct {
 	// session is counted (a checkpoint restored without session memory).
 	nSessions   int
 	sweptAt     int64
+	sweeps      int // sweeps of the session memory so far (tests read it)
 	untracked   int
 	blindBefore int64
 }
@@ -399,13 +400,19 @@ func (p *Partition) countSession(r *rollout, ev *schemas.Event, a *Agg) {
 }
 
 // sweepSessions forgets the session ids with no event within
-// SessionTimeout behind the watermark, at most once a minute of event time
-// unless forced.
+// SessionTimeout behind the watermark, at most once a minute of event time,
+// or once a second when forced (the memory is full: a sweep per event there
+// would scan MaxSessions ids per event, and ids age out by the second).
 func (p *Partition) sweepSessions(force bool) {
-	if !force && p.watermark-p.sweptAt < int64(time.Minute) {
+	every := int64(time.Minute)
+	if force {
+		every = int64(time.Second)
+	}
+	if p.watermark-p.sweptAt < every {
 		return
 	}
 	p.sweptAt = p.watermark
+	p.sweeps++
 	limit := p.watermark - int64(p.opts.SessionTimeout)
 	for _, r := range p.order {
 		for h, last := range r.sessions {

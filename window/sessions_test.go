@@ -1,6 +1,7 @@
 package window
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -55,5 +56,29 @@ func TestNewSessions(t *testing.T) {
 	}
 	if p.SessionsUntracked() != 1 {
 		t.Fatalf("%d sessions untracked; want 1 (e, while the memory was full)", p.SessionsUntracked())
+	}
+}
+
+// TestFullSessionMemorySweepsRarely: with the session memory full and every
+// event a new session (the end-to-end tests' traffic: a session id per
+// request), the memory is swept at most once a second of event time, not
+// once per event (which scanned MaxSessions ids per event and made canaryd
+// fall behind its input: late events dropped in the Argo scenario).
+func TestFullSessionMemorySweepsRarely(t *testing.T) {
+	p := NewPartition(0, Options{Quorum: 1, SessionTimeout: time.Minute, MaxSessions: 100, Emit: func(Closed) {}})
+	t0 := time.Unix(1_700_000_000, 0)
+	const n = 20_000 // one a millisecond: 20 s of event time
+	for i := range n {
+		e := ev("r", "v1", schemas.KindLLM, "x", t0.Add(time.Duration(i)*time.Millisecond), 1, false)
+		e.SessionID = []byte(fmt.Sprint("s", i))
+		if err := p.Add(e, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.sweeps > 21 {
+		t.Fatalf("%d sweeps of the full session memory over 20 s of event time; want at most one a second", p.sweeps)
+	}
+	if p.SessionsUntracked() != n-100 {
+		t.Errorf("%d sessions untracked; want %d (the memory holds 100, none older than the timeout)", p.SessionsUntracked(), n-100)
 	}
 }
