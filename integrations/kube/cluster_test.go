@@ -28,15 +28,15 @@ import (
 // cluster is a real etcd and kube-apiserver on 127.0.0.1, with TLS from a CA
 // made at start, static tokens, RBAC, and the routes' CRDs installed.
 type cluster struct {
-	dir    string
-	server string // https://127.0.0.1:PORT
+	dir     string
+	server  string // https://127.0.0.1:PORT
 	ca_file string
 	// Users (--token-auth-file): admin is in system:masters; canaryd gets
 	// testdata/role.yaml's Role in each namespace the tests bind it in;
 	// nobody has no binding. certUser is the client certificate's user.
 	tokenFiles map[string]string
-	cert_file   string
-	key_file    string
+	cert_file  string
+	key_file   string
 	certUser   string
 	http       *http.Client
 	adminToken string
