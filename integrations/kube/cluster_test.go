@@ -28,15 +28,15 @@ import (
 // cluster is a real etcd and kube-apiserver on 127.0.0.1, with TLS from a CA
 // made at start, static tokens, RBAC, and the routes' CRDs installed.
 type cluster struct {
-	dir     string
-	server  string // https://127.0.0.1:PORT
-	ca_file string
+	dir    string
+	server string // https://127.0.0.1:PORT
+	caFile string
 	// Users (--token-auth-file): admin is in system:masters; canaryd gets
 	// testdata/role.yaml's Role in each namespace the tests bind it in;
 	// nobody has no binding. certUser is the client certificate's user.
 	tokenFiles map[string]string
-	cert_file  string
-	key_file   string
+	certFile   string
+	keyFile    string
 	certUser   string
 	http       *http.Client
 	adminToken string
@@ -128,7 +128,7 @@ func startCluster() (_ *cluster, err error) {
 		fmt.Sprintf("--secure-port=%d", port),
 		"--tls-cert-file="+filepath.Join(dir, "server.crt"),
 		"--tls-private-key-file="+filepath.Join(dir, "server.key"),
-		"--client-ca-file="+c.ca_file,
+		"--client-ca-file="+c.caFile,
 		"--token-auth-file="+filepath.Join(dir, "tokens.csv"),
 		"--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc",
@@ -143,7 +143,7 @@ func startCluster() (_ *cluster, err error) {
 	}
 
 	pool := x509.NewCertPool()
-	ca, _ := os.ReadFile(c.ca_file)
+	ca, _ := os.ReadFile(c.caFile)
 	pool.AppendCertsFromPEM(ca)
 	c.http = &http.Client{Timeout: 30 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
@@ -243,8 +243,8 @@ func (c *cluster) writeCredentials() error {
 		return err
 	}
 	caCert, _ := x509.ParseCertificate(caDER)
-	c.ca_file = filepath.Join(c.dir, "ca.crt")
-	if err := writePEM(c.ca_file, "CERTIFICATE", caDER); err != nil {
+	c.caFile = filepath.Join(c.dir, "ca.crt")
+	if err := writePEM(c.caFile, "CERTIFICATE", caDER); err != nil {
 		return err
 	}
 	issue := func(serial int64, name, file string, usage x509.ExtKeyUsage, ips []net.IP, dns []string) error {
@@ -278,7 +278,7 @@ func (c *cluster) writeCredentials() error {
 	if err := issue(3, c.certUser, filepath.Join(c.dir, "client"), x509.ExtKeyUsageClientAuth, nil, nil); err != nil {
 		return err
 	}
-	c.cert_file, c.key_file = filepath.Join(c.dir, "client.crt"), filepath.Join(c.dir, "client.key")
+	c.certFile, c.keyFile = filepath.Join(c.dir, "client.crt"), filepath.Join(c.dir, "client.key")
 
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

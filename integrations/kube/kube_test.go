@@ -215,7 +215,7 @@ func object(apiVersion, kind, ns, name, spec string) map[string]any {
 func newKube(t *testing.T, cfg route.KubeConfig, r route.KubeRoute) *route.Kube {
 	t.Helper()
 	if cfg.Server == "" {
-		cfg.Server, cfg.CAFile = kc.server, kc.ca_file
+		cfg.Server, cfg.CAFile = kc.server, kc.caFile
 	}
 	if cfg.TokenFile == "" && cfg.CertFile == "" {
 		cfg.TokenFile = kc.tokenFiles["canaryd"]
@@ -553,7 +553,7 @@ func TestClientCertificate(t *testing.T) {
 	ns := namespace(t, false)
 	path := fmt.Sprintf(kd.path, ns) + "/agent"
 	kc.apply(t, path, "flux", kd.obj(ns, "agent"), 201)
-	k := newKube(t, route.KubeConfig{CertFile: kc.cert_file, KeyFile: kc.key_file}, kd.route(ns, "agent"))
+	k := newKube(t, route.KubeConfig{CertFile: kc.certFile, KeyFile: kc.keyFile}, kd.route(ns, "agent"))
 	if err := k.Apply(context.Background(), target(25, 1)); err != nil {
 		t.Fatal(err)
 	}
