@@ -414,6 +414,31 @@ func (p *Partition) sweepSessions(force bool) {
 	p.sweptAt = p.watermark
 	p.sweeps++
 	limit := p.watermark - int64(p.opts.SessionTimeout)
+	p.forgetBefore(limit)
+	if force && p.nSessions >= p.opts.MaxSessions {
+		// Still full: more sessions began within SessionTimeout than the
+		// memory holds (at 200k ids and 10 minutes, above 333 new sessions
+		// a second). Forget the older half, by last event: a session idle
+		// since then that comes back is counted again (a repeated draw of
+		// the same assignment, for sessions idle longer than the memory
+		// now spans), which beats counting no new session at all until
+		// ids time out, which starved the SRM check.
+		lasts := make([]int64, 0, p.nSessions)
+		for _, r := range p.order {
+			for _, last := range r.sessions {
+				lasts = append(lasts, last)
+			}
+		}
+		slices.Sort(lasts)
+		cut := lasts[len(lasts)/2]
+		if p.forgetBefore(cut); p.nSessions >= p.opts.MaxSessions {
+			p.forgetBefore(cut + 1)
+		}
+	}
+}
+
+// forgetBefore forgets the session ids whose last event is before limit.
+func (p *Partition) forgetBefore(limit int64) {
 	for _, r := range p.order {
 		for h, last := range r.sessions {
 			if last < limit {
