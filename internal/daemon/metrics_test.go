@@ -279,6 +279,13 @@ func TestGrafanaDashboard(t *testing.T) {
 		r, err := prom.query(`sum(rate(canaryd_latency_seconds_count[10s])) > 0`)
 		return err == nil && len(r) > 0
 	})
+	// The good rollout's canary has requests in two scrapes of the last
+	// 10 s (the panels' rates over [10s] need them): its traffic starts
+	// with its first set_weight, which a loaded machine may delay.
+	waitFor(t, 30*time.Second, "a rate of the good canary's requests", func() bool {
+		r, err := prom.query(`sum(rate(canaryd_requests_total{rollout="good"}[10s]) * on (rollout, version) group_left () label_replace(max by (rollout, baseline, canary) (canaryd_rollout_info{rollout="good"}), "version", "$1", "canary", "(.+)")) > 0`)
+		return err == nil && len(r) > 0
+	})
 	end := time.Now()
 	t.Logf("bad rolled back and scraped after %v", end.Sub(start).Round(time.Millisecond))
 
