@@ -65,6 +65,16 @@ type Options struct {
 	// OnClosed receives every closed window, from the partition goroutines
 	// concurrently. Required.
 	OnClosed func(window.Closed)
+	// Partials, when set, receives each partition's closed windows instead
+	// of OnClosed: two-stage aggregation's stage 1 (DESIGN.md), which
+	// writes them to the partials topic. It is called on the partition
+	// goroutine after each batch and tick, before any offset past the
+	// windows' records is checkpointed or marked for commit, and must
+	// return only once they are durable. A failure is retried with backoff;
+	// given up (the partition stops), nothing further of the partition is
+	// checkpointed or committed, so that its windows are rebuilt and
+	// published again (stage 2 ignores the ones it has).
+	Partials func(context.Context, []window.Closed) error
 	// DeadLetters writes refused records durably before their offsets are
 	// committed (for example to the DLQ topic). Required.
 	DeadLetters func(context.Context, []DeadLetter) error
@@ -631,6 +641,11 @@ type partConsumer struct {
 	// dead letter that could not be written (-1: none), so that it is read
 	// again rather than lost.
 	holdAt int64
+	// closed holds the windows closed since the last publish (with
+	// Options.Partials); stuck is set when publishing them was given up:
+	// nothing further is checkpointed or marked.
+	closed []window.Closed
+	stuck  bool
 
 	next     int64 // offset after the last record processed
 	epoch    int32
@@ -676,6 +691,10 @@ func (c *Consumer) newPart(topic string, id int32) *partConsumer {
 	pc := &partConsumer{c: c, topic: topic, id: id, part: window.NewPartition(id, wopts), wopts: wopts, dec: c.opts.Topics[topic](),
 		work: make(chan kgo.FetchTopicPartition, queueBatches), quit: make(chan struct{}), done: make(chan struct{}), next: -1, epoch: -1,
 		resume: make(chan resumeState, 1), started: c.opts.Clock(), ckNext: -1, holdAt: -1}
+	if c.opts.Partials != nil {
+		pc.wopts.Emit = func(cw window.Closed) { pc.closed = append(pc.closed, cw) }
+		pc.part = window.NewPartition(id, pc.wopts)
+	}
 	pc.ioCtx, pc.ioCancel = context.WithCancel(c.abort)
 	pc.end.Store(-1)
 	pc.pos.Store(-1)
@@ -770,6 +789,7 @@ func (pc *partConsumer) run() {
 			// Quiet partitions still close windows as the wall clock moves.
 			pc.setNow()
 			pc.part.Advance()
+			pc.publishPartials()
 			pc.reportLate() // the rest of a burst of late events, 10 s on
 			pc.save()
 		}
@@ -810,6 +830,7 @@ func (pc *partConsumer) stop() {
 	if pc.c.opts.Checkpoints == nil {
 		if pc.mode == stopRevoke {
 			pc.part.Flush()
+			pc.publishPartials()
 			pc.mark(pc.part.CommitOffset(pc.next))
 		}
 		return
@@ -828,7 +849,7 @@ func (pc *partConsumer) stop() {
 // replays from the commit.
 func (pc *partConsumer) publish() {
 	c := pc.c
-	if c.opts.Handover == nil || pc.next < 0 || pc.holdAt >= 0 {
+	if c.opts.Handover == nil || pc.next < 0 || pc.holdAt >= 0 || pc.stuck {
 		return
 	}
 	var buf bytes.Buffer
@@ -877,6 +898,7 @@ func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {
 	}
 	c.records.Add(len(ftp.Records))
 	pc.part.Advance()
+	pc.publishPartials()
 	if len(pc.dead) > 0 {
 		pc.writeDead()
 	}
@@ -931,6 +953,38 @@ func (pc *partConsumer) writeDead() {
 	pc.dead = pc.dead[:0]
 }
 
+// publishPartials hands the windows closed since the last call to
+// Options.Partials, retrying with backoff until they are durable or ioCtx
+// ends; given up, the partition is stuck: no later checkpoint or mark, so
+// that a restart rebuilds and publishes them again.
+func (pc *partConsumer) publishPartials() {
+	c := pc.c
+	if len(pc.closed) == 0 || pc.stuck {
+		return
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.opts.Partials(pc.ioCtx, pc.closed)
+		if err == nil {
+			break
+		}
+		if pc.ioCtx.Err() != nil {
+			pc.stuck = true
+			c.opts.Logger.Error("partials not published: stopping; the partition's offsets are not committed past them, so they are rebuilt and published again",
+				"topic", pc.topic, "partition", pc.id, "windows", len(pc.closed), "err", err)
+			break
+		}
+		c.opts.Logger.Error("publishing partials failed; retrying", "topic", pc.topic, "partition", pc.id, "windows", len(pc.closed), "retry_in", backoff, "err", err)
+		select {
+		case <-pc.ioCtx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	clear(pc.closed)
+	pc.closed = pc.closed[:0]
+}
+
 // save marks offsets for commit: at once without checkpoints, or through a
 // checkpoint every CheckpointInterval.
 func (pc *partConsumer) save() {
@@ -956,10 +1010,10 @@ func (pc *partConsumer) checkpoint(mark bool) {
 	if pc.next < 0 || pc.next == pc.ckNext && pc.part.OpenWindows() == pc.ckOpen {
 		return // nothing consumed, or nothing changed since the last one
 	}
-	if pc.holdAt >= 0 {
-		// A dead letter was given up (see writeDead): the last checkpoint,
-		// from before it, stays the one to resume from, so that it is read
-		// and dead-lettered again.
+	if pc.holdAt >= 0 || pc.stuck {
+		// A dead letter or a partial was given up (see writeDead,
+		// publishPartials): the last checkpoint, from before it, stays the
+		// one to resume from, so that it is read and written again.
 		return
 	}
 	start := time.Now()
@@ -1015,6 +1069,9 @@ func (pc *partConsumer) replayFrom() int64 {
 // mark marks off for commit: every record before it has reached the
 // detector (or the DLQ), or is in a checkpoint.
 func (pc *partConsumer) mark(off int64) {
+	if pc.stuck {
+		return
+	}
 	if pc.holdAt >= 0 {
 		off = min(off, pc.holdAt)
 	}

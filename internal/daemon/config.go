@@ -64,8 +64,21 @@ type Config struct {
 	// from the committed offsets with the judges' evidence lost.
 	StateDir string
 	// StateTopic carries checkpoints of revoked partitions to their next
-	// owner (with StateDir). Default canaryd.state.
+	// owner (with StateDir), and with TwoStage stage 2's states. Default
+	// canaryd.state.
 	StateTopic string
+	// TwoStage aggregates in two stages (DESIGN.md, README "Running several
+	// instances"): every instance publishes its partitions' closed windows
+	// per rollout to PartialsTopic, keyed by rollout, and the owner of a
+	// rollout's partition of that topic runs its one judge. For input not
+	// keyed by rollout (OTLP spans keyed by trace id) read by several
+	// instances.
+	TwoStage bool
+	// PartialsTopic (default canaryd.partials) and the partitions it is
+	// created with (default 6): stage 2 spreads over at most that many
+	// instances.
+	PartialsTopic      string
+	PartialsPartitions int32
 	// CheckpointInterval: see stream.Options. Default 5s.
 	CheckpointInterval time.Duration
 	// HistoryWindows is how many closed windows per rollout are kept for the
@@ -122,6 +135,7 @@ const (
 	DefaultDLQTopic           = "agent.events.dlq"
 	DefaultGroup              = "canaryd"
 	DefaultStateTopic         = "canaryd.state"
+	DefaultPartialsTopic      = "canaryd.partials"
 	DefaultPartitions         = 6
 	DefaultCheckpointInterval = 5 * time.Second
 	DefaultHistoryWindows     = 360
@@ -149,6 +163,8 @@ func DefaultConfig() Config {
 		Partitions:         DefaultPartitions,
 		OTLPEncoding:       stream.EncodingOTLPProto,
 		StateTopic:         DefaultStateTopic,
+		PartialsTopic:      DefaultPartialsTopic,
+		PartialsPartitions: DefaultPartitions,
 		CheckpointInterval: DefaultCheckpointInterval,
 		HistoryWindows:     DefaultHistoryWindows,
 		EvictAfter:         DefaultEvictAfter,
@@ -190,6 +206,10 @@ func (c *Config) setDefaults() error {
 	str(&c.DLQTopic, d.DLQTopic)
 	str(&c.Group, d.Group)
 	str(&c.StateTopic, d.StateTopic)
+	str(&c.PartialsTopic, d.PartialsTopic)
+	if c.PartialsPartitions <= 0 {
+		c.PartialsPartitions = d.PartialsPartitions
+	}
 	str(&c.OTLPEncoding, d.OTLPEncoding)
 	if c.Partitions <= 0 {
 		c.Partitions = d.Partitions

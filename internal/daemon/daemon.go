@@ -104,6 +104,13 @@ type Daemon struct {
 
 	acks *acks // the ack reader (acks.go); nil without Config.AcksTopic
 
+	// Two-stage aggregation (twostage.go); stage2 is nil without
+	// Config.TwoStage.
+	stage2          *stream.Stage2
+	partialsOut     *metrics.Counter
+	partialBytes    *metrics.Summary
+	decisionLatency *metrics.PrometheusHistogram
+
 	rolloutMetrics *rolloutMetrics    // the per-rollout series (rolloutmetrics.go)
 	latency        *latencyHistograms // canaryd_latency_seconds (latencyhist.go)
 }
@@ -138,6 +145,7 @@ func New(cfg Config) (*Daemon, error) {
 	d.unjudged = cfg.Metrics.NewCounter("canaryd_unjudged_windows_total")
 	d.replayed = cfg.Metrics.NewCounter("canaryd_replayed_windows_total")
 	d.sendErrs = cfg.Metrics.NewCounter("canaryd_command_send_errors_total")
+	d.decisionLatency = cfg.Metrics.NewPrometheusHistogramExt("canaryd_decision_latency_seconds", DecisionBuckets)
 	cfg.Metrics.NewGauge("canaryd_outbox_commands", func() float64 { return float64(d.outbox.len()) })
 	d.rolloutMetrics = &rolloutMetrics{evictAfter: cfg.EvictAfter, endedAt: map[string]time.Time{}, staleAt: map[string]time.Time{}}
 	d.latency = newLatencyHistograms()
@@ -195,13 +203,30 @@ func New(cfg Config) (*Daemon, error) {
 		}
 		handover = sink.NewStateTopic(d.producer, cfg.StateTopic, cfg.Group, append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KgoOpts...)...)
 	}
-	d.consumer, err = stream.New(stream.Options{
+	sopts := stream.Options{
 		Brokers: cfg.Brokers, Topics: topics, Group: cfg.Group,
 		Window: windowOpts(cfg), OnClosed: d.onClosed, DeadLetters: d.dlq.Send,
 		Metrics: cfg.Metrics, Logger: cfg.Logger, KgoOpts: cfg.KgoOpts,
 		Checkpoints: d.store, CheckpointInterval: cfg.CheckpointInterval, SideState: d.sideState,
 		Handover: handover, HandoverSide: d.handoverSide, OnHandover: d.onHandover,
-	})
+	}
+	if cfg.TwoStage {
+		// Stage 1's partitions hold windows only: the judges live with
+		// stage 2's partitions and their state goes to the state topic.
+		sopts.Partials, sopts.SideState, sopts.HandoverSide, sopts.OnHandover = d.publishPartials, nil, nil, nil
+		if sopts.Checkpoints != nil && handover == nil {
+			panic("BUG: checkpoints without a state topic")
+		}
+		d.partialsOut = cfg.Metrics.NewCounter("canaryd_partials_published_total")
+		d.partialBytes = cfg.Metrics.NewSummary("canaryd_partial_bytes")
+		if d.stage2, err = d.newStage2(); err != nil {
+			d.producer.Close()
+			d.closeAcks()
+			d.closeStore()
+			return nil, err
+		}
+	}
+	d.consumer, err = stream.New(sopts)
 	if err != nil {
 		d.producer.Close()
 		d.closeAcks()
@@ -351,7 +376,21 @@ func (d *Daemon) run(ctx context.Context) error {
 			}()
 		}
 		d.started.Store(true)
+		// Stage 2 goes on after stage 1 stopped, for the partials stage 1
+		// published while stopping, until a poll finds none or abort ends.
+		stage1Done, stopStage2 := context.WithCancel(context.WithoutCancel(ctx))
+		stage2Done := make(chan struct{})
+		if d.stage2 != nil {
+			go func() {
+				defer close(stage2Done)
+				d.stage2.Run(stage1Done, abort)
+			}()
+		} else {
+			close(stage2Done)
+		}
 		err = d.consumer.Run(ctx, abort)
+		stopStage2()
+		<-stage2Done
 		close(consumed)
 		d.logTotals()
 	} else {
@@ -426,8 +465,11 @@ func unreachable(err error) bool {
 
 func (d *Daemon) startOnce(ctx context.Context) error {
 	topics := sink.Topics(d.cfg.EventsTopic, d.cfg.ControlTopic, d.cfg.DLQTopic, d.cfg.Partitions)
-	if d.store != nil {
+	if d.store != nil || d.cfg.TwoStage {
 		topics = append(topics, sink.StateTopicSpec(d.cfg.StateTopic))
+	}
+	if d.cfg.TwoStage {
+		topics = append(topics, partialsTopicSpec(d.cfg.PartialsTopic, d.cfg.PartialsPartitions))
 	}
 	if d.cfg.AcksTopic != "" {
 		topics = append(topics, acksTopicSpec(d.cfg.AcksTopic))
@@ -460,7 +502,10 @@ func (d *Daemon) startOnce(ctx context.Context) error {
 		return err
 	}
 	d.autoFromControl()
-	restored := d.restoreJudges()
+	restored := map[string]bool{}
+	if !d.cfg.TwoStage {
+		restored = d.restoreJudges() // with two stages, stage 2 restores them from the state topic
+	}
 	d.mu.Lock()
 	for id, j := range d.judges {
 		j.SetSeqBase(d.seqBase(j.Spec()))
@@ -560,7 +605,7 @@ func (d *Daemon) onClosed(c window.Closed) {
 		// Queued under d.mu, so that the outbox holds each rollout's
 		// commands in the order they were decided, and a checkpoint of the
 		// judge (sideState, also under d.mu) holds its unsent commands.
-		d.outbox.push(pending{cmd: cmd, v: v, gen: d.gen[c.Rollout]})
+		d.outbox.push(pending{cmd: cmd, v: v, gen: d.gen[c.Rollout], closedAt: c.Wall})
 	case !d.outbox.note(v, d.gen[c.Rollout]):
 		// No command of the rollout waits: report it now, under d.mu, so
 		// that verdicts are reported in the order they were decided.
@@ -643,6 +688,7 @@ func (d *Daemon) deliver(abort context.Context, p pending) bool {
 		}
 		if err == nil {
 			if sent {
+				d.observeDecision(p)
 				d.cfg.Logger.Info("command sent", "rollout", cmd.Rollout, "action", cmd.Action, "weight", cmd.Weight, "seq", cmd.Seq, "id", cmd.CommandID, "reason", cmd.Reason)
 				d.cfg.Metrics.GetOrCreateCounter(fmt.Sprintf(`canaryd_verdicts_total{rollout=%q,action=%q}`, cmd.Rollout, p.v.Action)).Inc()
 			}

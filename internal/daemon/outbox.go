@@ -21,6 +21,10 @@ type pending struct {
 	cmd *schemas.Command
 	v   detector.Verdict
 	gen uint64 // the judge's generation when it decided (Daemon.gen)
+	// closedAt is the wall time (unix ns) the deciding window closed in
+	// its partition (window.Closed.Wall; 0 unknown): the start of
+	// canaryd_decision_latency_seconds.
+	closedAt int64
 }
 
 // outbox is the queue between the judges (onClosed, on partition

@@ -1,0 +1,143 @@
+package daemon
+
+// Two-stage aggregation (Config.TwoStage; DESIGN.md; README "Running several
+// instances").
+//
+// Stage 1 is the stream consumer as always, except that its partitions'
+// closed windows go to publishPartials instead of onClosed: each is
+// published to the partials topic, keyed by rollout, and acknowledged by the
+// broker before the partition checkpoints or commits past its records.
+//
+// Stage 2 (stream.Stage2) consumes the partials topic in a group of its own;
+// the owner of a rollout's partition there feeds the partials of every
+// source partition to the rollout's one judge (onClosed, as a single
+// process does with its own partitions' windows: the judge's view is the
+// same, window for window), and only it decides and sends commands. A
+// partial is identified by (source partition, rollout, window start): a
+// replay is ignored by the judge (detector.Judge.Observe). Its state — the
+// judges of its rollouts, their unsent commands, the offset they saw up
+// to — is published to the state topic every checkpoint interval, on revoke
+// and at shutdown; the next owner continues from it (stage2Restore).
+//
+//	canaryd_partials_published_total        partials published by stage 1
+//	canaryd_partial_bytes                   size of each published partial (summary)
+//	canaryd_decision_latency_seconds        from a window's close in stage 1 to its command on the control topic
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/inferensys/canaryd/detector"
+	"github.com/inferensys/canaryd/sink"
+	"github.com/inferensys/canaryd/stream"
+	"github.com/inferensys/canaryd/window"
+)
+
+// DecisionBuckets are the upper bounds, in seconds, of
+// canaryd_decision_latency_seconds.
+var DecisionBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+// partialsTopicSpec is the partials topic: retained (not compacted: every
+// window of a rollout shares its key) for a day, far longer than any stage-2
+// owner takes to read it.
+func partialsTopicSpec(name string, partitions int32) sink.TopicSpec {
+	return sink.TopicSpec{Name: name, Partitions: partitions, Purpose: "closed windows per rollout from every source partition, for stage 2 (key = rollout)",
+		Configs: map[string]*string{"cleanup.policy": strPtr("delete"), "retention.ms": strPtr("86400000"), "max.message.bytes": strPtr("8388608")}}
+}
+
+func strPtr(s string) *string { return &s }
+
+// newStage2 builds stage 2's consumer.
+func (d *Daemon) newStage2() (*stream.Stage2, error) {
+	cfg := d.cfg
+	group := cfg.Group + ".stage2"
+	state := sink.NewStateTopic(d.producer, cfg.StateTopic, group, append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KgoOpts...)...)
+	return stream.NewStage2(stream.Stage2Options{
+		Brokers: cfg.Brokers, KgoOpts: cfg.KgoOpts, Group: group, Topic: cfg.PartialsTopic,
+		State: state, SaveInterval: cfg.CheckpointInterval,
+		OnPartial: d.onClosed, Side: d.handoverSide, Restore: d.stage2Restore, Release: d.stage2Release,
+		Metrics: cfg.Metrics, Logger: cfg.Logger,
+	})
+}
+
+// publishPartials is stage 1's stream.Options.Partials: each closed window
+// as a partial on the partials topic, keyed by rollout, acknowledged by all
+// in-sync replicas (the producer is idempotent: a retry does not write a
+// partial twice).
+func (d *Daemon) publishPartials(ctx context.Context, cs []window.Closed) error {
+	rs := make([]*kgo.Record, 0, len(cs))
+	for _, c := range cs {
+		b, err := window.EncodePartial(c)
+		if err != nil {
+			panic("BUG: a closed window does not encode: " + err.Error())
+		}
+		d.partialBytes.Update(float64(len(b)))
+		rs = append(rs, &kgo.Record{Topic: d.cfg.PartialsTopic, Key: []byte(c.Rollout), Value: b})
+	}
+	if err := d.producer.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		return err
+	}
+	d.partialsOut.Add(len(rs))
+	return nil
+}
+
+// stage2Restore continues the judges of an assigned partials partition from
+// the state its previous owner published, and returns their rollouts.
+func (d *Daemon) stage2Restore(p int32, side map[string][]byte) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var ids []string
+	for k, b := range side {
+		id, ok := strings.CutPrefix(k, judgeKeyPrefix)
+		old := d.judges[id]
+		if !ok || old == nil {
+			continue
+		}
+		n := detector.NewJudge(old.Spec())
+		if err := n.UnmarshalState(b); err != nil {
+			d.cfg.Logger.Warn("published stage-2 judge state not used: the judge starts afresh", "rollout", id, "err", err)
+			continue
+		}
+		n.SetSeqBase(d.seqBase(n.Spec()))
+		d.judges[id] = n
+		d.gen[id]++ // commands this instance's judge decided before are replaced by the restored one's
+		if ob, ok := side[outboxKeyPrefix+id]; ok {
+			d.restoreOutbox(id, ob)
+		}
+		ids = append(ids, id)
+		d.cfg.Metrics.GetOrCreateCounter(`canaryd_judge_restores_total{result="stage2"}`).Inc()
+		d.cfg.Logger.Info("judge continues from the published stage-2 state", "rollout", id, "partials_partition", p, "windows", n.Observed())
+	}
+	return ids
+}
+
+// stage2Release: the rollouts of a partials partition revoked or lost are
+// judged by another instance from now on; their judges here start afresh,
+// so that this instance neither decides for them nor shows stale evidence.
+func (d *Daemon) stage2Release(rollouts []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, id := range rollouts {
+		old := d.judges[id]
+		if old == nil {
+			continue
+		}
+		n := detector.NewJudge(old.Spec())
+		n.SetSeqBase(d.seqBase(n.Spec()))
+		d.judges[id] = n
+		d.gen[id]++ // its unsent commands went with its state to the next owner
+		delete(d.history, id)
+	}
+	d.cfg.Logger.Info("rollouts judged elsewhere from now on (partials partition moved)", "rollouts", rollouts)
+}
+
+// observeDecision records the time from the close of the window that
+// decided cmd to now, when cmd is on the control topic.
+func (d *Daemon) observeDecision(p pending) {
+	if p.closedAt > 0 {
+		d.decisionLatency.Update(time.Since(time.Unix(0, p.closedAt)).Seconds())
+	}
+}
