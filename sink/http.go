@@ -308,6 +308,15 @@ func newHandler(src StatusSource, ms *metrics.Set, ready func() error, cfg *serv
 		"POST /v1/rollouts/{id}/judge":    judgeHandler(src, ref, cfg),
 		"POST /v1/flagger/{hook}":         flaggerHandler(src, ref, cfg),
 	}
+	// A rollout judged by another instance (two-stage aggregation): its
+	// endpoints answer from there (forward.go).
+	if os, ok := src.(OwnerSource); ok {
+		for _, p := range []string{"GET /v1/rollouts/{id}", "GET /v1/rollouts/{id}/windows", "GET /v1/rollouts/{id}/history",
+			"POST /v1/rollouts/{id}/{action}", "GET /v1/rollouts/{id}/judge", "POST /v1/rollouts/{id}/judge"} {
+			handlers[p] = forwardByPath(os, ref, handlers[p])
+		}
+		handlers["POST /v1/flagger/{hook}"] = forwardFlagger(os, ref, handlers["POST /v1/flagger/{hook}"])
+	}
 	off := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		ref.refuse(w, http.StatusForbidden, "actions_off",
 			"this endpoint is off: canaryd serves it only with a bearer token configured (canaryd run --http-token-file FILE, or CANARYD_HTTP_TOKEN_FILE)")

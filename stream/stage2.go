@@ -14,12 +14,14 @@ package stream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -30,6 +32,9 @@ import (
 type Stage2Options struct {
 	Brokers []string
 	KgoOpts []kgo.Opt
+	// ClientID names this instance in the group: other instances read it
+	// (Owners) to learn where a partition is judged. Default canaryd-stage2.
+	ClientID string
 	// Group is stage 2's consumer group (not stage 1's: the partials
 	// topic's partitions are spread over the instances on their own).
 	Group string
@@ -85,6 +90,9 @@ func NewStage2(o Stage2Options) (*Stage2, error) {
 	if o.State == nil || o.OnPartial == nil || o.Side == nil || o.Restore == nil || o.Release == nil || o.Topic == "" || o.Group == "" {
 		return nil, errors.New("stream: stage 2 needs State, OnPartial, Side, Restore, Release, Topic and Group")
 	}
+	if o.ClientID == "" {
+		o.ClientID = "canaryd-stage2"
+	}
 	if o.SaveInterval <= 0 {
 		o.SaveInterval = 5 * time.Second
 	}
@@ -124,7 +132,7 @@ func (s *Stage2) Run(ctx, drain context.Context) {
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ClientID("canaryd-stage2"),
+		kgo.ClientID(o.ClientID),
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),
@@ -308,6 +316,45 @@ func (s *Stage2) drop(ps []int32) {
 	if len(rollouts) > 0 {
 		s.opts.Release(rollouts)
 	}
+}
+
+// Owns reports whether partition p of the partials topic is judged here.
+func (s *Stage2) Owns(p int32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.parts[p] != nil
+}
+
+// Owners returns, per partition of the partials topic, the client id of
+// the group member it is assigned to (the group's view at the broker).
+func Owners(ctx context.Context, cl *kgo.Client, group, topic string) (map[int32]string, error) {
+	gs, err := kadm.NewClient(cl).DescribeGroups(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	g, ok := gs[group]
+	if !ok {
+		return nil, fmt.Errorf("group %s not described", group)
+	}
+	if g.Err != nil {
+		return nil, g.Err
+	}
+	out := map[int32]string{}
+	for _, m := range g.Members {
+		a, ok := m.Assigned.AsConsumer()
+		if !ok {
+			continue
+		}
+		for _, t := range a.Topics {
+			if t.Topic != topic {
+				continue
+			}
+			for _, p := range t.Partitions {
+				out[p] = m.ClientID
+			}
+		}
+	}
+	return out, nil
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -175,6 +175,7 @@ func newRunFlags() (*flag.FlagSet, *runFlags) {
 	fs.StringVar(&c.StateTopic, "state-topic", c.StateTopic, "compacted topic that hands a revoked partition's checkpoint to its next owner (with --state-dir), and holds stage 2's state (with --two-stage)")
 	boolean(&c.TwoStage, "two-stage", "aggregate in two stages: every instance publishes its partitions' closed windows per rollout to --partials-topic, and one instance judges each rollout (for input not keyed by rollout, such as OTLP spans keyed by trace id, read by several instances; README \"Running several instances\")")
 	fs.StringVar(&c.PartialsTopic, "partials-topic", c.PartialsTopic, "topic of the closed windows that stage 1 publishes, keyed by rollout (with --two-stage)")
+	fs.StringVar(&c.AdvertiseURL, "advertise-url", "", "this instance's HTTP API as the other instances reach it, e.g. http://$(POD_IP):8080 (with --two-stage they forward calls about the rollouts judged here; default: the host name and the --http port)")
 	fs.Var((*int32Value)(&c.PartialsPartitions), "partials-partitions", "partitions of --partials-topic when canaryd creates it: stage 2 spreads over at most that many instances")
 	dur(&c.EvictAfter, "evict-after", "drop a rollout's partition state this long (event time) after its last event, and its export history and metric series this long after its final verdict")
 	fs.Var((*intValue)(&c.HistoryWindows), "history-windows", "closed windows per rollout kept for the Arrow export (older ones are folded into one row per series)")

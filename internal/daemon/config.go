@@ -79,6 +79,11 @@ type Config struct {
 	// instances.
 	PartialsTopic      string
 	PartialsPartitions int32
+	// AdvertiseURL is this instance's HTTP API as the other instances
+	// reach it (with TwoStage, they forward the calls about rollouts judged
+	// here to it). Default: http(s)://<host name>:<port of HTTPAddr>, or
+	// the listening address when it names a host.
+	AdvertiseURL string
 	// CheckpointInterval: see stream.Options. Default 5s.
 	CheckpointInterval time.Duration
 	// HistoryWindows is how many closed windows per rollout are kept for the

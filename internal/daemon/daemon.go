@@ -110,6 +110,7 @@ type Daemon struct {
 	partialsOut     *metrics.Counter
 	partialBytes    *metrics.Summary
 	decisionLatency *metrics.PrometheusHistogram
+	ownerCache      // stage 2's owners, for forwarding HTTP calls (twostage.go)
 
 	rolloutMetrics *rolloutMetrics    // the per-rollout series (rolloutmetrics.go)
 	latency        *latencyHistograms // canaryd_latency_seconds (latencyhist.go)
@@ -219,12 +220,6 @@ func New(cfg Config) (*Daemon, error) {
 		}
 		d.partialsOut = cfg.Metrics.NewCounter("canaryd_partials_published_total")
 		d.partialBytes = cfg.Metrics.NewSummary("canaryd_partial_bytes")
-		if d.stage2, err = d.newStage2(); err != nil {
-			d.producer.Close()
-			d.closeAcks()
-			d.closeStore()
-			return nil, err
-		}
 	}
 	d.consumer, err = stream.New(sopts)
 	if err != nil {
@@ -238,6 +233,16 @@ func New(cfg Config) (*Daemon, error) {
 			sink.TokenFile(cfg.HTTPTokenFile), sink.ProtectReads(cfg.HTTPProtectReads),
 			sink.TLSFiles(cfg.HTTPTLSCert, cfg.HTTPTLSKey), sink.HTTPLogger(cfg.Logger))
 		if err != nil {
+			d.producer.Close()
+			d.consumer.Client().Close()
+			d.closeAcks()
+			d.closeStore()
+			return nil, err
+		}
+	}
+	if cfg.TwoStage {
+		// After the server: stage 2's members advertise its URL.
+		if d.stage2, err = d.newStage2(); err != nil {
 			d.producer.Close()
 			d.consumer.Client().Close()
 			d.closeAcks()
@@ -484,6 +489,15 @@ func (d *Daemon) startOnce(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		return err
+	}
+	if d.cfg.TwoStage {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		n, err := partitionsOf(tctx, d.producer, d.cfg.PartialsTopic)
+		cancel()
+		if err != nil {
+			return err
+		}
+		d.partialsN.Store(n)
 	}
 	// A topic just created is in the metadata before its leader serves it:
 	// reading the control topic then fails with a retriable error

@@ -2,7 +2,9 @@ package daemon_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -10,10 +12,12 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/inferensys/canaryd/detector"
 	"github.com/inferensys/canaryd/internal/daemon"
 	"github.com/inferensys/canaryd/internal/kafkatest"
 	"github.com/inferensys/canaryd/loadtest"
 	"github.com/inferensys/canaryd/schemas"
+	"github.com/inferensys/canaryd/sink"
 )
 
 // TestTwoStageInProcess: OTLP spans keyed by trace id, so each rollout is
@@ -104,6 +108,26 @@ func TestTwoStageInProcess(t *testing.T) {
 				}
 				if judging != 1 {
 					t.Errorf("%s judged by %d instances; want 1", r, judging)
+				}
+				// Either instance answers about the rollout with its judge's
+				// status: the other forwards the call to the judging one.
+				for i, d := range ds {
+					resp, err := http.Get("http://" + d.HTTPAddr() + "/v1/rollouts/" + r)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var st detector.Status
+					err = json.NewDecoder(resp.Body).Decode(&st)
+					resp.Body.Close()
+					if err != nil || resp.StatusCode != 200 {
+						t.Fatalf("GET /v1/rollouts/%s from instance %d: %s %v", r, i, resp.Status, err)
+					}
+					if st.Windows == 0 {
+						t.Errorf("instance %d answered about %s with a judge that saw no window (judged by: %q)", i, r, resp.Header.Get(sink.JudgedByHeader))
+					}
+					if by := resp.Header.Get(sink.JudgedByHeader); by != "" {
+						t.Logf("instance %d forwarded %s to %s", i, r, by)
+					}
 				}
 			}
 			var published, received uint64

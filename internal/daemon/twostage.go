@@ -25,9 +25,16 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/inferensys/canaryd/detector"
@@ -56,7 +63,8 @@ func (d *Daemon) newStage2() (*stream.Stage2, error) {
 	group := cfg.Group + ".stage2"
 	state := sink.NewStateTopic(d.producer, cfg.StateTopic, group, append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KgoOpts...)...)
 	return stream.NewStage2(stream.Stage2Options{
-		Brokers: cfg.Brokers, KgoOpts: cfg.KgoOpts, Group: group, Topic: cfg.PartialsTopic,
+		ClientID: stage2ClientPrefix + d.advertiseURL(),
+		Brokers:  cfg.Brokers, KgoOpts: cfg.KgoOpts, Group: group, Topic: cfg.PartialsTopic,
 		State: state, SaveInterval: cfg.CheckpointInterval,
 		OnPartial: d.onClosed, Side: d.handoverSide, Restore: d.stage2Restore, Release: d.stage2Release,
 		Metrics: cfg.Metrics, Logger: cfg.Logger,
@@ -139,5 +147,114 @@ func (d *Daemon) stage2Release(rollouts []string) {
 func (d *Daemon) observeDecision(p pending) {
 	if p.closedAt > 0 {
 		d.decisionLatency.Update(time.Since(time.Unix(0, p.closedAt)).Seconds())
+	}
+}
+
+// advertiseURL is Config.AdvertiseURL, or the HTTP server's URL with the
+// host name in place of an unspecified listening address.
+func (d *Daemon) advertiseURL() string {
+	if d.cfg.AdvertiseURL != "" {
+		return strings.TrimRight(d.cfg.AdvertiseURL, "/")
+	}
+	if d.server == nil {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(d.server.Addr())
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if host, err = os.Hostname(); err != nil {
+			return ""
+		}
+	}
+	scheme := "http"
+	if d.cfg.HTTPTLSCert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// stage2ClientPrefix starts the client id of stage 2's members; the rest is
+// the member's advertised URL (Daemon.Owner reads it).
+const stage2ClientPrefix = "canaryd-stage2 "
+
+// Owner is sink.OwnerSource: where a rollout is judged. Without two
+// stages, here. With them, the instance owning the rollout's partition of
+// the partials topic (the group's assignment, asked of the broker at most
+// once a second).
+func (d *Daemon) Owner(rollout string) (string, bool) {
+	n := d.partialsN.Load()
+	if d.stage2 == nil || n <= 0 {
+		return "", true
+	}
+	p := int32(partitioner.Partition(&kgo.Record{Key: []byte(rollout)}, int(n)))
+	if d.stage2.Owns(p) {
+		return "", true
+	}
+	d.ownersMu.Lock()
+	fresh := time.Since(d.ownersAt) < time.Second
+	owners := d.owners
+	d.ownersMu.Unlock()
+	if !fresh {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		got, err := stream.Owners(ctx, d.producer, d.cfg.Group+".stage2", d.cfg.PartialsTopic)
+		cancel()
+		if err != nil {
+			d.cfg.Logger.Warn("asking the broker which instance judges a rollout failed", "rollout", rollout, "err", err)
+		} else {
+			owners = got
+		}
+		d.ownersMu.Lock()
+		d.owners, d.ownersAt = owners, time.Now()
+		d.ownersMu.Unlock()
+	}
+	id, ok := owners[p]
+	url, isOurs := strings.CutPrefix(id, stage2ClientPrefix)
+	if !ok || !isOurs || url == d.advertiseURL() {
+		return "", false // not assigned (a rebalance), or assigned here but not yet taken
+	}
+	return url, false
+}
+
+// ownerCache is the last answer of stream.Owners (Daemon.Owner).
+type ownerCache struct {
+	partialsN atomic.Int32 // partitions of the partials topic (0: not known yet)
+	ownersMu  sync.Mutex   // guards owners and ownersAt; never held across I/O
+	owners    map[int32]string
+	ownersAt  time.Time
+}
+
+// partitioner is the producer's: partials of a rollout go to the partition
+// its key hashes to (murmur2, as Kafka's Java clients).
+var partitioner = kgo.StickyKeyPartitioner(nil).ForTopic("")
+
+// partitionsOf returns the number of partitions of topic, waiting out the
+// retriable errors of a topic just created (its metadata is not everywhere
+// yet).
+func partitionsOf(ctx context.Context, cl *kgo.Client, topic string) (int32, error) {
+	for {
+		ts, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+		if err == nil {
+			t, ok := ts[topic]
+			switch {
+			case ok && t.Err == nil && len(t.Partitions) > 0:
+				return int32(len(t.Partitions)), nil
+			case !ok:
+				err = fmt.Errorf("not in the metadata")
+			case t.Err != nil:
+				err = t.Err
+			default:
+				err = fmt.Errorf("no partitions")
+			}
+		}
+		if !kerr.IsRetriable(err) && err.Error() != "not in the metadata" && err.Error() != "no partitions" {
+			return 0, fmt.Errorf("partitions of %s: %w", topic, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("partitions of %s: %w (%v)", topic, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
