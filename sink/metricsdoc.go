@@ -92,6 +92,7 @@ var Families = []Family{
 	{"canaryd_checkpoint_bytes", "gauge", "", "Size in bytes of the last checkpoint written."},
 	{"canaryd_checkpoint_restores_total", "counter", "result", "Partitions assigned, by how their state was restored: restored, stale, corrupt, none."},
 	{"canaryd_rollouts_limit_total", "counter", "", "Events refused because their partition is at its live-rollout limit."},
+	{"canaryd_sessions_untracked_total", "counter", "", "Sessions neither counted nor remembered by the SRM check's session memory, because it was full even after forgetting its older half."},
 	{"canaryd_models_cost_filled_total", "counter", "", "Model calls given a cost from the price table."},
 	{"canaryd_models_context_filled_total", "counter", "", "Model calls given a context limit from the price table."},
 	{"canaryd_models_unknown_total", "counter", "", "Model calls without a cost whose model is not in the price table."},

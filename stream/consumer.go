@@ -181,6 +181,7 @@ type Consumer struct {
 	ckSeconds             *metrics.Summary
 	ckBytes               atomic.Int64
 	rolloutLimit          *metrics.Counter
+	sessionsUntracked     *metrics.Counter
 	replayedRecords       *metrics.Counter
 	unwritten             *metrics.Counter
 	lastFetchErr          atomic.Int64 // wall clock, unix ns
@@ -207,6 +208,7 @@ func New(opts Options) (*Consumer, error) {
 	c.ckErrors = opts.Metrics.NewCounter("canaryd_checkpoint_errors_total")
 	c.ckSeconds = opts.Metrics.NewSummary("canaryd_checkpoint_seconds")
 	c.rolloutLimit = opts.Metrics.NewCounter("canaryd_rollouts_limit_total")
+	c.sessionsUntracked = opts.Metrics.NewCounter("canaryd_sessions_untracked_total")
 	c.replayedRecords = opts.Metrics.NewCounter("canaryd_records_replayed_total")
 	c.unwritten = opts.Metrics.NewCounter("canaryd_dead_letters_unwritten_total")
 	c.groupMembers.Store(-1)
@@ -646,6 +648,8 @@ type partConsumer struct {
 	// nothing further is checkpointed or marked.
 	closed []window.Closed
 	stuck  bool
+	// untracked is the partition's SessionsUntracked at the last batch.
+	untracked int
 
 	next     int64 // offset after the last record processed
 	epoch    int32
@@ -800,6 +804,7 @@ func (pc *partConsumer) applyResume() {
 	select {
 	case r := <-pc.resume:
 		pc.part, pc.next, pc.epoch = r.part, r.next, r.epoch
+		pc.untracked = pc.part.SessionsUntracked()
 		if pc.state != nil {
 			pc.muteUntil = r.next
 		}
@@ -903,6 +908,10 @@ func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {
 		pc.writeDead()
 	}
 	pc.liveGauge.Set(float64(pc.part.LiveRollouts()))
+	if n := pc.part.SessionsUntracked(); n > pc.untracked {
+		c.sessionsUntracked.Add(n - pc.untracked)
+		pc.untracked = n
+	}
 	pc.pos.Store(pc.next)
 	end := ftp.HighWatermark
 	if end > 0 {
