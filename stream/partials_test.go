@@ -37,7 +37,7 @@ func TestPartialsBeforeCommit(t *testing.T) {
 	)
 	fail.Store(true)
 	c, err := New(Options{Brokers: brokers, Topics: map[string]NewDecoder{topic: JSONDecoder}, Group: "partials",
-		Window: window.Options{Width: 10 * time.Second, Lateness: time.Second, MaxSessions: 4},
+		Window:   window.Options{Width: 10 * time.Second, Lateness: time.Second, MaxSessions: 4},
 		OnClosed: func(c window.Closed) { t.Errorf("OnClosed called with Partials set: %s [%d]", c.Rollout, c.Start) },
 		Partials: func(_ context.Context, cs []window.Closed) error {
 			calls.Add(1)
@@ -124,7 +124,8 @@ func TestPartialsBeforeCommit(t *testing.T) {
 	if p.Rollout != "r" || p.Start != t0.UnixNano() || len(p.Series) != 1 || p.Series[0].Agg.Count != 8 {
 		t.Fatalf("published %s [%d] with %d series; want r [%d] with one series of 8 events", p.Rollout, p.Start, len(p.Series), t0.UnixNano())
 	}
-	if n := ms.GetOrCreateCounter("canaryd_sessions_untracked_total").Get(); n != 4 {
-		t.Fatalf("canaryd_sessions_untracked_total %d; want 4", n)
+	if n := ms.GetOrCreateCounter("canaryd_sessions_untracked_total").Get(); n < 4 {
+		// (More when the group moved the partition and it was read again.)
+		t.Fatalf("canaryd_sessions_untracked_total %d; want at least 4", n)
 	}
 }
