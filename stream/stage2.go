@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -73,6 +74,10 @@ type Stage2 struct {
 
 	mu    sync.Mutex
 	parts map[int32]*stage2Part
+	// owned is a copy of parts' keys, replaced when they change, for Owns
+	// to read without mu: the judges' lock (held by Owns' callers) is taken
+	// while mu is held (OnPartial, Restore, Release), never the other way.
+	owned atomic.Pointer[map[int32]bool]
 
 	ok, corrupt, saves, saveErrs *metrics.Counter
 }
@@ -263,6 +268,7 @@ func (s *Stage2) assigned(ctx context.Context, _ *kgo.Client, as map[string][]in
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.noteOwned()
 	for _, p := range ps {
 		st := &stage2Part{rollouts: map[string]bool{}, next: -1, saved: -1}
 		s.parts[p] = st
@@ -313,16 +319,26 @@ func (s *Stage2) drop(ps []int32) {
 			delete(s.parts, p)
 		}
 	}
+	s.noteOwned()
 	if len(rollouts) > 0 {
 		s.opts.Release(rollouts)
 	}
 }
 
 // Owns reports whether partition p of the partials topic is judged here.
+// It takes no lock.
 func (s *Stage2) Owns(p int32) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.parts[p] != nil
+	m := s.owned.Load()
+	return m != nil && (*m)[p]
+}
+
+// noteOwned refreshes owned from parts; mu is held.
+func (s *Stage2) noteOwned() {
+	m := make(map[int32]bool, len(s.parts))
+	for p := range s.parts {
+		m[p] = true
+	}
+	s.owned.Store(&m)
 }
 
 // Owners returns, per partition of the partials topic, the client id of

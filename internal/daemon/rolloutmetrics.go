@@ -81,7 +81,10 @@ func (d *Daemon) writeRolloutMetrics(w io.Writer) {
 	now := time.Now()
 	d.mu.Lock()
 	sts := make([]detector.Status, 0, len(d.judges))
-	for _, j := range d.judges {
+	for id, j := range d.judges {
+		if !d.judgedHere(id) {
+			continue // two stages: its judge runs on another instance, which exports it
+		}
 		sts = append(sts, j.Status())
 	}
 	auto := make(map[string]bool, len(d.autoSpecs))

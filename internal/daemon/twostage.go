@@ -184,14 +184,10 @@ const stage2ClientPrefix = "canaryd-stage2 "
 // the partials topic (the group's assignment, asked of the broker at most
 // once a second).
 func (d *Daemon) Owner(rollout string) (string, bool) {
-	n := d.partialsN.Load()
-	if d.stage2 == nil || n <= 0 {
+	if d.judgedHere(rollout) {
 		return "", true
 	}
-	p := int32(partitioner.Partition(&kgo.Record{Key: []byte(rollout)}, int(n)))
-	if d.stage2.Owns(p) {
-		return "", true
-	}
+	p := int32(partitioner.Partition(&kgo.Record{Key: []byte(rollout)}, int(d.partialsN.Load())))
 	d.ownersMu.Lock()
 	fresh := time.Since(d.ownersAt) < time.Second
 	owners := d.owners
@@ -257,4 +253,15 @@ func partitionsOf(ctx context.Context, cl *kgo.Client, topic string) (int32, err
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// judgedHere reports whether this instance judges rollout: always without
+// two stages; with them, when it owns the rollout's partials partition. No
+// I/O: safe under d.mu.
+func (d *Daemon) judgedHere(rollout string) bool {
+	n := d.partialsN.Load()
+	if d.stage2 == nil || n <= 0 {
+		return true
+	}
+	return d.stage2.Owns(int32(partitioner.Partition(&kgo.Record{Key: []byte(rollout)}, int(n))))
 }
