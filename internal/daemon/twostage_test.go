@@ -475,11 +475,7 @@ func TestTwoStageMatchesOneProcess(t *testing.T) {
 			one := newTSRun(t, "one", brokers, false)
 			ref, refArms := judge(one, 1)
 			two := newTSRun(t, "two", brokers, os.Getenv("TS_DEBUG_SINGLE") == "")
-			nTwo := 3
-			if os.Getenv("TS_DEBUG_N1") != "" {
-				nTwo = 1
-			}
-			got, arms := judge(two, nTwo)
+			got, arms := judge(two, 3)
 
 			if len(ref) != 4 {
 				t.Fatalf("one process logged %d totals %v; want 4 (two rollouts, two versions)", len(ref), ref)
