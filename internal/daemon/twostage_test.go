@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,11 +41,14 @@ const tsPartitions = 6
 // tsLateness covers the longest session of the dataset: a session's spans
 // are written together when it ends, so its first spans arrive as late as
 // the session is long (tsProfile has no 30 s timeouts: its sessions last
-// seconds). The tests check that no span is dropped late: the judged totals
+// seconds). It also covers the start of the processes between the head of
+// the dataset and the rest (tsHeadRecords): meanwhile the idle rule moves
+// the watermark on from the head's event time at the pace of the wall
+// clock. The tests check that no span is dropped late: the judged totals
 // equal what the topic holds. The dataset's event time starts in January
-// 2026, far behind the wall clock, so the idle rule never closes its
+// 2026, far behind the wall clock, so the idle rule never closes its last
 // windows: closers do (tsClosers).
-const tsLateness = "30s"
+const tsLateness = "60s"
 
 // tsSpecs are judge-mode specs: canaryd sends no set_weight, so the traffic
 // (half to each version, fixed) does not depend on commands, and the only
@@ -142,6 +144,32 @@ func tsDataset(topic string, rate float64, d time.Duration) ([]*kgo.Record, tall
 		}
 	}
 	return recs, want
+}
+
+// tsHeadRecords is how many records of a dataset (about 2 s of event time,
+// some on every partition) a test writes before it starts canaryd.
+//
+// Why: the dataset's event time is in January 2026. A partition that has
+// read nothing for the idle time (3 s) after its assignment has observed no
+// producer lag, so the idle rule moves its watermark to the wall clock minus
+// the lateness, and every record of the dataset written to it afterwards is
+// late. This happened on the real broker, where starting three processes
+// takes longer than 3 s: one process dropped its two partitions' 13,000
+// events as late. Read first, the head gives each partition the lag of its
+// records (11 months), and the idle rule then stays that far behind the
+// wall clock.
+const tsHeadRecords = 160
+
+// checkHead fails the test unless the head of recs reaches every partition.
+func checkHead(t *testing.T, recs []*kgo.Record) {
+	t.Helper()
+	seen := map[int32]bool{}
+	for _, r := range recs[:tsHeadRecords] {
+		seen[r.Partition] = true
+	}
+	if len(seen) != tsPartitions {
+		t.Fatalf("the first %d records reach partitions %v; want all %d", tsHeadRecords, slices.Sorted(maps.Keys(seen)), tsPartitions)
+	}
 }
 
 // otlpCloser encodes an OTLP ExportTraceServiceRequest in protobuf holding
@@ -347,9 +375,11 @@ func (r *tsRun) judgedBy(t *testing.T) (tally, map[string]map[string]int, map[st
 	return got, who, arms
 }
 
-// terminate stops the run's live processes with SIGTERM and returns the
-// totals they logged at exit: rollout/version → the line (one per judge;
-// a second judge of a rollout is an error).
+// terminate stops the run's live processes with SIGTERM, one after the
+// other, and returns the totals they logged at exit: rollout/version → the
+// line. A rollout's line from two processes is an error unless both say the
+// same: a judge handed over while the processes stop (its state published
+// by the one leaving the group, continued by the next) is logged by both.
 func (r *tsRun) terminate(t *testing.T) map[string]exitTotals {
 	t.Helper()
 	out := map[string]exitTotals{}
@@ -363,7 +393,11 @@ func (r *tsRun) terminate(t *testing.T) map[string]exitTotals {
 				continue
 			}
 			if o, ok := out[k]; ok {
-				t.Errorf("%s: %s judged by two processes: %+v and %+v (%s)", r.name, k, o, v, name)
+				if o != v {
+					t.Errorf("%s: %s logged at exit with different totals: %+v, and %+v by %s", r.name, k, o, v, name)
+				} else {
+					t.Logf("%s: %s logged at exit again by %s (handed over while stopping), with the same totals", r.name, k, name)
+				}
 			}
 			out[k] = v
 		}
@@ -448,9 +482,11 @@ func TestTwoStageMatchesOneProcess(t *testing.T) {
 			t.Parallel()
 			brokers := kafkatest.Brokers(t, kind)
 			judge := func(r *tsRun, n int) (map[string]exitTotals, map[string]string) {
-				r.startAll(t, bin, n)
 				recs, want := tsDataset(r.spans, 40, 90*time.Second)
-				ends := produceRecords(t, brokers, recs)
+				checkHead(t, recs)
+				produceRecords(t, brokers, recs[:tsHeadRecords])
+				r.startAll(t, bin, n)
+				ends := produceRecords(t, brokers, recs[tsHeadRecords:])
 				if got := countOTLP(t, brokers, r.spans, ends, tsAA, tsBad); got.diff(want) != "" {
 					t.Fatalf("%s: the spans topic holds other events than the generator counted:\n%s", r.name, got.diff(want))
 				}
@@ -474,7 +510,7 @@ func TestTwoStageMatchesOneProcess(t *testing.T) {
 			}
 			one := newTSRun(t, "one", brokers, false)
 			ref, refArms := judge(one, 1)
-			two := newTSRun(t, "two", brokers, os.Getenv("TS_DEBUG_SINGLE") == "")
+			two := newTSRun(t, "two", brokers, true)
 			got, arms := judge(two, 3)
 
 			if len(ref) != 4 {
@@ -576,9 +612,12 @@ func TestTwoStageKill9(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			brokers := kafkatest.Brokers(t, kind)
-			r := newTSRun(t, "kill", brokers, os.Getenv("TS_DEBUG_SINGLE") == "")
-			r.startAll(t, bin, 3)
+			r := newTSRun(t, "kill", brokers, true)
 			recs, _ := tsDataset(r.spans, 40, 120*time.Second)
+			checkHead(t, recs)
+			produceRecords(t, brokers, recs[:tsHeadRecords])
+			r.startAll(t, bin, 3)
+			recs = recs[tsHeadRecords:]
 			written, done := paceRecords(t, brokers, recs, 20*time.Second)
 
 			// The bad rollout's judge, once it has observed windows.
@@ -631,6 +670,13 @@ func TestTwoStageKill9(t *testing.T) {
 			})
 			t.Logf("%s continued the bad rollout's judge %v after the kill, at %d windows (the killed one had %d)",
 				next, time.Since(killed).Round(time.Millisecond), resumed, atKill)
+			// It continued from the state the killed one published, not from
+			// zero: it says with how many windows.
+			if n := continuedAt(r.ps[next].lines(), tsBad); n <= 0 {
+				t.Errorf("%s did not log that it continued the bad rollout's judge from the published stage-2 state with windows > 0 (got %d)", next, n)
+			} else {
+				t.Logf("%s continued the judge from the published state at %d windows", next, n)
+			}
 
 			select {
 			case <-done:
@@ -677,6 +723,24 @@ func TestTwoStageKill9(t *testing.T) {
 			t.Logf("the rollback (%d records with its id): %s at %s", n, cmd.Reason, cmd.DecidedAt.Format(time.TimeOnly))
 		})
 	}
+}
+
+// continuedAt returns the windows with which a process's log says it
+// continued a rollout's judge from the published stage-2 state (the last
+// such line), or -1.
+func continuedAt(lines []string, rollout string) int {
+	n := -1
+	for _, l := range lines {
+		if !strings.Contains(l, `msg="judge continues from the published stage-2 state"`) || !strings.Contains(l, " rollout="+rollout+" ") {
+			continue
+		}
+		if _, w, ok := strings.Cut(l, " windows="); ok {
+			if v, err := strconv.Atoi(strings.Fields(w)[0]); err == nil {
+				n = v
+			}
+		}
+	}
+	return n
 }
 
 // pollUntil polls cond every 100 ms until it holds (true) or timeout passes
