@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/inferensys/canaryd/schemas"
@@ -323,12 +324,30 @@ func (j *Judge) Observed() int { return j.windows }
 
 // Digest returns a fingerprint of a version's whole-rollout aggregates (the
 // request and the session ones: counts, sums and latency sketches, bit for
-// bit): two judges with equal digests judged exactly the same events.
+// bit): two judges with equal digests judged exactly the same events. Error
+// types and bigrams enter by name, not by the judge's numbering of them,
+// which follows the order their first windows arrived in.
 func (j *Judge) Digest(version string) string {
 	h := sha256.New()
 	for _, m := range []map[string]*window.Agg{j.total, j.sessions} {
 		if a := m[version]; a != nil {
-			h.Write(a.AppendBinary(nil))
+			b := *a
+			b.ErrorTypes, b.Bigrams = nil, nil
+			h.Write(b.AppendBinary(nil))
+			for _, c := range []struct {
+				names  []string
+				counts []uint64
+			}{{j.errorTypes, a.ErrorTypes}, {j.bigramNames, a.Bigrams}} {
+				byName := make([]string, 0, len(c.counts))
+				for i, n := range c.counts {
+					if n > 0 && i < len(c.names) {
+						byName = append(byName, c.names[i]+"="+strconv.FormatUint(n, 10))
+					}
+				}
+				slices.Sort(byName)
+				h.Write([]byte(strings.Join(byName, "\x00")))
+				h.Write([]byte{1})
+			}
 		}
 		h.Write([]byte{0})
 	}

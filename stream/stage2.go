@@ -78,6 +78,8 @@ type Stage2 struct {
 	// to read without mu: the judges' lock (held by Owns' callers) is taken
 	// while mu is held (OnPartial, Restore, Release), never the other way.
 	owned atomic.Pointer[map[int32]bool]
+	// closing is set when Run leaves the group at its end.
+	closing atomic.Bool
 
 	ok, corrupt, saves, saveErrs *metrics.Counter
 }
@@ -198,7 +200,10 @@ func (s *Stage2) Run(ctx, drain context.Context) {
 	}
 	s.save(drain, nil)
 	// Close leaves the group (the revoke callback finds nothing new to
-	// save); a rebalance still blocked by the last poll would hold it.
+	// save, and releases no judge: this process is stopping, and its
+	// judges' final totals are still to be logged); a rebalance still
+	// blocked by the last poll would hold it.
+	s.closing.Store(true)
 	s.cl.AllowRebalance()
 }
 
@@ -320,7 +325,7 @@ func (s *Stage2) drop(ps []int32) {
 		}
 	}
 	s.noteOwned()
-	if len(rollouts) > 0 {
+	if len(rollouts) > 0 && !s.closing.Load() {
 		s.opts.Release(rollouts)
 	}
 }

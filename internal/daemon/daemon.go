@@ -390,6 +390,11 @@ func (d *Daemon) run(ctx context.Context) error {
 				defer close(stage2Done)
 				d.stage2.Run(stage1Done, abort)
 			}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.learnPartials(serveCtx)
+			}()
 		} else {
 			close(stage2Done)
 		}
@@ -489,15 +494,6 @@ func (d *Daemon) startOnce(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		return err
-	}
-	if d.cfg.TwoStage {
-		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		n, err := partitionsOf(tctx, d.producer, d.cfg.PartialsTopic)
-		cancel()
-		if err != nil {
-			return err
-		}
-		d.partialsN.Store(n)
 	}
 	// A topic just created is in the metadata before its leader serves it:
 	// reading the control topic then fails with a retriable error

@@ -265,3 +265,20 @@ func (d *Daemon) judgedHere(rollout string) bool {
 	}
 	return d.stage2.Owns(int32(partitioner.Partition(&kgo.Record{Key: []byte(rollout)}, int(n))))
 }
+
+// learnPartials learns how many partitions the partials topic has, for
+// Owner and judgedHere (until then every rollout is taken as judged here).
+// Not part of starting: the producer's metadata answer for a topic it has
+// just created is cached as missing for up to 5 s (franz-go's
+// MetadataMinAge), and the input partitions would wait meanwhile.
+func (d *Daemon) learnPartials(ctx context.Context) {
+	n, err := partitionsOf(ctx, d.producer, d.cfg.PartialsTopic)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.cfg.Logger.Error("partitions of the partials topic unknown: calls about rollouts are answered here, not forwarded", "topic", d.cfg.PartialsTopic, "err", err)
+		}
+		return
+	}
+	d.partialsN.Store(n)
+	d.cfg.Logger.Info("two-stage aggregation", "partials_topic", d.cfg.PartialsTopic, "partitions", n, "stage2_group", d.cfg.Group+".stage2", "advertise_url", d.advertiseURL())
+}
