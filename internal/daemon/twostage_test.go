@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/inferensys/canaryd/internal/kafkatest"
 	"github.com/inferensys/canaryd/loadtest"
 	"github.com/inferensys/canaryd/schemas"
+	"github.com/inferensys/canaryd/sink"
 	"github.com/inferensys/canaryd/stream"
 )
 
@@ -384,6 +386,38 @@ func (r *tsRun) judgedBy(t *testing.T) (tally, map[string]map[string]int, map[st
 	return got, who, arms
 }
 
+// checkForwarding: every live process answers GET /v1/rollouts/{rollout}
+// with the status of the rollout's one judge (judged: process → windows),
+// the others by forwarding the call to it (sink.JudgedByHeader names it).
+func (r *tsRun) checkForwarding(t *testing.T, rollout string, judged map[string]int) {
+	t.Helper()
+	for _, name := range slices.Sorted(maps.Keys(r.ps)) {
+		p := r.ps[name]
+		var by string
+		waitFor(t, 30*time.Second, name+" answers about "+rollout+" with its judge's status", func() bool {
+			resp, err := http.Get("http://" + p.addr + "/v1/rollouts/" + rollout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var st detector.Status
+			if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+				return false // 503 while the instances learn who owns what
+			}
+			by = resp.Header.Get(sink.JudgedByHeader)
+			for _, w := range judged {
+				return st.Windows == w
+			}
+			return false
+		})
+		_, here := judged[name]
+		if here != (by == "") {
+			t.Errorf("%s: judges %s here: %v, yet its reply names %q as the judge", name, rollout, here, by)
+		}
+		t.Logf("%s answers about %s (judged by: %q)", name, rollout, by)
+	}
+}
+
 // terminate stops the run's live processes with SIGTERM, one after the
 // other, and returns the totals they logged at exit: rollout/version → the
 // line. A rollout's line from two processes is an error unless both say the
@@ -518,6 +552,9 @@ func TestTwoStageMatchesOneProcess(t *testing.T) {
 					if len(who[rollout]) != 1 {
 						t.Errorf("%s: %s judged by %d processes %v; want 1", r.name, rollout, len(who[rollout]), who[rollout])
 					}
+				}
+				if r.twoStage {
+					r.checkForwarding(t, tsBad, who[tsBad])
 				}
 				return r.terminate(t), arms
 			}
