@@ -125,6 +125,7 @@ func Run(scs []Scenario, opt Options) (*Report, error) {
 		oneS  int // runs with the 1-second judge
 		spec  detector.Spec
 		sess  *detector.Spec // canaryd with session units, when the scenario runs it
+		errA  *detector.Spec // canaryd with (nearly) all of alpha on error_rate (Scenario.ErrorAlphaDiag)
 		nom   Nominal
 		seed  uint64
 		runs  int
@@ -147,6 +148,14 @@ func Run(scs []Scenario, opt Options) (*Report, error) {
 			}
 			sess = &ss[0]
 		}
+		var errA *detector.Spec
+		if sc.ErrorAlphaDiag {
+			ss, err := detector.ParseSpecs(sc.Name, []byte(specYAML(sc)+errorAlphaDiagYAML))
+			if err != nil {
+				return nil, fmt.Errorf("scenario %q (error_rate alpha): %w", sc.Name, err)
+			}
+			errA = &ss[0]
+		}
 		runs := sc.Runs
 		if opt.Quick {
 			runs = sc.QuickRuns
@@ -165,7 +174,7 @@ func Run(scs []Scenario, opt Options) (*Report, error) {
 		oneS = min(oneS, runs)
 		h := fnv.New64a()
 		h.Write([]byte(sc.Name))
-		preps[i] = &prepared{sc: sc, spec: specs[0], sess: sess, nom: pilot(sc), seed: h.Sum64() ^ opt.Seed*0x9e3779b97f4a7c15, runs: runs, oneS: oneS, outs: make([]runOut, runs), left: runs}
+		preps[i] = &prepared{sc: sc, spec: specs[0], sess: sess, errA: errA, nom: pilot(sc), seed: h.Sum64() ^ opt.Seed*0x9e3779b97f4a7c15, runs: runs, oneS: oneS, outs: make([]runOut, runs), left: runs}
 	}
 
 	start, cpu0 := time.Now(), processCPU()
@@ -183,7 +192,7 @@ func Run(scs []Scenario, opt Options) (*Report, error) {
 			for jb := range jobs {
 				p := preps[jb.p]
 				c0 := threadCPU()
-				out := runOne(p.sc, p.spec, p.sess, p.nom, p.seed, jb.run, jb.run < p.oneS)
+				out := runOne(p.sc, p.spec, p.sess, p.errA, p.nom, p.seed, jb.run, jb.run < p.oneS)
 				out.cpu = time.Duration(threadCPU() - c0)
 				p.outs[jb.run] = out
 				mu.Lock()
@@ -355,7 +364,7 @@ func ratio(x, n uint64) float64 {
 }
 
 // runOne simulates one run of a scenario and lets every judge look at it.
-func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, seed uint64, run int, oneSec bool) runOut {
+func runOne(sc *Scenario, spec detector.Spec, sess, errA *detector.Spec, nom Nominal, seed uint64, run int, oneSec bool) runOut {
 	rng := rand.New(rand.NewPCG(seed, uint64(run)))
 	s := newSim(sc, rng)
 
@@ -363,12 +372,15 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 	if len(sc.Ramp) > 0 {
 		cd.declare(sc.Ramp[0], 0)
 	}
-	var cd1, cdS *canarydJudge
+	var cd1, cdS, cdE *canarydJudge
 	if oneSec {
 		cd1 = newCanarydJudge(spec)
 	}
 	if sess != nil {
 		cdS = newCanarydJudge(*sess)
+	}
+	if errA != nil {
+		cdE = newCanarydJudge(*errA)
 	}
 	var or *oracleJudge
 	if r := sc.Regression; sc.Kind == KindRegression && r.ErrMult > 0 && r.RampS == 0 &&
@@ -383,7 +395,7 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 		th = t3[:]
 	}
 	allDecided := func() bool {
-		if !cd.out.decided() || (cd1 != nil && !cd1.out.decided()) || (cdS != nil && !cdS.out.decided()) || (or != nil && !or.out.decided()) {
+		if !cd.out.decided() || (cd1 != nil && !cd1.out.decided()) || (cdS != nil && !cdS.out.decided()) || (cdE != nil && !cdE.out.decided()) || (or != nil && !or.out.decided()) {
 			return false
 		}
 		for i := range ky.variants() {
@@ -469,7 +481,7 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 		}
 		if e := now - latenessS; e > 0 && e%windowS == 0 {
 			w := open[((e-windowS)/windowS)%2]
-			if !cd.out.decided() || (cdS != nil && !cdS.out.decided()) || (or != nil && !or.out.decided()) {
+			if !cd.out.decided() || (cdS != nil && !cdS.out.decided()) || (cdE != nil && !cdE.out.decided()) || (or != nil && !or.out.decided()) {
 				cl := closedOf(w.start, windowS, now, &w.aggs, [2]bool{true, true}, s.bigrams)
 				cd.look(cl, now)
 				if k := e / max(sc.RampStepS, 1); len(sc.Ramp) > 0 && e%sc.RampStepS == 0 && k < len(sc.Ramp) && !cd.out.decided() {
@@ -479,6 +491,9 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 				}
 				if cdS != nil {
 					cdS.look(cl, now)
+				}
+				if cdE != nil {
+					cdE.look(cl, now)
 				}
 				if or != nil {
 					or.look(w.start, windowS, cl, now)
@@ -510,6 +525,9 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 	if cdS != nil {
 		outs[jCanarydSess] = &cdS.out
 	}
+	if cdE != nil {
+		outs[jCanarydErrA] = &cdE.out
+	}
 	if or != nil {
 		outs[jOracle] = &or.out
 	}
@@ -527,7 +545,7 @@ func runOne(sc *Scenario, spec detector.Spec, sess *detector.Spec, nom Nominal, 
 			continue
 		}
 		r := judgeRun{outcome: *o, delayReq: math.NaN(), delayS: math.NaN()}
-		interval := j != jCanaryd && j != jCanaryd1s && j != jCanarydSess && j != jOracle
+		interval := j != jCanaryd && j != jCanaryd1s && j != jCanarydSess && j != jCanarydErrA && j != jOracle
 		if (sc.Kind == KindMargin || sc.Kind == KindPromote) && interval && !o.decided() {
 			// Interval judges promote when their analysis ends clean.
 			r.action, r.at = schemas.ActionPromote, sc.Horizon

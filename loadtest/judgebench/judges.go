@@ -17,6 +17,7 @@ const (
 	jCanaryd     = iota // canaryd's suite on 10-second windows
 	jCanaryd1s          // canaryd's suite on 1-second windows (some scenarios)
 	jCanarydSess        // canaryd with spec units: sessions (some scenarios)
+	jCanarydErrA        // canaryd with (nearly) all of alpha on error_rate (diagnostic, some scenarios)
 	jOracle             // the SPRT that knows the onset and size (error steps only; oracle.go)
 	jKayenta1           // Kayenta-like, judged every minute
 	jKayenta1Min
@@ -33,6 +34,7 @@ var JudgeNames = [numJudges]string{
 	jCanaryd:     "canaryd, 10 s windows",
 	jCanaryd1s:   "canaryd, 1 s windows",
 	jCanarydSess: "canaryd, units: sessions",
+	jCanarydErrA: "canaryd, error_rate given 98% of alpha (diagnostic)",
 	jOracle:      "oracle SPRT: knows onset and size, all of alpha (not a real judge)",
 	jKayenta1:    "Kayenta-like, every 1 min",
 	jKayenta1Min: "Kayenta-like, every 1 min, ≥10 points",
@@ -95,6 +97,12 @@ func specYAML(sc *Scenario) string {
 // Scenario.SRMOnly scenarios.
 var srmOnlyDisabled = []string{"error_rate", "latency_p95", "latency_p50", "latency_p99", "session_failure", "tokens", "cost",
 	"context_use", "tool_mix", "error_types", "tool_sequence", "tool_calls", "loops", "eval_score", "hallucination", "incidents"}
+
+// errorAlphaDiagYAML gives error_rate 1000 of the rollback tests' alpha
+// weights (the others keep theirs: 18 in the benchmark's spec), so it tests
+// at 0.05·1000/1018 ≈ 0.049 instead of 0.05·8/26 ≈ 0.015: what the split of
+// alpha across the tests costs its speed (Scenario.ErrorAlphaDiag).
+const errorAlphaDiagYAML = "alpha_weights: {error_rate: 1000}\n"
 
 // SpecExtra is appended to canaryd's spec (top-level YAML lines, e.g.
 // "alpha_weights: {error_rate: 40}\n"), to measure a spec's options.

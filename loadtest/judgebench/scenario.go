@@ -116,6 +116,9 @@ type Scenario struct {
 	// lookup_order (tool calls are about 42% of requests: 0.12 makes it
 	// about 5% of the requests, 0.048 about 2%).
 	SmallTool float64
+	// ErrorAlphaDiag also runs canaryd with error_rate given nearly all of
+	// alpha (errorAlphaDiagYAML): the speed the split of alpha costs.
+	ErrorAlphaDiag bool
 	// SessionUnits also runs canaryd with the spec's "units: sessions"
 	// (error_rate and latency tests on sessions, not requests) in every run.
 	SessionUnits bool
@@ -235,15 +238,19 @@ func Scenarios() []Scenario {
 	// Regressions: errors.
 	add(reg("errors ×1.5, 5%", 5, Regression{ErrMult: 1.5}), nil)
 	add(reg("errors ×2 (1%→2%), 5%", 5, Regression{ErrMult: 2}), func(s *Scenario) {
-		s.Note = "Target: canaryd's median detection ≤ 1,000 canary requests (reference: exact conditional ≈950, Kayenta-like ≈3,000, threshold ≈6,700)."
+		s.Note = "Target: canaryd's median detection ≤ 1,000 canary requests (reference: exact conditional ≈950, Kayenta-like ≈3,000, threshold ≈6,700); " +
+			"issue 16 asks ≤ 1,800 for a late onset. Where the requests go: see \"errors ×2 from the start\"."
 		s.TargetMedianReq = 1000
 		s.OneSecondRuns = -1
 		s.SessionUnits = true
+		s.ErrorAlphaDiag = true
 	})
 	add(reg("errors ×2 from the start, 5%", 5, Regression{ErrMult: 2}), func(s *Scenario) {
 		s.Regression.OnsetMin, s.Regression.OnsetMax = 0, 0
-		s.Note = "Diagnostic: the same regression with no clean period before it."
+		s.Note = errorsX2Decomposition
+		s.TargetMedianReq = 1200
 		s.SessionUnits = true
+		s.ErrorAlphaDiag = true
 	})
 	add(reg("errors ×2 after 20 min clean, 5%", 5, Regression{ErrMult: 2}), func(s *Scenario) {
 		s.Regression.OnsetMin, s.Regression.OnsetMax = 1200, 1200
@@ -398,3 +405,16 @@ func Filter(all []Scenario, terms string) []Scenario {
 	}
 	return out
 }
+
+// errorsX2Decomposition is the note of "errors ×2 from the start": where
+// canaryd's canary requests go, against the oracle SPRT's.
+const errorsX2Decomposition = "Issue 16's target: ≤ 1,200 canary requests. At 1%→2% a canary request brings about 0.004 nats of evidence " +
+	"(the Kullback–Leibler divergence), so the requests needed scale with the log of the threshold the e-value must reach. " +
+	"The oracle SPRT knows the onset and the size and has all of alpha: ln(1/0.05) = 3.0 nats. canaryd's error_rate test must reach " +
+	"ln(1/α_err) with α_err = 0.05·8/26 ≈ 0.015 (the rollback tests share alpha by weight: 4.2 nats; the row \"error_rate given 98% of alpha\" " +
+	"measures what that costs), and its e-value is a mixture whose components each pay their prior weight: ln 2 for the pooled half " +
+	"(the other half watches single tools and models), ln 2 for a regression present from the start (the other half watches later onsets), " +
+	"and the mixture over nine sizes from ×1.22 to ×6.05 (at most ln 9 = 2.2 nats, less as neighbouring sizes fit too). " +
+	"That is 4.2 + 0.7 + 0.7 + about 1.3 ≈ 6.9 nats against 3.0: about 2.3 times the oracle's requests. " +
+	"1,200 would need about 4.3 nats: less than the alpha share alone, unless error_rate gets most of the alpha and the judge gives up " +
+	"watching tools, models and late onsets."

@@ -117,7 +117,7 @@ func (r *Report) targets(w io.Writer) {
 		case sc.TargetMedianReq > 0:
 			med := quantile(cd.DelayReq, 0.5)
 			others := []string{}
-			for _, j := range []int{jOracle, jKayenta1Min, jKayenta5Min, jThr15, jThr20} {
+			for _, j := range []int{jCanarydErrA, jOracle, jKayenta1Min, jKayenta5Min, jThr15, jThr20} {
 				o := &res.Judges[j]
 				if o.Runs == 0 {
 					continue
@@ -216,6 +216,8 @@ func shortName(j int) string {
 		return "thr 2×"
 	case jOracle:
 		return "oracle SPRT"
+	case jCanarydErrA:
+		return "canaryd with error_rate at 98% of alpha"
 	}
 	return JudgeNames[j]
 }
@@ -286,7 +288,7 @@ func (res *Result) markdown(w io.Writer) {
 			lo, hi := Wilson(jr.Promotes, jr.Runs)
 			prom = fmt.Sprintf("%.1f%% [%.1f, %.1f]", 100*frac(jr.Promotes, jr.Runs), 100*lo, 100*hi)
 		}
-		if j == jCanaryd || j == jCanaryd1s || j == jCanarydSess {
+		if j == jCanaryd || j == jCanaryd1s || j == jCanarydSess || j == jCanarydErrA {
 			hold = fmt.Sprintf("%.1f%%", 100*frac(jr.Holds, jr.Runs))
 			if jr.Holds > 0 {
 				hold += " (" + byText(jr.HoldBy) + ")"
