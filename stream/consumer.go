@@ -833,9 +833,21 @@ func (pc *partConsumer) setNow() {
 func (pc *partConsumer) stop() {
 	pc.applyResume()
 	if pc.c.opts.Checkpoints == nil {
-		if pc.mode == stopRevoke {
+		switch {
+		case pc.mode != stopRevoke:
+		case pc.c.opts.Partials != nil:
+			// Two stages: one judge sees every owner's windows of the
+			// partition, and ignores a window it has seen, so an open
+			// window flushed here would lose the rest of its records,
+			// which the next owner would publish under the same identity.
+			// Commit at the oldest open window (and the oldest record the
+			// decoder holds): the next owner rebuilds those windows whole,
+			// and its replays of windows published here are ignored.
+			pc.mark(min(pc.part.CommitOffset(pc.next), pc.replayFrom()))
+		default:
+			// One stage: the windows are judged here as far as they go;
+			// the rest of their records go to the next owner's judge.
 			pc.part.Flush()
-			pc.publishPartials()
 			pc.mark(pc.part.CommitOffset(pc.next))
 		}
 		return
