@@ -2,6 +2,7 @@ package sink
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,8 +20,9 @@ import (
 type OwnerSource interface {
 	// Owner returns where rollout is judged: here, or the base URL of the
 	// instance that judges it ("" and not here: not known at the moment,
-	// as while the partials topic's partitions are being reassigned).
-	Owner(rollout string) (base string, here bool)
+	// as while the partials topic's partitions are being reassigned). It
+	// may ask the broker, within ctx.
+	Owner(ctx context.Context, rollout string) (base string, here bool)
 }
 
 // Headers of forwarded requests and their replies.
@@ -71,7 +73,7 @@ func forwardFlagger(os OwnerSource, ref refuser, h http.HandlerFunc) http.Handle
 }
 
 func forwardTo(os OwnerSource, ref refuser, id string, h http.HandlerFunc, w http.ResponseWriter, r *http.Request) {
-	base, here := os.Owner(id)
+	base, here := os.Owner(r.Context(), id)
 	switch {
 	case here:
 		h(w, r)

@@ -214,6 +214,23 @@ func (d *Daemon) onHandover(topic string, p int32, side map[string][]byte) {
 	src := topic + "/" + strconv.Itoa(int(p))
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.continueJudges(side, "handed_over", func(id string, n *detector.Judge) bool {
+		if srcs := n.Sources(); len(srcs) != 1 || srcs[0] != src {
+			d.cfg.Logger.Warn("handed-over judge state not used: the rollout spans partitions", "rollout", id, "sources", srcs)
+			return false
+		}
+		d.cfg.Logger.Info("judge continues from the state handed over", "rollout", id, "partition", src, "windows", n.Observed())
+		return true
+	})
+}
+
+// continueJudges replaces the judges whose state side holds (as published
+// by another instance: handoverSide) by judges continuing from it, with
+// their unsent commands, when use accepts the state, and returns their
+// rollouts; result labels canaryd_judge_restores_total. Called with d.mu
+// held.
+func (d *Daemon) continueJudges(side map[string][]byte, result string, use func(id string, n *detector.Judge) bool) []string {
+	var ids []string
 	for k, b := range side {
 		id, ok := strings.CutPrefix(k, judgeKeyPrefix)
 		old := d.judges[id]
@@ -222,11 +239,10 @@ func (d *Daemon) onHandover(topic string, p int32, side map[string][]byte) {
 		}
 		n := detector.NewJudge(old.Spec())
 		if err := n.UnmarshalState(b); err != nil {
-			d.cfg.Logger.Warn("handed-over judge state not used", "rollout", id, "err", err)
+			d.cfg.Logger.Warn("published judge state not used: the judge goes on as it was", "rollout", id, "err", err)
 			continue
 		}
-		if srcs := n.Sources(); len(srcs) != 1 || srcs[0] != src {
-			d.cfg.Logger.Warn("handed-over judge state not used: the rollout spans partitions", "rollout", id, "sources", srcs)
+		if !use(id, n) {
 			continue
 		}
 		n.SetSeqBase(d.seqBase(n.Spec()))
@@ -236,7 +252,8 @@ func (d *Daemon) onHandover(topic string, p int32, side map[string][]byte) {
 			d.restoreOutbox(id, ob)
 		}
 		delete(d.saved, id) // checkpoint it with the next one
-		d.cfg.Metrics.GetOrCreateCounter(`canaryd_judge_restores_total{result="handed_over"}`).Inc()
-		d.cfg.Logger.Info("judge continues from the state handed over", "rollout", id, "partition", src, "windows", n.Observed())
+		d.cfg.Metrics.GetOrCreateCounter(`canaryd_judge_restores_total{result="` + result + `"}`).Inc()
+		ids = append(ids, id)
 	}
+	return ids
 }

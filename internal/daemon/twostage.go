@@ -97,29 +97,10 @@ func (d *Daemon) publishPartials(ctx context.Context, cs []window.Closed) error 
 func (d *Daemon) stage2Restore(p int32, side map[string][]byte) []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var ids []string
-	for k, b := range side {
-		id, ok := strings.CutPrefix(k, judgeKeyPrefix)
-		old := d.judges[id]
-		if !ok || old == nil {
-			continue
-		}
-		n := detector.NewJudge(old.Spec())
-		if err := n.UnmarshalState(b); err != nil {
-			d.cfg.Logger.Warn("published stage-2 judge state not used: the judge starts afresh", "rollout", id, "err", err)
-			continue
-		}
-		n.SetSeqBase(d.seqBase(n.Spec()))
-		d.judges[id] = n
-		d.gen[id]++ // commands this instance's judge decided before are replaced by the restored one's
-		if ob, ok := side[outboxKeyPrefix+id]; ok {
-			d.restoreOutbox(id, ob)
-		}
-		ids = append(ids, id)
-		d.cfg.Metrics.GetOrCreateCounter(`canaryd_judge_restores_total{result="stage2"}`).Inc()
+	return d.continueJudges(side, "stage2", func(id string, n *detector.Judge) bool {
 		d.cfg.Logger.Info("judge continues from the published stage-2 state", "rollout", id, "partials_partition", p, "windows", n.Observed())
-	}
-	return ids
+		return true
+	})
 }
 
 // stage2Release: the rollouts of a partials partition revoked or lost are
@@ -183,7 +164,7 @@ const stage2ClientPrefix = "canaryd-stage2 "
 // stages, here. With them, the instance owning the rollout's partition of
 // the partials topic (the group's assignment, asked of the broker at most
 // once a second).
-func (d *Daemon) Owner(rollout string) (string, bool) {
+func (d *Daemon) Owner(ctx context.Context, rollout string) (string, bool) {
 	if d.judgedHere(rollout) {
 		return "", true
 	}
@@ -193,7 +174,7 @@ func (d *Daemon) Owner(rollout string) (string, bool) {
 	owners := d.owners
 	d.ownersMu.Unlock()
 	if !fresh {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		got, err := stream.Owners(ctx, d.producer, d.cfg.Group+".stage2", d.cfg.PartialsTopic)
 		cancel()
 		if err != nil {
