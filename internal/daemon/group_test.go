@@ -561,6 +561,32 @@ func committedOffsets(t *testing.T, brokers []string, group, topic string) map[i
 func countEvents(t *testing.T, brokers []string, topic string, upTo map[int32]int64) tally {
 	t.Helper()
 	out := tally{}
+	readUpTo(t, brokers, topic, upTo, func(r *kgo.Record) {
+		var ev struct{ Rollout, Version, Kind, Status string }
+		if err := json.Unmarshal(r.Value, &ev); err != nil {
+			t.Fatalf("event at %d/%d: %v", r.Partition, r.Offset, err)
+		}
+		var c counts
+		switch ev.Kind {
+		case "agent", "task", "eval":
+			c.Sessions = 1
+		default:
+			c.Requests = 1
+			if ev.Status == "error" {
+				c.Errors = 1
+			}
+		}
+		out.add(ev.Rollout, ev.Version, c)
+	})
+	return out
+}
+
+// readUpTo hands each record of the given partitions of topic, from their
+// start up to (not including) the given offsets, to each, in order per
+// partition; it fails the test when a partition is not read that far
+// within 60 s.
+func readUpTo(t *testing.T, brokers []string, topic string, upTo map[int32]int64, each func(*kgo.Record)) {
+	t.Helper()
 	start := map[int32]kgo.Offset{}
 	for p, end := range upTo {
 		if end > 0 {
@@ -568,7 +594,7 @@ func countEvents(t *testing.T, brokers []string, topic string, upTo map[int32]in
 		}
 	}
 	if len(start) == 0 {
-		return out
+		return
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}))
 	if err != nil {
@@ -582,21 +608,7 @@ func countEvents(t *testing.T, brokers []string, topic string, upTo map[int32]in
 			if _, ok := start[r.Partition]; !ok || r.Offset >= upTo[r.Partition] {
 				return
 			}
-			var ev struct{ Rollout, Version, Kind, Status string }
-			if err := json.Unmarshal(r.Value, &ev); err != nil {
-				t.Fatalf("event at %d/%d: %v", r.Partition, r.Offset, err)
-			}
-			var c counts
-			switch ev.Kind {
-			case "agent", "task", "eval":
-				c.Sessions = 1
-			default:
-				c.Requests = 1
-				if ev.Status == "error" {
-					c.Errors = 1
-				}
-			}
-			out.add(ev.Rollout, ev.Version, c)
+			each(r)
 			if r.Offset+1 >= upTo[r.Partition] {
 				delete(start, r.Partition)
 			}
@@ -605,7 +617,6 @@ func countEvents(t *testing.T, brokers []string, topic string, upTo map[int32]in
 	if len(start) > 0 {
 		t.Fatalf("partitions %v not read up to %v", slices.Collect(maps.Keys(start)), upTo)
 	}
-	return out
 }
 
 // statusesOwned returns the rollouts of sts with judged windows.

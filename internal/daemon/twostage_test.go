@@ -229,20 +229,6 @@ func otlpCloser(end time.Time, id uint64) []byte {
 func countOTLP(t *testing.T, brokers []string, topic string, upTo map[int32]int64, rollouts ...string) tally {
 	t.Helper()
 	out := tally{}
-	start := map[int32]kgo.Offset{}
-	for p, end := range upTo {
-		if end > 0 {
-			start[p] = kgo.NewOffset().AtStart()
-		}
-	}
-	if len(start) == 0 {
-		return out
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	dec := stream.OTLPTraces(stream.DefaultOTLPConfig())()
 	emit := func(ev *schemas.Event) {
 		if !slices.Contains(rollouts, string(ev.Rollout)) {
@@ -260,24 +246,11 @@ func countOTLP(t *testing.T, brokers []string, topic string, upTo map[int32]int6
 		}
 		out.add(string(ev.Rollout), string(ev.Version), c)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	for len(start) > 0 && ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			if _, ok := start[r.Partition]; !ok || r.Offset >= upTo[r.Partition] {
-				return
-			}
-			if err := dec.Decode(r.Value, emit); err != nil {
-				t.Fatalf("span record at %d/%d: %v", r.Partition, r.Offset, err)
-			}
-			if r.Offset+1 >= upTo[r.Partition] {
-				delete(start, r.Partition)
-			}
-		})
-	}
-	if len(start) > 0 {
-		t.Fatalf("partitions %v not read up to %v", slices.Collect(maps.Keys(start)), upTo)
-	}
+	readUpTo(t, brokers, topic, upTo, func(r *kgo.Record) {
+		if err := dec.Decode(r.Value, emit); err != nil {
+			t.Fatalf("span record at %d/%d: %v", r.Partition, r.Offset, err)
+		}
+	})
 	return out
 }
 
