@@ -354,6 +354,10 @@ func (j *Judge) Digest(version string) string {
 	return fmt.Sprintf("%x", h.Sum(nil)[:12])
 }
 
+// SourceCount returns how many source partitions the judge has observed
+// windows from.
+func (j *Judge) SourceCount() int { return len(j.seen) }
+
 // Sources returns the source partitions ("topic/partition") the judge has
 // observed windows from, sorted.
 func (j *Judge) Sources() []string {

@@ -45,6 +45,7 @@ var Families = []Family{
 	{"canaryd_replayed_windows_total", "counter", "", "Closed windows a judge had already observed (replayed after a restart): ignored."},
 	{"canaryd_judge_restores_total", "counter", "result", "Judge states at start or hand-over: restored, mismatch (spec changed), corrupt, handed_over, stage2 (from the state a stage-2 owner published)."},
 	{"canaryd_decision_latency_seconds", "histogram", "", "Time from the close of the window that decided a command (in its source partition) to the command on the control topic."},
+	{"canaryd_rollouts_split", "gauge", "", "Rollouts judged here from several partitions while other instances share the consumer group, without two stages: each instance judges its own share (run with --two-stage)."},
 	{"canaryd_partials_published_total", "counter", "", "Two-stage aggregation: closed windows published to the partials topic by stage 1."},
 	{"canaryd_partial_bytes", "summary", "", "Two-stage aggregation: size in bytes of each partial published."},
 	{"canaryd_partials_received_total", "counter", "result", "Two-stage aggregation: partials read by stage 2: ok (judged, or ignored as already seen), corrupt (not a partial)."},

@@ -89,6 +89,9 @@ type Options struct {
 	// LagInterval between listings of the assigned partitions' end offsets
 	// (lag, broker contact, group size for readiness). Default 2s.
 	LagInterval time.Duration
+	// OnListed, when set, receives the consumer's health after each
+	// successful listing, on the lister's goroutine. Optional.
+	OnListed func(Health)
 
 	// Checkpoints, when set, makes partition state durable: each partition
 	// goroutine writes its open windows and offsets there every
@@ -358,6 +361,9 @@ func (c *Consumer) listLag(ctx context.Context) {
 				}
 			}
 			c.mu.Unlock()
+			if c.opts.OnListed != nil {
+				c.opts.OnListed(c.Health())
+			}
 		} else if ctx.Err() == nil {
 			c.opts.Logger.Debug("listing end offsets failed", "err", err)
 		}

@@ -111,6 +111,9 @@ type Daemon struct {
 	partialBytes    *metrics.Summary
 	decisionLatency *metrics.PrometheusHistogram
 	ownerCache      // stage 2's owners, for forwarding HTTP calls (twostage.go)
+	// split: rollouts judged from several partitions while other instances
+	// share the group, without two stages (warnSplit); guarded by mu.
+	split map[string]bool
 
 	rolloutMetrics *rolloutMetrics    // the per-rollout series (rolloutmetrics.go)
 	latency        *latencyHistograms // canaryd_latency_seconds (latencyhist.go)
@@ -144,6 +147,11 @@ func New(cfg Config) (*Daemon, error) {
 		d.judges[s.Rollout] = detector.NewJudge(s)
 	}
 	d.unjudged = cfg.Metrics.NewCounter("canaryd_unjudged_windows_total")
+	cfg.Metrics.NewGauge("canaryd_rollouts_split", func() float64 {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return float64(len(d.split))
+	})
 	d.replayed = cfg.Metrics.NewCounter("canaryd_replayed_windows_total")
 	d.sendErrs = cfg.Metrics.NewCounter("canaryd_command_send_errors_total")
 	d.decisionLatency = cfg.Metrics.NewPrometheusHistogramExt("canaryd_decision_latency_seconds", DecisionBuckets)
@@ -210,6 +218,9 @@ func New(cfg Config) (*Daemon, error) {
 		Metrics: cfg.Metrics, Logger: cfg.Logger, KgoOpts: cfg.KgoOpts,
 		Checkpoints: d.store, CheckpointInterval: cfg.CheckpointInterval, SideState: d.sideState,
 		Handover: handover, HandoverSide: d.handoverSide, OnHandover: d.onHandover,
+	}
+	if !cfg.TwoStage {
+		sopts.OnListed = d.warnSplit
 	}
 	if cfg.TwoStage {
 		// Stage 1's partitions hold windows only: the judges live with

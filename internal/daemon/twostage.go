@@ -263,3 +263,27 @@ func (d *Daemon) learnPartials(ctx context.Context) {
 	d.partialsN.Store(n)
 	d.cfg.Logger.Info("two-stage aggregation", "partials_topic", d.cfg.PartialsTopic, "partitions", n, "stage2_group", d.cfg.Group+".stage2", "advertise_url", d.advertiseURL())
 }
+
+// warnSplit is the consumer's Options.OnListed without two stages: it
+// warns, once per rollout, when this instance judges a rollout whose windows
+// come from several partitions while other instances share the group: each
+// instance then judges its own share of the rollout, with its own alpha
+// (canaryd_rollouts_split).
+func (d *Daemon) warnSplit(h stream.Health) {
+	if h.GroupMembers < 2 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, j := range d.judges {
+		if d.split[id] || j.SourceCount() < 2 {
+			continue
+		}
+		if d.split == nil {
+			d.split = map[string]bool{}
+		}
+		d.split[id] = true
+		d.cfg.Logger.Warn("rollout spread over partitions that several instances share: each instance judges only its share, with its own alpha, and may send its own commands; run every instance with --two-stage (README \"Running several instances\")",
+			"rollout", id, "sources", j.Sources(), "group_members", h.GroupMembers)
+	}
+}

@@ -531,6 +531,37 @@ func TestTwoStageMatchesOneProcess(t *testing.T) {
 				}
 				return r.terminate(t), arms
 			}
+			// Without two stages, two processes each judge their share of
+			// both rollouts, and each says so (Daemon.warnSplit).
+			split := newTSRun(t, "split", brokers, false)
+			recs, want := tsDataset(split.spans, 40, 90*time.Second)
+			produceRecords(t, brokers, recs[:tsHeadRecords])
+			split.startAll(t, bin, 2)
+			produceRecords(t, brokers, recs[tsHeadRecords:])
+			waitFor(t, 90*time.Second, "split: every event judged", func() bool {
+				got, _, _ := split.judgedBy(t)
+				return got.diff(want) == ""
+			})
+			for _, name := range slices.Sorted(maps.Keys(split.ps)) {
+				p := split.ps[name]
+				// Checked at each listing of the group (every 2 s).
+				waitFor(t, 30*time.Second, "split: "+name+" counts both rollouts judged in shares", func() bool {
+					return sumMetric(p.get(t, "/metrics"), "canaryd_rollouts_split") == 2
+				})
+				warned := 0
+				for _, l := range p.lines() {
+					if strings.Contains(l, "rollout spread over partitions that several instances share") {
+						warned++
+					}
+				}
+				if warned != 2 {
+					t.Errorf("split: %s logged %d warnings about rollouts judged in shares; want 2", name, warned)
+				}
+			}
+			for _, p := range split.ps {
+				p.terminate(t) // each logs its own share's totals: not compared
+			}
+
 			one := newTSRun(t, "one", brokers, false)
 			ref, refArms := judge(one, 1)
 			two := newTSRun(t, "two", brokers, true)
