@@ -14,6 +14,13 @@ import (
 // after a restart even though their windows are not judged again.
 const outboxKeyPrefix = "outbox/"
 
+// outboxClosedKeyPrefix prefixes, beside a rollout's unsent commands, the
+// wall times their deciding windows closed (pending.closedAt), in the same
+// order, so that a command sent after a restart or a hand-over is still
+// measured by canaryd_decision_latency_seconds. Absent in checkpoints of
+// earlier versions: those commands are not measured.
+const outboxClosedKeyPrefix = "outbox-closed/"
+
 // pending is a decided command waiting for the sender, or (cmd nil) a
 // verdict without a command that must be reported after the rollout's
 // commands ahead of it (Config.OnVerdict keeps each rollout's order).
@@ -112,17 +119,31 @@ func (o *outbox) empty() bool {
 	return len(o.q) == 0
 }
 
-// commands returns the rollout's commands waiting, oldest first.
-func (o *outbox) commands(rollout string) []*schemas.Command {
+// commands returns the rollout's commands waiting, oldest first, and the
+// wall times their windows closed.
+func (o *outbox) commands(rollout string) ([]*schemas.Command, []int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var out []*schemas.Command
+	var closed []int64
 	for _, p := range o.q {
 		if p.cmd != nil && p.cmd.Rollout == rollout {
 			out = append(out, p.cmd)
+			closed = append(closed, p.closedAt)
 		}
 	}
-	return out
+	return out, closed
+}
+
+// side sets the side entries of rollout's unsent commands.
+func (o *outbox) side(side map[string][]byte, rollout string) {
+	cmds, closed := o.commands(rollout)
+	side[outboxKeyPrefix+rollout] = encodeOutbox(cmds)
+	b, err := json.Marshal(closed)
+	if err != nil {
+		panic("BUG: times do not encode: " + err.Error())
+	}
+	side[outboxClosedKeyPrefix+rollout] = b
 }
 
 // encodeOutbox encodes a rollout's unsent commands for a side entry (an
@@ -141,18 +162,30 @@ func encodeOutbox(cmds []*schemas.Command) []byte {
 // restoreOutbox queues the commands of a side entry again, for the judge
 // of rollout at generation gen. The sender skips those already on the
 // control topic. Called with d.mu held.
-func (d *Daemon) restoreOutbox(rollout string, b []byte) {
+func (d *Daemon) restoreOutbox(rollout string, side map[string][]byte) {
+	b, ok := side[outboxKeyPrefix+rollout]
+	if !ok {
+		return
+	}
 	var cmds []*schemas.Command
 	if err := json.Unmarshal(b, &cmds); err != nil {
 		d.cfg.Logger.Error("unsent commands in the checkpoint unreadable: they are not sent", "rollout", rollout, "err", err)
 		return
 	}
-	for _, c := range cmds {
+	var closed []int64
+	if b, ok := side[outboxClosedKeyPrefix+rollout]; ok && json.Unmarshal(b, &closed) != nil || len(closed) != len(cmds) {
+		closed = nil // not measured
+	}
+	for i, c := range cmds {
 		if c == nil || c.Rollout != rollout {
 			continue
 		}
 		v := detector.Verdict{Rollout: c.Rollout, Action: c.Action, Step: c.Step, Weight: c.Weight, Reason: c.Reason, At: c.DecidedAt}
-		d.outbox.push(pending{cmd: c, v: v, gen: d.gen[rollout]})
+		p := pending{cmd: c, v: v, gen: d.gen[rollout]}
+		if closed != nil {
+			p.closedAt = closed[i]
+		}
+		d.outbox.push(p)
 	}
 	if len(cmds) > 0 {
 		d.cfg.Logger.Info("unsent commands restored from the checkpoint", "rollout", rollout, "commands", len(cmds))

@@ -63,9 +63,7 @@ func (d *Daemon) restoreJudges() map[string]bool {
 		ms.GetOrCreateCounter(`canaryd_judge_restores_total{result="restored"}`).Inc()
 		d.saved[id] = j.Observed()
 		restored[id] = true
-		if ob, ok := side[outboxKeyPrefix+id]; ok {
-			d.restoreOutbox(id, ob)
-		}
+		d.restoreOutbox(id, side)
 		st := j.Status()
 		d.cfg.Logger.Info("judge resumed from its checkpoint", "rollout", id, "windows", st.Windows, "step", st.Step, "final", st.Final)
 	}
@@ -89,7 +87,7 @@ func (d *Daemon) sideState() (map[string][]byte, func()) {
 			panic("BUG: judge state does not encode: " + err.Error())
 		}
 		side[judgeKeyPrefix+id] = b
-		side[outboxKeyPrefix+id] = encodeOutbox(d.outbox.commands(id))
+		d.outbox.side(side, id)
 		observed[id] = n
 	}
 	return side, func() {
@@ -200,7 +198,7 @@ func (d *Daemon) handoverSide(rollouts []string) map[string][]byte {
 			panic("BUG: judge state does not encode: " + err.Error())
 		}
 		side[judgeKeyPrefix+id] = b
-		side[outboxKeyPrefix+id] = encodeOutbox(d.outbox.commands(id))
+		d.outbox.side(side, id)
 	}
 	return side
 }
@@ -248,9 +246,7 @@ func (d *Daemon) continueJudges(side map[string][]byte, result string, use func(
 		n.SetSeqBase(d.seqBase(n.Spec()))
 		d.judges[id] = n
 		d.gen[id]++ // the old judge's unsent commands are replaced by the new one's
-		if ob, ok := side[outboxKeyPrefix+id]; ok {
-			d.restoreOutbox(id, ob)
-		}
+		d.restoreOutbox(id, side)
 		delete(d.saved, id) // checkpoint it with the next one
 		d.cfg.Metrics.GetOrCreateCounter(`canaryd_judge_restores_total{result="` + result + `"}`).Inc()
 		ids = append(ids, id)
