@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/inferensys/canaryd/loadtest/judgebench"
@@ -30,6 +31,7 @@ func main() {
 		quiet     = flag.Bool("q", false, "no progress lines on stderr")
 		specExtra = flag.String("spec-extra", "", `YAML lines appended to canaryd's spec, e.g. "alpha_weights: {error_rate: 40}"`)
 		oneSec    = flag.Int("one-second", 0, "also run canaryd on 1 s windows in the first N runs of every scenario (costly)")
+		cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	)
 	flag.Parse()
 	if *specExtra != "" {
@@ -41,6 +43,18 @@ func main() {
 			fmt.Printf("%-12s %s\n", s.Kind, s.Name)
 		}
 		return
+	}
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "judgebench:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "judgebench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	opt := judgebench.Options{Runs: *runs, Quick: *quick, Seed: *seed, Parallel: *parallel, OneSecondRuns: *oneSec}
 	if !*quiet {
