@@ -951,33 +951,42 @@ func (pc *partConsumer) process(ftp kgo.FetchTopicPartition) {
 // at the first of them, so that they are read again rather than lost.
 func (pc *partConsumer) writeDead() {
 	c := pc.c
+	err := pc.retry("dead-letter write failed; retrying", "records", len(pc.dead), func() error {
+		return c.opts.DeadLetters(pc.ioCtx, pc.dead)
+	})
+	if err == nil {
+		for _, d := range pc.dead {
+			c.rejectCounter(d.Reason).Inc()
+		}
+	} else {
+		if pc.holdAt < 0 {
+			pc.holdAt = pc.dead[0].Record.Offset
+		}
+		c.unwritten.Add(len(pc.dead))
+		c.opts.Logger.Error("dead letters not written: stopping; their offsets are not committed, so they are read again",
+			"topic", pc.topic, "partition", pc.id, "records", len(pc.dead), "first_offset", pc.dead[0].Record.Offset, "err", err)
+	}
+	clear(pc.dead)
+	pc.dead = pc.dead[:0]
+}
+
+// retry calls write until it returns nil or ioCtx ends, logging each failure
+// with msg and waiting 100 ms, doubling to 5 s, in between; it returns the
+// last error when ioCtx ended first.
+func (pc *partConsumer) retry(msg, countKey string, count int, write func() error) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := c.opts.DeadLetters(pc.ioCtx, pc.dead)
-		if err == nil {
-			for _, d := range pc.dead {
-				c.rejectCounter(d.Reason).Inc()
-			}
-			break
+		err := write()
+		if err == nil || pc.ioCtx.Err() != nil {
+			return err
 		}
-		if pc.ioCtx.Err() != nil {
-			if pc.holdAt < 0 {
-				pc.holdAt = pc.dead[0].Record.Offset
-			}
-			c.unwritten.Add(len(pc.dead))
-			c.opts.Logger.Error("dead letters not written: stopping; their offsets are not committed, so they are read again",
-				"topic", pc.topic, "partition", pc.id, "records", len(pc.dead), "first_offset", pc.dead[0].Record.Offset, "err", err)
-			break
-		}
-		c.opts.Logger.Error("dead-letter write failed; retrying", "topic", pc.topic, "partition", pc.id, "records", len(pc.dead), "retry_in", backoff, "err", err)
+		pc.c.opts.Logger.Error(msg, "topic", pc.topic, "partition", pc.id, countKey, count, "retry_in", backoff, "err", err)
 		select {
 		case <-pc.ioCtx.Done():
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-	clear(pc.dead)
-	pc.dead = pc.dead[:0]
 }
 
 // publishPartials hands the windows closed since the last call to
@@ -989,24 +998,13 @@ func (pc *partConsumer) publishPartials() {
 	if len(pc.closed) == 0 || pc.stuck {
 		return
 	}
-	backoff := 100 * time.Millisecond
-	for {
-		err := c.opts.Partials(pc.ioCtx, pc.closed)
-		if err == nil {
-			break
-		}
-		if pc.ioCtx.Err() != nil {
-			pc.stuck = true
-			c.opts.Logger.Error("partials not published: stopping; the partition's offsets are not committed past them, so they are rebuilt and published again",
-				"topic", pc.topic, "partition", pc.id, "windows", len(pc.closed), "err", err)
-			break
-		}
-		c.opts.Logger.Error("publishing partials failed; retrying", "topic", pc.topic, "partition", pc.id, "windows", len(pc.closed), "retry_in", backoff, "err", err)
-		select {
-		case <-pc.ioCtx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
+	err := pc.retry("publishing partials failed; retrying", "windows", len(pc.closed), func() error {
+		return c.opts.Partials(pc.ioCtx, pc.closed)
+	})
+	if err != nil {
+		pc.stuck = true
+		c.opts.Logger.Error("partials not published: stopping; the partition's offsets are not committed past them, so they are rebuilt and published again",
+			"topic", pc.topic, "partition", pc.id, "windows", len(pc.closed), "err", err)
 	}
 	clear(pc.closed)
 	pc.closed = pc.closed[:0]
