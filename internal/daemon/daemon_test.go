@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -107,6 +106,17 @@ func waitReady(t *testing.T, d *daemon.Daemon) {
 	t.Fatal("daemon not ready after 60s")
 }
 
+// startFleet starts the load generator cfg describes (runFleet) and returns
+// the function that stops it.
+func startFleet(t *testing.T, cfg loadtest.FleetConfig) (stop func()) {
+	t.Helper()
+	f, err := loadtest.NewFleet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runFleet(t, f)
+}
+
 // readCommands reads every command on the control topic with a client of
 // its own until stop says enough or the timeout passes.
 func readCommands(t *testing.T, brokers []string, topic string, timeout time.Duration, stop func(map[string][]schemas.Command) bool) map[string][]schemas.Command {
@@ -164,24 +174,13 @@ func TestLoop(t *testing.T) {
 			bad := loadtest.DefaultProfile()
 			bad.ErrorRateMult = 4
 			bad.ToolLatencyMult = 1.5
-			fleet, err := loadtest.NewFleet(loadtest.FleetConfig{
+			defer startFleet(t, loadtest.FleetConfig{
 				Brokers: brokers, EventsTopic: tp.events, ControlTopic: tp.control, Seed: 7,
 				Rollouts: []loadtest.Rollout{
 					{Name: "good", Baseline: "v1", Canary: "v2", BaselineProfile: good, CanaryProfile: good, Rate: 300},
 					{Name: "bad", Baseline: "v1", Canary: "v2", BaselineProfile: good, CanaryProfile: bad, Rate: 300},
 				},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fctx, stopFleet := context.WithCancel(context.Background())
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				if err := fleet.Run(fctx); err != nil {
-					t.Errorf("fleet: %v", err)
-				}
-			})
-			defer func() { stopFleet(); wg.Wait() }()
+			})()
 
 			cmds := readCommands(t, brokers, tp.control, 120*time.Second, func(m map[string][]schemas.Command) bool {
 				return finalOf(m["good"]) != "" && finalOf(m["bad"]) != ""

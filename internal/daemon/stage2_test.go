@@ -1,12 +1,10 @@
 package daemon_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -60,24 +58,13 @@ func TestTwoStageInProcess(t *testing.T) {
 			good := loadtest.DefaultProfile()
 			bad := loadtest.DefaultProfile()
 			bad.ErrorRateMult = 4
-			fleet, err := loadtest.NewFleet(loadtest.FleetConfig{
+			defer startFleet(t, loadtest.FleetConfig{
 				Brokers: brokers, EventsTopic: spans, ControlTopic: tp.control, Seed: 5, Format: loadtest.FormatOTLPProto,
 				Rollouts: []loadtest.Rollout{
 					{Name: "good", Baseline: "v1", Canary: "v2", BaselineProfile: good, CanaryProfile: good, Rate: 200},
 					{Name: "bad", Baseline: "v1", Canary: "v2", BaselineProfile: good, CanaryProfile: bad, Rate: 200},
 				},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fctx, stopFleet := context.WithCancel(context.Background())
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				if err := fleet.Run(fctx); err != nil {
-					t.Errorf("fleet: %v", err)
-				}
-			})
-			defer func() { stopFleet(); wg.Wait() }()
+			})()
 
 			cmds := readCommands(t, brokers, tp.control, 150*time.Second, func(m map[string][]schemas.Command) bool {
 				return finalOf(m["bad"]) != "" && len(m["good"]) > 0
