@@ -779,6 +779,12 @@ type TestEvidence struct {
 	// estimates, odds ratio and bounds then describe the data since Onset
 	// (Conditional.Onset), the data the e-value fired on.
 	Onset *time.Time `json:"onset,omitempty"`
+	// BaselineMS and CanaryMS, for a latency rollback test on requests,
+	// are the quantile it tests of each version's requests in Segment,
+	// over the whole rollout: the values an operator compares (the
+	// counts above describe the exceedances the e-value weighs).
+	BaselineMS Num `json:"baseline_ms,omitempty"`
+	CanaryMS   Num `json:"canary_ms,omitempty"`
 }
 
 // SegmentSummary is one request segment (a tool, a model, a route) of the
@@ -1321,13 +1327,14 @@ func (j *Judge) tests() []TestEvidence {
 	// A rollback test on requests mixes the pooled e-value with the
 	// per-segment ones (segments.go); its evidence is the half and the
 	// segment that weigh most in the mixture.
-	mixed := func(name string, c *Conditional, seg *segMix, alpha float64) TestEvidence {
+	mixed := func(name string, q float64, c *Conditional, seg *segMix, alpha float64) TestEvidence {
 		t := cond(name, "rollback", c, alpha, 0)
 		pooled := float64(t.EValue)
 		es, top := seg.e()
 		t.EValue = Num(pooled/2 + es/2)
 		t.Passed = float64(t.EValue) >= 1/alpha
 		t.Segment = "all"
+		base, canary := j.total[j.spec.Baseline], j.total[j.spec.Canary]
 		if top.t != nil && top.v > pooled && top.v > 1 { // else the pooled half carries the evidence
 			// Bounds at the segment's share of alpha in the mixture.
 			a := alpha * top.w / 2
@@ -1335,21 +1342,25 @@ func (j *Judge) tests() []TestEvidence {
 			t.NBaseline, t.NCanary, t.Baseline, t.Canary = st.NBaseline, st.NCanary, st.Baseline, st.Canary
 			t.OddsRatio, t.Lower, t.Upper = st.OddsRatio, st.Lower, st.Upper
 			t.Segment = segText(top.seg)
+			base, canary = j.segTotal[segTotalKey(j.spec.Baseline, top.seg)], j.segTotal[segTotalKey(j.spec.Canary, top.seg)]
 			if t.Passed {
 				sinceOnset(&t, top.t, a)
 			}
 		} else if t.Passed {
 			sinceOnset(&t, c, alpha/2)
 		}
+		if q > 0 && !j.bySession() && base != nil && canary != nil && base.Count > 0 && canary.Count > 0 {
+			t.BaselineMS, t.CanaryMS = Num(base.Quantile(q)), Num(canary.Quantile(q))
+		}
 		return t
 	}
 	m := j.spec.Metrics
 	if !m.ErrorRate.Disabled {
-		out = append(out, mixed("error_rate", &j.rbErr, &j.segErr, j.alphaFor("error_rate")))
+		out = append(out, mixed("error_rate", 0, &j.rbErr, &j.segErr, j.alphaFor("error_rate")))
 		out = append(out, cond("error_rate", "promote", &j.stepErr, alphaP, m.ErrorRate.Margin))
 	}
 	for _, lt := range j.lat {
-		out = append(out, mixed(lt.name, &lt.rb, &lt.seg, j.alphaFor(lt.name)))
+		out = append(out, mixed(lt.name, lt.q, &lt.rb, &lt.seg, j.alphaFor(lt.name)))
 		if lt.name == "latency_p95" || lt.spec.Guard {
 			// The margin is in the canary's threshold: non-inferiority is
 			// "odds ratio below 1" on those counts.
@@ -1512,8 +1523,14 @@ func describe(t TestEvidence, s Spec) string {
 			if t.Segment != "" && t.Segment != "all" {
 				of = " of " + t.Segment
 			}
-			return fmt.Sprintf("%s latency%s: %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, %s), e=%.3g ≥ %.3g",
-				q, of, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), boundsText(t), f(t.EValue), f(t.Threshold))
+			values := ""
+			if b, c := f(t.BaselineMS), f(t.CanaryMS); b > 0 && c > 0 {
+				// The quantiles themselves, whole rollout: what the
+				// exceedance counts below mean in time.
+				values = fmt.Sprintf(" %+.0f%% (%s vs %s over the rollout);", 100*(c/b-1), msText(c), msText(b))
+			}
+			return fmt.Sprintf("%s latency%s:%s %.1f%% of %s above the baseline's %s vs %.1f%% (odds ×%.2f, %s), e=%.3g ≥ %.3g",
+				q, of, values, 100*f(t.Canary), units, q, 100*f(t.Baseline), f(t.OddsRatio), boundsText(t), f(t.EValue), f(t.Threshold))
 		}
 		return fmt.Sprintf("%s latency within +%.0f%% of baseline (e=%.3g)", q, 100*f(t.Margin), f(t.EValue))
 	case "tokens", "cost", "context_use", "tool_calls", "eval_score":
@@ -1734,4 +1751,18 @@ func (j *Judge) Restore(last *schemas.Command) bool {
 	}
 	j.last = Verdict{Rollout: j.spec.Rollout, Action: last.Action, Step: j.step, Weight: last.Weight, Reason: last.Reason, At: last.DecidedAt}
 	return true
+}
+
+// msText renders a duration in milliseconds for a reason: "840 ms",
+// "1.94 s", "12.3 s".
+func msText(ms float64) string {
+	switch {
+	case ms < 100:
+		return fmt.Sprintf("%.3g ms", ms)
+	case ms < 999.5:
+		return fmt.Sprintf("%.0f ms", ms)
+	case ms < 9995:
+		return fmt.Sprintf("%.2f s", ms/1000)
+	}
+	return fmt.Sprintf("%.1f s", ms/1000)
 }

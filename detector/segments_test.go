@@ -15,6 +15,12 @@ import (
 // toolsWindow builds a window of tool calls over tools t0..t{n-1} with Zipf
 // popularity (share ∝ 1/(i+1)), the canary's errors on tool bad at errBad.
 func toolsWindow(rng *rand.Rand, i, n, perB, perC, bad int, errBad float64) window.Closed {
+	return toolsWindowLat(rng, i, n, perB, perC, bad, errBad, 1)
+}
+
+// toolsWindowLat is toolsWindow with the bad tool's canary latencies
+// multiplied by latBad.
+func toolsWindowLat(rng *rand.Rand, i, n, perB, perC, bad int, errBad, latBad float64) window.Closed {
 	start := time.Unix(1_700_000_000, 0).Add(time.Duration(i) * 10 * time.Second)
 	c := window.Closed{Rollout: "r", Source: "t", Start: start.UnixNano(), End: start.Add(10 * time.Second).UnixNano(),
 		Watermark: start.Add(10 * time.Second).UnixNano(), ErrorTypes: []string{window.OtherName}}
@@ -33,15 +39,15 @@ func toolsWindow(rng *rand.Rand, i, n, perB, perC, bad int, errBad float64) wind
 			for u -= 1; u > 0 && k < n-1; k++ {
 				u -= 1 / float64(k+2)
 			}
-			p := 0.01
+			p, lat := 0.01, 1.0
 			if arm.v == "v2" && k == bad {
-				p = errBad
+				p, lat = errBad, latBad
 			}
 			ev.Reset()
 			ev.Kind = schemas.KindTool
 			ev.Error = rng.Float64() < p
 			ev.HasDuration = true
-			ev.DurationMS = 100 * math.Exp(0.5*rng.NormFloat64())
+			ev.DurationMS = 100 * lat * math.Exp(0.5*rng.NormFloat64())
 			if aggs[k] == nil {
 				aggs[k] = window.NewAgg()
 			}
@@ -82,6 +88,51 @@ func TestSegmentRegressionFound(t *testing.T) {
 	t.Logf("rolled back after %d windows (%d canary requests); pooled e-value alone %.3g; %s", i, 100*i, pooled, v.Reason)
 	if pooled >= 1/j.alphaFor("error_rate") {
 		t.Fatalf("the pooled e-value %.3g fired too: this case does not show the segment half at work", pooled)
+	}
+}
+
+// TestSegmentLatencyReason: one tool's canary p95 1.5× slower (the tool
+// carries 11% of the requests), errors unchanged. The rollback names the
+// tool and gives its p95 in time for both versions, as its own whole-rollout
+// sketches have them. Fixed seed: the outcome is deterministic.
+func TestSegmentLatencyReason(t *testing.T) {
+	s := testSpec()
+	s.Steps = []Step{{Weight: 10, MinDuration: Duration(time.Hour)}, {Weight: 100}}
+	j := NewJudge(s)
+	rng := rand.New(rand.NewPCG(32, 1))
+	var v Verdict
+	i := 0
+	for ; i < 360 && j.Final() == ""; i++ {
+		j.Observe(toolsWindowLat(rng, i, 20, 900, 100, 1, 0.01, 1.5))
+		v, _ = j.Decide(j.now)
+	}
+	if v.Action != schemas.ActionRollback {
+		t.Fatalf("after %d windows: %s (%s)", i, v.Action, v.Reason)
+	}
+	t.Logf("rolled back after %d windows: %s", i, v.Reason)
+	var ev *TestEvidence
+	for k := range v.Tests {
+		if x := &v.Tests[k]; x.Role == "rollback" && x.Passed && strings.HasPrefix(x.Name, "latency_") && ev == nil {
+			ev = x
+		}
+	}
+	if ev == nil || ev.Segment != "tool t1" {
+		t.Fatalf("no latency test fired on tool t1: %+v", v.Tests)
+	}
+	q := map[string]float64{"latency_p50": 0.5, "latency_p95": 0.95, "latency_p99": 0.99}[ev.Name]
+	key := func(v string) string { return segTotalKey(v, window.Segment{Kind: schemas.KindTool, Name: "t1"}) }
+	wantB, wantC := j.segTotal[key("v1")].Quantile(q), j.segTotal[key("v2")].Quantile(q)
+	if float64(ev.BaselineMS) != wantB || float64(ev.CanaryMS) != wantC {
+		t.Errorf("%s of tool t1: evidence %v vs %v ms; want the segment's own %v vs %v", ev.Name, ev.CanaryMS, ev.BaselineMS, wantC, wantB)
+	}
+	// Lognormal latencies ×1.5: every quantile 50% higher, within the
+	// sketches' 1% and the sample's spread.
+	if r := wantC / wantB; r < 1.3 || r > 1.7 {
+		t.Errorf("canary/baseline %s of tool t1 = %.2f; want about 1.5", ev.Name, r)
+	}
+	want := fmt.Sprintf("%s latency of tool t1: %+.0f%% (%s vs %s over the rollout);", strings.TrimPrefix(ev.Name, "latency_"), 100*(wantC/wantB-1), msText(wantC), msText(wantB))
+	if !strings.Contains(v.Reason, want) {
+		t.Errorf("reason %q; want it to contain %q", v.Reason, want)
 	}
 }
 
@@ -185,6 +236,17 @@ func TestErrorTypesStratified(t *testing.T) {
 	for _, te := range j.tests() {
 		if te.Name == "error_types" {
 			t.Logf("error_types e=%.3g (threshold %.3g), top %s: %.1f%% vs %.1f%%", float64(te.EValue), float64(te.Threshold), te.Detail, 100*float64(te.Canary), 100*float64(te.Baseline))
+		}
+	}
+}
+
+func TestMsText(t *testing.T) {
+	for _, c := range []struct {
+		ms   float64
+		want string
+	}{{7.214, "7.21 ms"}, {85.3, "85.3 ms"}, {99.96, "100 ms"}, {840.2, "840 ms"}, {999.4, "999 ms"}, {999.6, "1.00 s"}, {1940, "1.94 s"}, {9994, "9.99 s"}, {9996, "10.0 s"}, {123456, "123.5 s"}} {
+		if got := msText(c.ms); got != c.want {
+			t.Errorf("msText(%v) = %q; want %q", c.ms, got, c.want)
 		}
 	}
 }
