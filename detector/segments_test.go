@@ -62,22 +62,30 @@ func toolsWindowLat(rng *rand.Rand, i, n, perB, perC, bad int, errBad, latBad fl
 	return c
 }
 
+// judgeTools judges the windows next makes (an hour of 10 s windows at
+// most, 10% canary in one step) until a final verdict, and returns the
+// judge, its last verdict and how many windows it saw.
+func judgeTools(next func(i int) window.Closed) (*Judge, Verdict, int) {
+	s := testSpec()
+	s.Steps = []Step{{Weight: 10, MinDuration: Duration(time.Hour)}, {Weight: 100}}
+	j := NewJudge(s)
+	var v Verdict
+	i := 0
+	for ; i < 360 && j.Final() == ""; i++ {
+		j.Observe(next(i))
+		v, _ = j.Decide(j.now)
+	}
+	return j, v, i
+}
+
 // TestSegmentRegressionFound: errors 1% → 10% on one tool of 20 that
 // carries 4.4% of the requests (Zipf, the 5th most used). The pooled
 // error-rate e-value barely moves; the per-segment half of the mixture
 // finds it, and the reason names the tool with its own rates. Fixed seed:
 // the outcome is deterministic.
 func TestSegmentRegressionFound(t *testing.T) {
-	s := testSpec()
-	s.Steps = []Step{{Weight: 10, MinDuration: Duration(time.Hour)}, {Weight: 100}}
-	j := NewJudge(s)
 	rng := rand.New(rand.NewPCG(31, 1))
-	var v Verdict
-	i := 0
-	for ; i < 360 && j.Final() == ""; i++ { // an hour of 10 s windows at 100 requests/s, 10% canary
-		j.Observe(toolsWindow(rng, i, 20, 900, 100, 4, 0.10))
-		v, _ = j.Decide(j.now)
-	}
+	j, v, i := judgeTools(func(i int) window.Closed { return toolsWindow(rng, i, 20, 900, 100, 4, 0.10) })
 	if v.Action != schemas.ActionRollback {
 		t.Fatalf("after %d windows: %s (%s)", i, v.Action, v.Reason)
 	}
@@ -91,21 +99,14 @@ func TestSegmentRegressionFound(t *testing.T) {
 	}
 }
 
-// TestSegmentLatencyReason: one tool's canary p95 1.5× slower (the tool
-// carries 11% of the requests), errors unchanged. The rollback names the
-// tool and gives its p95 in time for both versions, as its own whole-rollout
-// sketches have them. Fixed seed: the outcome is deterministic.
+// TestSegmentLatencyReason: one tool's canary requests 1.5× slower, every
+// quantile (the tool carries 11% of the requests), errors unchanged. The
+// rollback names the tool and gives the quantile its test fired on, in
+// time, for both versions, as the tool's own whole-rollout sketches have
+// them. Fixed seed: the outcome is deterministic.
 func TestSegmentLatencyReason(t *testing.T) {
-	s := testSpec()
-	s.Steps = []Step{{Weight: 10, MinDuration: Duration(time.Hour)}, {Weight: 100}}
-	j := NewJudge(s)
 	rng := rand.New(rand.NewPCG(32, 1))
-	var v Verdict
-	i := 0
-	for ; i < 360 && j.Final() == ""; i++ {
-		j.Observe(toolsWindowLat(rng, i, 20, 900, 100, 1, 0.01, 1.5))
-		v, _ = j.Decide(j.now)
-	}
+	j, v, i := judgeTools(func(i int) window.Closed { return toolsWindowLat(rng, i, 20, 900, 100, 1, 0.01, 1.5) })
 	if v.Action != schemas.ActionRollback {
 		t.Fatalf("after %d windows: %s (%s)", i, v.Action, v.Reason)
 	}
