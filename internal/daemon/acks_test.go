@@ -284,11 +284,11 @@ func TestStepCountsFromAcks(t *testing.T) {
 			defer cl.Close()
 			key := 0
 			rng := rand.New(rand.NewPCG(33, 1))
-			produce := func() {
+			produceN := func(n int) {
 				t.Helper()
 				now := time.Now()
 				var recs []*kgo.Record
-				for k := range 400 {
+				for k := range n {
 					key++
 					v := good.Assign("rel", fmt.Sprint("session-", key), nil)
 					if v == "" {
@@ -306,6 +306,23 @@ func TestStepCountsFromAcks(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			produce := func() { t.Helper(); produceN(400) }
+			// Both routers acknowledge 20% before the step can pass (about
+			// 20 canary events of the 100 it needs): canaryd waits for the
+			// routers it has heard from, so a router whose first apply is
+			// the 50% it holds would never be waited for (seen once in CI,
+			// when gw-slow's subscriber started after the step had passed).
+			produceN(100)
+			waitFor(t, time.Minute, "both routers acknowledging 20%", func() bool {
+				st, _ := d.Status("rel")
+				n := 0
+				for _, r := range st.Routers {
+					if r.Weight == 20 {
+						n++
+					}
+				}
+				return n == 2
+			})
 			// 20%, acknowledged by both, then 50%: the slow router holds it.
 			deadline := time.Now().Add(time.Minute)
 			for st, _ := d.Status("rel"); st.Step < 1; st, _ = d.Status("rel") {
