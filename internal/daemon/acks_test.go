@@ -307,8 +307,9 @@ func TestStepCountsFromAcks(t *testing.T) {
 				}
 			}
 			produce := func() { t.Helper(); produceN(400) }
-			// Both routers acknowledge 20% before the step can pass (about
-			// 20 canary events of the 100 it needs): canaryd waits for the
+			// Both routers acknowledge 20% before the step can pass (these
+			// 100 events hold at most 20-odd canary ones, and none before
+			// the routers apply 20%, of the 100 it needs): canaryd waits for the
 			// routers it has heard from, so a router whose first apply is
 			// the 50% it holds would never be waited for (seen once in CI,
 			// when gw-slow's subscriber started after the step had passed).

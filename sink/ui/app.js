@@ -562,7 +562,7 @@
         el("td", { class: "num", text: val(t, t.baseline) }), el("td", { class: "num", text: val(t, t.canary) }),
         el("td", { class: "num", text: num(t.odds_ratio) }), el("td", { class: "num", text: finite(t.lower) || finite(t.upper) ? `${finite(t.lower) ? num(t.lower) : "0"}–${finite(t.upper) ? num(t.upper) : "∞"}` : "–" }),
         el("td", { class: "num", text: num(t.margin) }), el("td", { class: "num", text: num(t.e_value) }), el("td", { class: "num", text: num(t.threshold) }),
-        el("td", { text: state }), el("td", { class: "detail", text: [finite(t.baseline_ms) && finite(t.canary_ms) ? `${t.name.slice(8)} ${ms(t.canary_ms)} vs ${ms(t.baseline_ms)} over the release` : "", t.detail || ""].filter(Boolean).join("; ") }));
+        el("td", { text: state }), el("td", { class: "detail", text: [finite(t.baseline_ms) && finite(t.canary_ms) ? `${t.name.replace("latency_", "")} ${ms(t.canary_ms)} vs ${ms(t.baseline_ms)} over the release` : "", t.detail || ""].filter(Boolean).join("; ") }));
     });
     if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 13, class: "muted", text: "no tests yet" })));
     fill($("tests"), head, el("tbody", {}, rows));
