@@ -779,10 +779,11 @@ type TestEvidence struct {
 	// estimates, odds ratio and bounds then describe the data since Onset
 	// (Conditional.Onset), the data the e-value fired on.
 	Onset *time.Time `json:"onset,omitempty"`
-	// BaselineMS and CanaryMS, for a latency rollback test on requests,
-	// are the quantile it tests of each version's requests in Segment,
-	// over the whole rollout: the values an operator compares (the
-	// counts above describe the exceedances the e-value weighs).
+	// BaselineMS and CanaryMS, for a latency rollback test on requests
+	// whose evidence is one segment, are the quantile it tests of each
+	// version's requests in Segment, over the whole rollout: the values an
+	// operator compares (the counts above describe the exceedances the
+	// e-value weighs). Absent when they would not show a slowdown.
 	BaselineMS Num `json:"baseline_ms,omitempty"`
 	CanaryMS   Num `json:"canary_ms,omitempty"`
 }
@@ -1334,7 +1335,7 @@ func (j *Judge) tests() []TestEvidence {
 		t.EValue = Num(pooled/2 + es/2)
 		t.Passed = float64(t.EValue) >= 1/alpha
 		t.Segment = "all"
-		base, canary := j.total[j.spec.Baseline], j.total[j.spec.Canary]
+		var base, canary *window.Agg
 		if top.t != nil && top.v > pooled && top.v > 1 { // else the pooled half carries the evidence
 			// Bounds at the segment's share of alpha in the mixture.
 			a := alpha * top.w / 2
@@ -1349,8 +1350,17 @@ func (j *Judge) tests() []TestEvidence {
 		} else if t.Passed {
 			sinceOnset(&t, c, alpha/2)
 		}
+		// The quantile in time, of a named segment only: the pooled test
+		// compares each segment with its own baseline threshold, so a
+		// quantile pooled over segments mixes their shares and can point
+		// the other way (seen in TestCrashRecovery: a rollback on p50 with
+		// the canary's pooled p50 13% below the baseline's). Left out too
+		// when the whole rollout's quantiles do not show the slowdown the
+		// exceedances do (a late onset diluted by faster data before it).
 		if q > 0 && !j.bySession() && base != nil && canary != nil && base.Count > 0 && canary.Count > 0 {
-			t.BaselineMS, t.CanaryMS = Num(base.Quantile(q)), Num(canary.Quantile(q))
+			if b, c := base.Quantile(q), canary.Quantile(q); c > b {
+				t.BaselineMS, t.CanaryMS = Num(b), Num(c)
+			}
 		}
 		return t
 	}

@@ -19,7 +19,7 @@ func toolsWindow(rng *rand.Rand, i, n, perB, perC, bad int, errBad float64) wind
 }
 
 // toolsWindowLat is toolsWindow with the bad tool's canary latencies
-// multiplied by latBad.
+// (every tool's when bad < 0) multiplied by latBad.
 func toolsWindowLat(rng *rand.Rand, i, n, perB, perC, bad int, errBad, latBad float64) window.Closed {
 	start := time.Unix(1_700_000_000, 0).Add(time.Duration(i) * 10 * time.Second)
 	c := window.Closed{Rollout: "r", Source: "t", Start: start.UnixNano(), End: start.Add(10 * time.Second).UnixNano(),
@@ -41,7 +41,10 @@ func toolsWindowLat(rng *rand.Rand, i, n, perB, perC, bad int, errBad, latBad fl
 			}
 			p, lat := 0.01, 1.0
 			if arm.v == "v2" && k == bad {
-				p, lat = errBad, latBad
+				p = errBad
+			}
+			if arm.v == "v2" && (k == bad || bad < 0) {
+				lat = latBad
 			}
 			ev.Reset()
 			ev.Kind = schemas.KindTool
@@ -238,6 +241,35 @@ func TestErrorTypesStratified(t *testing.T) {
 		if te.Name == "error_types" {
 			t.Logf("error_types e=%.3g (threshold %.3g), top %s: %.1f%% vs %.1f%%", float64(te.EValue), float64(te.Threshold), te.Detail, 100*float64(te.Canary), 100*float64(te.Baseline))
 		}
+	}
+}
+
+// TestPooledLatencyNoMS: every tool's canary requests 1.5× slower. The
+// pooled test carries the rollback, and its evidence gives no quantile in
+// time: one pooled over segments mixes their shares and can point the
+// other way (the test compares each segment with its own threshold).
+func TestPooledLatencyNoMS(t *testing.T) {
+	rng := rand.New(rand.NewPCG(34, 1))
+	_, v, i := judgeTools(func(i int) window.Closed { return toolsWindowLat(rng, i, 20, 900, 100, -1, 0.01, 1.5) })
+	if v.Action != schemas.ActionRollback {
+		t.Fatalf("after %d windows: %s (%s)", i, v.Action, v.Reason)
+	}
+	t.Logf("rolled back after %d windows: %s", i, v.Reason)
+	pooled := 0
+	for _, x := range v.Tests {
+		if x.Role != "rollback" || !strings.HasPrefix(x.Name, "latency_") || x.Segment != "all" {
+			continue
+		}
+		pooled++
+		if x.BaselineMS != 0 || x.CanaryMS != 0 {
+			t.Errorf("%s on all segments gives %v vs %v ms; want none", x.Name, x.CanaryMS, x.BaselineMS)
+		}
+	}
+	if pooled == 0 {
+		t.Fatalf("no pooled latency evidence: %+v", v.Tests)
+	}
+	if strings.Contains(v.Reason, "over the rollout") {
+		t.Errorf("reason %q gives a pooled quantile", v.Reason)
 	}
 }
 
