@@ -219,9 +219,16 @@ func TestCrashRecovery(t *testing.T) {
 			}
 			// done: every event counted, every window but the closing event's
 			// judged and checkpointed (the commit stops at that open window).
+			var lastCommits map[int32]int64 // for the failure message
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("last committed offsets seen %v; want each partition's end %v minus %d closers", lastCommits, ends, crashClosers)
+				}
+			})
 			done := func(group string) func() bool {
 				return func() bool {
 					c := committedOffsets(t, brokers, group, tp.events)
+					lastCommits = c
 					for p, end := range ends {
 						if c[p] != end-crashClosers {
 							return false
